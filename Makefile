@@ -1,0 +1,28 @@
+# Two commands do everything on a fresh machine:
+#   make run    the refresher in demo mode (embedded Redis and fake WeChat)
+#   make test   every test, installing redis-server first if it is missing
+.PHONY: run test check ensure-redis bench fuzz chaos
+
+GO ?= go
+
+run:
+	$(GO) run ./cmd/refresher serve --demo
+
+test: ensure-redis check
+	$(GO) test -race -count=1 -timeout 20m ./...
+
+check:
+	@out=$$(gofmt -l $$(git ls-files '*.go' 2>/dev/null || find . -name '*.go')); \
+	  if [ -n "$$out" ]; then echo "gofmt needed on: $$out"; exit 1; fi
+	$(GO) vet ./...
+
+ensure-redis:
+	@command -v redis-server >/dev/null 2>&1 || { \
+	  echo "redis-server missing: installing it from the OS packages"; \
+	  SUDO=; [ "$$(id -u)" = 0 ] || SUDO=sudo; \
+	  $$SUDO apt-get update -qq && $$SUDO env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq redis-server >/dev/null; \
+	  command -v redis-server >/dev/null 2>&1 || { echo "could not install redis-server"; exit 1; }; }
+	@redis-server --version
+
+bench: ensure-redis
+	$(GO) test -run '^$$' -bench . -benchmem -count=1 ./pkg/...

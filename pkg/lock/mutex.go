@@ -1,0 +1,90 @@
+package lock
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"time"
+
+	"github.com/go-redsync/redsync/v4"
+	"github.com/go-redsync/redsync/v4/redis/goredis/v9"
+	"github.com/redis/go-redis/v9"
+)
+
+// ErrNotAcquired means the lock is held by someone else. It is not a failure
+// of Redis: the caller should wait for the holder's result, not retry hard.
+var ErrNotAcquired = errors.New("lock: held by another holder")
+
+// Locker takes named, expiring locks. Implementations are safe for
+// concurrent use.
+type Locker interface {
+	// TryLock makes one attempt to take the lock called name for ttl. It
+	// returns ErrNotAcquired if another holder has it, and another error if
+	// the lock service could not be asked.
+	TryLock(ctx context.Context, name string, ttl time.Duration) (Lock, error)
+}
+
+// Lock is a held lock.
+type Lock interface {
+	// Unlock releases the lock if it is still ours. Releasing a lock that
+	// already expired is not an error worth acting on: it returns nil.
+	Unlock(ctx context.Context) error
+	// Until is when the lock expires unless released first, minus redsync's
+	// allowance for clock drift.
+	Until() time.Time
+}
+
+// RedisLocker is a Locker on one Redis deployment (standalone, Sentinel or
+// Cluster, through redis.UniversalClient).
+type RedisLocker struct {
+	rs *redsync.Redsync
+}
+
+// NewRedisLocker returns a Locker backed by client.
+func NewRedisLocker(client redis.UniversalClient) *RedisLocker {
+	return &RedisLocker{rs: redsync.New(goredis.NewPool(client))}
+}
+
+// TryLock implements Locker.
+func (l *RedisLocker) TryLock(ctx context.Context, name string, ttl time.Duration) (Lock, error) {
+	m := l.rs.NewMutex(name, redsync.WithExpiry(ttl), redsync.WithTries(1))
+	if err := m.TryLockContext(ctx); err != nil {
+		if ctx.Err() != nil {
+			return nil, fmt.Errorf("lock: acquire %q: %w", name, ctx.Err())
+		}
+		return nil, classify(name, err)
+	}
+	return &redisLock{m: m}, nil
+}
+
+type redisLock struct{ m *redsync.Mutex }
+
+func (l *redisLock) Until() time.Time { return l.m.Until() }
+
+func (l *redisLock) Unlock(ctx context.Context) error {
+	_, err := l.m.UnlockContext(ctx)
+	if err == nil || errors.Is(err, redsync.ErrLockAlreadyExpired) {
+		return nil
+	}
+	var taken *redsync.ErrTaken
+	if errors.As(err, &taken) {
+		// Someone else holds it now: ours expired. Nothing to release.
+		return nil
+	}
+	return fmt.Errorf("lock: release %q: %w", l.m.Name(), err)
+}
+
+// classify turns redsync's errors into ErrNotAcquired (someone holds the
+// lock) or a wrapped Redis error (we could not find out).
+func classify(name string, err error) error {
+	var taken *redsync.ErrTaken
+	var nodeTaken *redsync.ErrNodeTaken
+	var redisErr *redsync.RedisError
+	switch {
+	case errors.As(err, &redisErr):
+		return fmt.Errorf("lock: acquire %q: %w", name, redisErr.Err)
+	case errors.As(err, &taken), errors.As(err, &nodeTaken), errors.Is(err, redsync.ErrFailed):
+		return fmt.Errorf("lock: acquire %q: %w", name, ErrNotAcquired)
+	}
+	return fmt.Errorf("lock: acquire %q: %w", name, err)
+}
