@@ -148,4 +148,3 @@ func business(t testing.TB, s *wechattest.Server, token string) int {
 	}
 	return r.ErrCode
 }
-
