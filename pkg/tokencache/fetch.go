@@ -1,0 +1,442 @@
+package tokencache
+
+import (
+	"context"
+	crand "crypto/rand"
+	"encoding/hex"
+	"errors"
+	"fmt"
+	"math/rand/v2"
+	"strconv"
+	"time"
+
+	"github.com/redis/go-redis/v9"
+
+	"github.com/tokenkeeper/tokenkeeper/pkg/lock"
+	"github.com/tokenkeeper/tokenkeeper/pkg/wechat"
+)
+
+// A condition under which a fetch is still needed; checked again inside the
+// lock, so a process that waited never fetches what another just stored.
+type condition string
+
+const (
+	condUsable  condition = "usable" // no usable token (a miss)
+	condDue     condition = "due"    // none, or due for refresh
+	condReplace condition = "bad"    // none, or the current one is the reported bad token
+)
+
+// satisfied reports whether tok makes a fetch under cond unnecessary.
+func satisfied(tok Token, cond condition, bad string, now time.Time) bool {
+	if !now.Before(tok.UsableUntil) {
+		return false
+	}
+	switch cond {
+	case condDue:
+		return now.Before(tok.RefreshAt)
+	case condReplace:
+		return tok.Value != bad
+	}
+	return true
+}
+
+// maxFleetAttempts bounds how often one call goes round "wait for the
+// holder, take the lock, find the write refused".
+const maxFleetAttempts = 8
+
+// fetch gets a token satisfying cond, fetching it at most once per process
+// (single-flight) and once per fleet (lock).
+func (c *Cache) fetch(ctx context.Context, st *appState, cond condition, bad string) (Token, error) {
+	key := st.id + "\x00" + string(cond) + "\x00" + bad
+	ch := c.flight.DoChan(key, func() (any, error) {
+		// The flight serves every caller that joins it, so it must not die
+		// with the first caller's context; it is bounded on its own.
+		fctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 3*c.opt.lockTTL)
+		defer cancel()
+		stop := context.AfterFunc(c.ctx, cancel)
+		defer stop()
+		return c.fetchFleet(fctx, st, cond, bad)
+	})
+	select {
+	case r := <-ch:
+		if r.Err != nil {
+			return Token{}, r.Err
+		}
+		return r.Val.(Token), nil
+	case <-ctx.Done():
+		return Token{}, ctx.Err()
+	}
+}
+
+func (c *Cache) fetchFleet(ctx context.Context, st *appState, cond condition, bad string) (Token, error) {
+	var lastErr error
+	for attempt := 0; attempt < maxFleetAttempts; attempt++ {
+		if err := c.held(st); err != nil {
+			return Token{}, err
+		}
+		// Take the change channel before looking, so a change that lands
+		// between the look and the wait still wakes us.
+		changed := st.changedChan()
+		lk, err := c.locker.TryLock(ctx, st.lockName, c.opt.lockTTL)
+		if errors.Is(err, lock.ErrNotAcquired) {
+			tok, ok, err := c.waitForHolder(ctx, st, changed, cond, bad)
+			if ok || err != nil {
+				return tok, err
+			}
+			continue
+		}
+		if err != nil {
+			if ctx.Err() != nil {
+				return Token{}, ctx.Err()
+			}
+			return c.redisDown(ctx, st, c.opt.now(), err)
+		}
+		tok, err := c.fetchLocked(ctx, st, cond, bad)
+		uctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), time.Second)
+		if uerr := lk.Unlock(uctx); uerr != nil {
+			c.log.Warn("tokencache: releasing the fetch lock failed; it expires by itself", "app", st.id, "err", uerr)
+		}
+		cancel()
+		if !errors.Is(err, errNotStored) {
+			return tok, err
+		}
+		lastErr = err
+	}
+	return Token{}, fmt.Errorf("tokencache: app %q: no token after %d attempts: %w", st.id, maxFleetAttempts, lastErr)
+}
+
+// errNotStored: our fetch was not stored and nothing usable is there.
+var errNotStored = errors.New("fetched token was not stored")
+
+// waitForHolder waits until another process's fetch is announced or its
+// lock runs out, then looks again. ok reports a token that satisfies cond.
+func (c *Cache) waitForHolder(ctx context.Context, st *appState, changed <-chan struct{}, cond condition, bad string) (Token, bool, error) {
+	c.stats.lockWaits.Add(1)
+	start := time.Now()
+	wait := c.opt.lockTTL
+	if ttl, err := c.client.PTTL(ctx, st.lockName).Result(); err == nil && ttl > 0 && ttl < wait {
+		wait = ttl + 10*time.Millisecond
+	}
+	timer := time.NewTimer(wait)
+	defer timer.Stop()
+	select {
+	case <-changed:
+	case <-timer.C:
+	case <-ctx.Done():
+		return Token{}, false, ctx.Err()
+	}
+	if h := c.opt.hooks.OnLockWait; h != nil {
+		h(st.id, time.Since(start))
+	}
+	now := c.opt.now()
+	tok, found, err := c.read(ctx, st, now)
+	if err != nil && !errors.Is(err, ErrCorruptRecord) {
+		return Token{}, false, err
+	}
+	if found && satisfied(tok, cond, bad, now) {
+		return tok, true, nil
+	}
+	return Token{}, false, nil
+}
+
+// fetchLocked runs one fenced fetch while holding the app's lock.
+func (c *Cache) fetchLocked(ctx context.Context, st *appState, cond condition, bad string) (Token, error) {
+	classic := st.mode == wechat.Classic
+	now := c.opt.now()
+	id := newFetchID()
+	deadline := now.Add(c.opt.fetchTimeout)
+	capUntil, capRefresh := c.capAt(now)
+	res, err := beginFetch.Run(ctx, c.client,
+		[]string{st.recordKey, st.intentsKey, st.budgetKey + wechat.QuotaDay(now)},
+		now.UnixMilli(), id, deadline.UnixMilli(), capUntil, capRefresh, c.opt.dailyBudget,
+		(48 * time.Hour).Milliseconds(), flag(classic), string(cond), bad, c.channel, st.id,
+	).StringSlice()
+	if err != nil {
+		return c.redisDown(ctx, st, now, fmt.Errorf("tokencache: begin fetch: %w", err))
+	}
+	switch res[0] {
+	case "fresh":
+		// The second check: while we waited for the lock, another process
+		// stored a token that makes this fetch unnecessary. Fetching anyway
+		// would invalidate it (classic) and waste quota.
+		tok, err := decodeRecord(st.recordKey, res[1])
+		if err != nil {
+			return Token{}, err
+		}
+		c.storeNear(st, tok, now)
+		return tok, nil
+	case "budget":
+		err := fmt.Errorf("%w: app %q has used %s of %d fetches today (Beijing time)", ErrBudgetExceeded, st.id, res[1], c.opt.dailyBudget)
+		c.emit(st, "budget", 0, err)
+		c.hold(st, err, now)
+		c.log.Error("tokencache: daily fetch budget exceeded; not fetching", "app", st.id, "budget", c.opt.dailyBudget)
+		return Token{}, err
+	}
+	prev, _ := decodeRecord(st.recordKey, res[2]) // zero Token if none or corrupt
+	expected := strconv.FormatInt(prev.Version, 10)
+	beginCap := ""
+	if classic && prev.Version > 0 && capUntil < prev.UsableUntil.UnixMilli() {
+		beginCap = strconv.FormatInt(capUntil, 10)
+	}
+
+	sendAt := c.opt.now()
+	if !sendAt.Before(deadline) {
+		// Paused past our intent: another process may be fetching now, and
+		// a fetch sent this late could invalidate its token unseen.
+		c.abort(st, id, false, sendAt, expected, beginCap, prev, classic)
+		return Token{}, fmt.Errorf("tokencache: app %q: fetch deadline passed before sending; not sent", st.id)
+	}
+	fctx, cancel := context.WithTimeout(ctx, deadline.Sub(sendAt))
+	c.stats.fetches.Add(1)
+	up, err := c.src.Fetch(fctx, st.id)
+	cancel()
+	took := c.opt.now().Sub(sendAt)
+	if err == nil {
+		err = checkUpstream(up)
+	}
+	if err != nil {
+		c.stats.fetchErrors.Add(1)
+		var werr *wechat.Error
+		unknown := !errors.As(err, &werr) // only an errcode reply proves nothing was minted
+		c.abort(st, id, unknown, sendAt, expected, beginCap, prev, classic)
+		c.hold(st, err, c.opt.now())
+		c.emit(st, classOf(err), took, err)
+		c.log.Warn("tokencache: upstream fetch failed", "app", st.id, "err", err, "outcome_unknown", unknown)
+		return Token{}, fmt.Errorf("tokencache: app %q: fetch: %w", st.id, err)
+	}
+
+	// A token's life counts from when we sent the request, on our clock:
+	// never later than WeChat's count.
+	fetchedAt := sendAt
+	refreshAt, usable := c.opt.lifetimes(fetchedAt, up.ExpiresIn)
+	tok := Token{Value: up.Value, UsableUntil: usable, RefreshAt: refreshAt, ExpiresAt: fetchedAt.Add(up.ExpiresIn), FetchedAt: fetchedAt}
+	contended := tok
+	sendCapUntil, sendCapRefresh := c.capAt(sendAt)
+	if ms := sendCapUntil; ms < contended.UsableUntil.UnixMilli() {
+		contended.UsableUntil = time.UnixMilli(ms)
+	}
+	if ms := sendCapRefresh; ms < contended.RefreshAt.UnixMilli() {
+		contended.RefreshAt = time.UnixMilli(ms)
+	}
+	if contended.RefreshAt.After(contended.UsableUntil) {
+		contended.RefreshAt = contended.UsableUntil
+	}
+	now = c.opt.now()
+	out, err := commitFetch.Run(ctx, c.client,
+		[]string{st.recordKey, st.intentsKey, st.versionKey},
+		now.UnixMilli(), id, expected, recordTail(tok), tok.UsableUntil.UnixMilli(),
+		recordTail(contended), contended.UsableUntil.UnixMilli(), flag(classic),
+		sendCapUntil, sendCapRefresh, c.channel, st.id,
+	).Slice()
+	if err != nil {
+		// We cannot know whether the write happened. If it did not, the
+		// stored token may have been invalidated by our fetch: its cap from
+		// beginFetch still bounds it. Keep ours in memory for this process.
+		c.emit(st, "error", took, err)
+		return Token{}, fmt.Errorf("tokencache: app %q: store fetched token: %w", st.id, err)
+	}
+	c.clearHold(st)
+	switch out[0] {
+	case "stored":
+		tok.Version = out[1].(int64)
+		if out[2].(int64) == 1 {
+			tok.UsableUntil, tok.RefreshAt = contended.UsableUntil, contended.RefreshAt
+		}
+		c.storeNear(st, tok, now)
+		c.emit(st, "ok", took, nil)
+		c.log.Info("tokencache: fetched and stored a new token", "app", st.id, "token", wechat.Fingerprint(tok.Value),
+			"version", tok.Version, "expires_in", up.ExpiresIn, "contended", out[2].(int64) == 1)
+		return tok, nil
+	default: // "refused" or "stale"
+		c.stats.refused.Add(1)
+		c.emit(st, "refused", took, nil)
+		c.log.Warn("tokencache: fetched token not stored; the stored one was capped", "app", st.id, "outcome", out[0],
+			"token", wechat.Fingerprint(tok.Value))
+		cur, found, rerr := c.read(ctx, st, now)
+		if rerr == nil && found && satisfied(cur, condUsable, bad, now) && (cond != condReplace || cur.Value != bad) {
+			return cur, nil
+		}
+		return Token{}, errNotStored
+	}
+}
+
+// fetchUnlocked fetches a stable token while Redis is down and keeps it in
+// memory only. Stable fetches cannot invalidate anyone's token.
+func (c *Cache) fetchUnlocked(ctx context.Context, st *appState) (Token, error) {
+	if err := c.held(st); err != nil {
+		return Token{}, err
+	}
+	v, err, _ := c.flight.Do(st.id+"\x00unlocked", func() (any, error) {
+		sendAt := c.opt.now()
+		fctx, cancel := context.WithTimeout(ctx, c.opt.fetchTimeout)
+		defer cancel()
+		c.stats.fetches.Add(1)
+		up, err := c.src.Fetch(fctx, st.id)
+		if err == nil {
+			err = checkUpstream(up)
+		}
+		if err != nil {
+			c.stats.fetchErrors.Add(1)
+			c.hold(st, err, c.opt.now())
+			c.emit(st, classOf(err), c.opt.now().Sub(sendAt), err)
+			return Token{}, fmt.Errorf("tokencache: app %q: redis unavailable and stable fetch failed: %w", st.id, err)
+		}
+		fetchedAt := sendAt
+		refreshAt, usable := c.opt.lifetimes(fetchedAt, up.ExpiresIn)
+		tok := Token{Value: up.Value, UsableUntil: usable, RefreshAt: refreshAt, ExpiresAt: fetchedAt.Add(up.ExpiresIn), FetchedAt: fetchedAt}
+		st.near.Store(&nearEntry{tok: tok}) // zero loadedAt: serves only as last good
+		c.emit(st, "ok", c.opt.now().Sub(sendAt), nil)
+		return tok, nil
+	})
+	if err != nil {
+		return Token{}, err
+	}
+	return v.(Token), nil
+}
+
+// refreshInBackground starts one refresh for st unless one is running or
+// fetching is held. Readers keep getting the current token meanwhile.
+func (c *Cache) refreshInBackground(st *appState, now time.Time) {
+	if now.UnixMilli() < st.holdUntil.Load() || !st.refreshing.CompareAndSwap(false, true) {
+		return
+	}
+	if c.ctx.Err() != nil {
+		st.refreshing.Store(false)
+		return
+	}
+	c.stats.background.Add(1)
+	c.wg.Add(1)
+	go func() {
+		defer c.wg.Done()
+		defer st.refreshing.Store(false)
+		ctx, cancel := context.WithTimeout(c.ctx, 3*c.opt.lockTTL)
+		defer cancel()
+		if _, err := c.fetch(ctx, st, condDue, ""); err != nil && ctx.Err() == nil {
+			c.log.Warn("tokencache: background refresh failed; serving the current token", "app", st.id, "err", err)
+		}
+	}()
+}
+
+func (c *Cache) abort(st *appState, id string, unknown bool, sendAt time.Time, expected, beginCap string, prev Token, classic bool) {
+	capUntil, capRefresh := c.capAt(sendAt)
+	ctx, cancel := context.WithTimeout(c.ctx, c.opt.fetchTimeout)
+	defer cancel()
+	err := abortFetch.Run(ctx, c.client, []string{st.recordKey, st.intentsKey},
+		c.opt.now().UnixMilli(), id, flag(unknown), capUntil, capRefresh, expected, beginCap,
+		prev.UsableUntil.UnixMilli(), prev.RefreshAt.UnixMilli(), c.channel, st.id, flag(classic),
+	).Err()
+	if err != nil && !errors.Is(err, redis.Nil) {
+		c.log.Warn("tokencache: could not record the end of a failed fetch", "app", st.id, "err", err)
+	}
+}
+
+// capAt is the latest a token that a fetch sent at t may invalidate can
+// still be handed out, and when its refresh becomes due.
+func (c *Cache) capAt(t time.Time) (until, refresh int64) {
+	w := c.opt.capWindow()
+	return t.Add(w).UnixMilli(), t.Add(w / 2).UnixMilli()
+}
+
+// hold suspends fetching for st after err: until Beijing midnight for a
+// quota error, for the configured hold after a configuration error, and an
+// exponential backoff with jitter after anything else.
+func (c *Cache) hold(st *appState, err error, now time.Time) {
+	st.mu.Lock()
+	defer st.mu.Unlock()
+	var until time.Time
+	var werr *wechat.Error
+	switch {
+	case errors.Is(err, wechat.ErrQuota):
+		until = wechat.NextQuotaReset(now)
+	case errors.Is(err, wechat.ErrConfig):
+		until = now.Add(c.opt.configHold)
+	case errors.Is(err, ErrBudgetExceeded):
+		until = now.Add(time.Minute)
+	case errors.As(err, &werr) && werr.Code == 45011:
+		until = now.Add(time.Minute) // WeChat's minute limit
+	default:
+		st.failures++
+		backoff := c.opt.backoffBase << min(st.failures-1, 20)
+		if backoff > c.opt.backoffMax || backoff <= 0 {
+			backoff = c.opt.backoffMax
+		}
+		until = now.Add(backoff/2 + rand.N(backoff/2+1))
+	}
+	st.holdErr = err
+	st.holdUntil.Store(until.UnixMilli())
+}
+
+func (c *Cache) clearHold(st *appState) {
+	st.mu.Lock()
+	st.failures, st.holdErr = 0, nil
+	st.holdUntil.Store(0)
+	st.mu.Unlock()
+}
+
+func (c *Cache) held(st *appState) error {
+	ms := st.holdUntil.Load()
+	if ms == 0 || c.opt.now().UnixMilli() >= ms {
+		return nil
+	}
+	st.mu.Lock()
+	defer st.mu.Unlock()
+	if st.holdErr == nil {
+		return nil
+	}
+	return &HeldError{AppID: st.id, Until: ms, Err: st.holdErr}
+}
+
+func (c *Cache) emit(st *appState, result string, d time.Duration, err error) {
+	if h := c.opt.hooks.OnFetch; h != nil {
+		h(FetchEvent{AppID: st.id, Result: result, Duration: d, Err: err})
+	}
+}
+
+func classOf(err error) string {
+	switch {
+	case errors.Is(err, wechat.ErrQuota):
+		return "quota"
+	case errors.Is(err, wechat.ErrConfig):
+		return "config"
+	case errors.Is(err, wechat.ErrTransient):
+		return "transient"
+	}
+	return "error"
+}
+
+// checkUpstream refuses what no Source should return; a bad token must never
+// reach Redis.
+func checkUpstream(t wechat.Token) error {
+	if t.Value == "" || len(t.Value) > maxTokenLen {
+		return fmt.Errorf("%w: source returned a token of %d bytes", wechat.ErrMalformedReply, len(t.Value))
+	}
+	for i := 0; i < len(t.Value); i++ {
+		if b := t.Value[i]; b <= ' ' || b > '~' || b == '|' {
+			return fmt.Errorf("%w: source returned a token with a byte outside printable ASCII", wechat.ErrMalformedReply)
+		}
+	}
+	if t.ExpiresIn <= 0 || t.ExpiresIn > 24*time.Hour {
+		return fmt.Errorf("%w: source returned expires_in %v", wechat.ErrMalformedReply, t.ExpiresIn)
+	}
+	return nil
+}
+
+// recordTail is a record without its "tk1|version|" head; the version is
+// assigned inside commitFetch.
+func recordTail(t Token) string {
+	return strconv.FormatInt(t.UsableUntil.UnixMilli(), 10) + "|" + strconv.FormatInt(t.RefreshAt.UnixMilli(), 10) + "|" +
+		strconv.FormatInt(t.ExpiresAt.UnixMilli(), 10) + "|" + strconv.FormatInt(t.FetchedAt.UnixMilli(), 10) + "|" + t.Value
+}
+
+func newFetchID() string {
+	var b [8]byte
+	_, _ = crand.Read(b[:])
+	return hex.EncodeToString(b[:])
+}
+
+func flag(b bool) string {
+	if b {
+		return "1"
+	}
+	return "0"
+}
