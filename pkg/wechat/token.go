@@ -3,6 +3,9 @@ package wechat
 import (
 	"crypto/sha256"
 	"encoding/hex"
+	"fmt"
+	"io"
+	"log/slog"
 	"time"
 )
 
@@ -17,6 +20,22 @@ type Token struct {
 	// token's life is counted from the send, not the reply, so a slow reply
 	// never makes it look younger than it is.
 	FetchedAt time.Time
+}
+
+// Format prints the token's Fingerprint instead of its value, so a token
+// put in a log line or an error by accident does not leak.
+func (t Token) Format(f fmt.State, verb rune) {
+	fmt.Fprintf(f, "wechat.Token{fingerprint:%s expires_in:%s fetched_at:%s}",
+		Fingerprint(t.Value), t.ExpiresIn, t.FetchedAt.Format(time.RFC3339Nano))
+}
+
+// LogValue logs the token's Fingerprint instead of its value.
+func (t Token) LogValue() slog.Value {
+	return slog.GroupValue(
+		slog.String("fingerprint", Fingerprint(t.Value)),
+		slog.Duration("expires_in", t.ExpiresIn),
+		slog.Time("fetched_at", t.FetchedAt),
+	)
 }
 
 // ExpiresAt is when WeChat stops accepting the token.
@@ -82,6 +101,16 @@ func (s Secret) Reveal() string { return string(s) }
 
 func (s Secret) String() string   { return "[redacted]" }
 func (s Secret) GoString() string { return `"[redacted]"` }
+
+// Format covers the verbs String and GoString do not (%d, %t, %p, ...):
+// without it fmt reports a bad verb by printing the raw value.
+func (s Secret) Format(f fmt.State, verb rune) {
+	if verb == 'v' && f.Flag('#') {
+		io.WriteString(f, s.GoString())
+		return
+	}
+	io.WriteString(f, s.String())
+}
 
 // MarshalText keeps the secret out of JSON, YAML and anything else that
 // encodes text.
