@@ -13,7 +13,8 @@ const (
 	// FaultBusy answers errcode -1 (system busy); nothing is minted.
 	FaultBusy FaultKind = iota + 1
 	// FaultLatency delays the reply by Fault.Latency, then answers
-	// normally. If the client gives up first, nothing is processed.
+	// normally. If the client gives up first, nothing is processed; if the
+	// fake is closed meanwhile, the connection is dropped.
 	FaultLatency
 	// FaultHTML502 answers HTTP 502 with an HTML page, as a proxy in front
 	// of WeChat does; nothing is minted.
@@ -151,8 +152,9 @@ func (s *Server) faultBefore(w http.ResponseWriter, r *http.Request, f *Fault, a
 		case <-timer.C:
 			return true
 		case <-r.Context().Done():
-			return false
+			return false // the client gave up: nothing to answer, nothing processed
 		case <-s.closing:
+			dropConnection(w) // as a server going away would
 			return false
 		}
 	case FaultBusy:

@@ -103,9 +103,11 @@ func New(tb testing.TB, opts ...Option) *Server {
 	s, err := newServer(opts)
 	if err != nil {
 		tb.Fatal(err)
+		return nil
 	}
 	if err := s.start(); err != nil {
 		tb.Fatal(err)
+		return nil
 	}
 	tb.Cleanup(s.Close)
 	return s
