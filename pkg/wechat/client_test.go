@@ -1,10 +1,11 @@
-package wechat
+package wechat_test
 
 import (
 	"context"
 	"encoding/json"
 	"errors"
 	"fmt"
+	"github.com/tokenkeeper/tokenkeeper/pkg/wechat"
 	"io"
 	"net"
 	"net/http"
@@ -21,7 +22,7 @@ const (
 	testAppID = "wx0123456789abcdef"
 	// Characters that a URL query escapes, so redaction of the escaped form
 	// is exercised too.
-	testSecret Secret = "S3cr3t/Key+0123456789abcdef=="
+	testSecret wechat.Secret = "S3cr3t/Key+0123456789abcdef=="
 )
 
 // replyWith returns a handler that answers every request with status and body.
@@ -44,14 +45,14 @@ func newServer(t *testing.T, h http.Handler) *httptest.Server {
 // so tests run every case on both endpoints.
 type fetchFunc struct {
 	endpoint string
-	fetch    func(c *Client, ctx context.Context, appID string, secret Secret) (Token, error)
+	fetch    func(c *wechat.Client, ctx context.Context, appID string, secret wechat.Secret) (wechat.Token, error)
 }
 
 var endpoints = []fetchFunc{
-	{EndpointToken, func(c *Client, ctx context.Context, id string, s Secret) (Token, error) {
+	{wechat.EndpointToken, func(c *wechat.Client, ctx context.Context, id string, s wechat.Secret) (wechat.Token, error) {
 		return c.ClassicToken(ctx, id, s)
 	}},
-	{EndpointStableToken, func(c *Client, ctx context.Context, id string, s Secret) (Token, error) {
+	{wechat.EndpointStableToken, func(c *wechat.Client, ctx context.Context, id string, s wechat.Secret) (wechat.Token, error) {
 		return c.StableToken(ctx, id, s, false)
 	}},
 }
@@ -67,13 +68,13 @@ func TestClassicTokenRequest(t *testing.T) {
 		replyWith(200, `{"access_token":"CLASSIC_TOKEN","expires_in":7200}`)(w, r)
 	}))
 	clock := func() time.Time { clockCalls.Add(1); return t0 }
-	c := NewClient(WithBaseURL(srv.URL+"/"), WithClock(clock))
+	c := wechat.NewClient(wechat.WithBaseURL(srv.URL+"/"), wechat.WithClock(clock))
 
 	tok, err := c.ClassicToken(context.Background(), testAppID, testSecret)
 	if err != nil {
 		t.Fatal(err)
 	}
-	if want := (Token{Value: "CLASSIC_TOKEN", ExpiresIn: 2 * time.Hour, FetchedAt: t0}); tok != want {
+	if want := (wechat.Token{Value: "CLASSIC_TOKEN", ExpiresIn: 2 * time.Hour, FetchedAt: t0}); tok != want {
 		t.Fatalf("token = %v, want %v", tok, want)
 	}
 	if got.Method != http.MethodGet || got.URL.Path != "/cgi-bin/token" {
@@ -103,12 +104,12 @@ func TestStableTokenRequest(t *testing.T) {
 				}
 				replyWith(200, `{"access_token":"STABLE_TOKEN","expires_in":300}`)(w, r)
 			}))
-			c := NewClient(WithBaseURL(srv.URL), WithClock(func() time.Time { return t0 }))
+			c := wechat.NewClient(wechat.WithBaseURL(srv.URL), wechat.WithClock(func() time.Time { return t0 }))
 			tok, err := c.StableToken(context.Background(), testAppID, testSecret, force)
 			if err != nil {
 				t.Fatal(err)
 			}
-			if want := (Token{Value: "STABLE_TOKEN", ExpiresIn: 5 * time.Minute, FetchedAt: t0}); tok != want {
+			if want := (wechat.Token{Value: "STABLE_TOKEN", ExpiresIn: 5 * time.Minute, FetchedAt: t0}); tok != want {
 				t.Fatalf("token = %v, want %v", tok, want)
 			}
 			if method != http.MethodPost || path != "/cgi-bin/stable_token" || ctype != "application/json" {
@@ -128,7 +129,7 @@ func TestBaseURLWithPathPrefix(t *testing.T) {
 		path.Store(r.URL.Path)
 		replyWith(200, `{"access_token":"T","expires_in":7200}`)(w, r)
 	}))
-	c := NewClient(WithBaseURL(srv.URL + "/wechat-proxy/"))
+	c := wechat.NewClient(wechat.WithBaseURL(srv.URL + "/wechat-proxy/"))
 	if _, err := c.ClassicToken(context.Background(), testAppID, testSecret); err != nil {
 		t.Fatal(err)
 	}
@@ -141,48 +142,35 @@ func TestClientRejectsBadConfig(t *testing.T) {
 	ctx := context.Background()
 	for _, tc := range []struct {
 		name    string
-		client  *Client
+		client  *wechat.Client
 		appID   string
-		secret  Secret
+		secret  wechat.Secret
 		reason  string
 		wantApp bool
 	}{
-		{"bad scheme", NewClient(WithBaseURL("ftp://example.com")), testAppID, testSecret, "must use http or https", true},
-		{"no host", NewClient(WithBaseURL("http://")), testAppID, testSecret, "has no host", true},
-		{"query in base", NewClient(WithBaseURL("http://127.0.0.1:1/?x=1")), testAppID, testSecret, "must not carry a query", true},
-		{"unparsable", NewClient(WithBaseURL("http://[::1")), testAppID, testSecret, "invalid base URL", true},
-		{"empty appid", NewClient(), "", testSecret, "empty appid", false},
-		{"empty secret", NewClient(), testAppID, "", "empty secret", true},
+		{"bad scheme", wechat.NewClient(wechat.WithBaseURL("ftp://example.com")), testAppID, testSecret, "must use http or https", true},
+		{"no host", wechat.NewClient(wechat.WithBaseURL("http://")), testAppID, testSecret, "has no host", true},
+		{"query in base", wechat.NewClient(wechat.WithBaseURL("http://127.0.0.1:1/?x=1")), testAppID, testSecret, "must not carry a query", true},
+		{"unparsable", wechat.NewClient(wechat.WithBaseURL("http://[::1")), testAppID, testSecret, "invalid base URL", true},
+		{"empty appid", wechat.NewClient(), "", testSecret, "empty appid", false},
+		{"empty secret", wechat.NewClient(), testAppID, "", "empty secret", true},
 	} {
 		for _, ep := range endpoints {
 			_, err := ep.fetch(tc.client, ctx, tc.appID, tc.secret)
-			var ce *ConfigError
-			if !errors.As(err, &ce) || !errors.Is(err, ErrConfig) || !strings.Contains(err.Error(), tc.reason) {
+			var ce *wechat.ConfigError
+			if !errors.As(err, &ce) || !errors.Is(err, wechat.ErrConfig) || !strings.Contains(err.Error(), tc.reason) {
 				t.Errorf("%s/%s: err = %v, want *ConfigError (ErrConfig) containing %q", tc.name, ep.endpoint, err, tc.reason)
 			}
-			if errors.Is(err, ErrTransient) {
+			if errors.Is(err, wechat.ErrTransient) {
 				t.Errorf("%s: a config error must not be retried as transient", tc.name)
 			}
 		}
 	}
 }
 
-func TestClientMalformedReplies(t *testing.T) {
-	for _, tc := range malformedCases {
-		srv := newServer(t, replyWith(tc.status, tc.body))
-		c := NewClient(WithBaseURL(srv.URL))
-		for _, ep := range endpoints {
-			t.Run(ep.endpoint+"/"+tc.name, func(t *testing.T) {
-				tok, err := ep.fetch(c, context.Background(), testAppID, testSecret)
-				checkMalformed(t, tok, err, ep.endpoint, tc)
-			})
-		}
-	}
-}
-
 func TestClientReadsAtMostLimit(t *testing.T) {
 	// A server that would stream 8 MiB: the client must stop after
-	// MaxReplyBytes+1 and report the size, not buffer everything.
+	// wechat.MaxReplyBytes+1 and report the size, not buffer everything.
 	var written atomic.Int64
 	srv := newServer(t, http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		w.WriteHeader(200)
@@ -196,32 +184,14 @@ func TestClientReadsAtMostLimit(t *testing.T) {
 		}
 	}))
 	for _, ep := range endpoints {
-		_, err := ep.fetch(NewClient(WithBaseURL(srv.URL)), context.Background(), testAppID, testSecret)
-		var re *ReplyError
+		_, err := ep.fetch(wechat.NewClient(wechat.WithBaseURL(srv.URL)), context.Background(), testAppID, testSecret)
+		var re *wechat.ReplyError
 		if !errors.As(err, &re) || !strings.Contains(re.Reason, "body exceeds 65536 bytes") {
 			t.Errorf("%s: err = %v, want body too large", ep.endpoint, err)
 		}
 	}
 }
 
-func TestClientErrcodeClasses(t *testing.T) {
-	for _, tc := range errcodeClasses {
-		srv := newServer(t, replyWith(200, fmt.Sprintf(`{"errcode":%d,"errmsg":"upstream says no"}`, tc.code)))
-		c := NewClient(WithBaseURL(srv.URL))
-		for _, ep := range endpoints {
-			tok, err := ep.fetch(c, context.Background(), testAppID, testSecret)
-			if tok != (Token{}) {
-				t.Errorf("errcode %d: returned a token", tc.code)
-			}
-			we := checkClass(t, err, ep.endpoint, tc.code, tc.class)
-			if we.Message != "upstream says no" {
-				t.Errorf("Message = %q", we.Message)
-			}
-		}
-	}
-}
-
-// closedPort returns a loopback address nothing listens on.
 func closedPort(t *testing.T) string {
 	t.Helper()
 	l, err := net.Listen("tcp", "127.0.0.1:0")
@@ -252,20 +222,20 @@ func blockingServer(t *testing.T) (srv *httptest.Server, arrived <-chan struct{}
 
 func checkRequestError(t *testing.T, err error, endpoint string, sent bool, cause error) {
 	t.Helper()
-	var re *RequestError
+	var re *wechat.RequestError
 	if !errors.As(err, &re) {
 		t.Fatalf("err = %v (%T), want *RequestError", err, err)
 	}
 	if re.Endpoint != endpoint || re.Sent != sent {
 		t.Errorf("RequestError endpoint/sent = %q/%v, want %q/%v (%v)", re.Endpoint, re.Sent, endpoint, sent, err)
 	}
-	if !errors.Is(err, ErrTransient) {
+	if !errors.Is(err, wechat.ErrTransient) {
 		t.Errorf("errors.Is(ErrTransient) = false: %v", err)
 	}
-	if got := errors.Is(err, ErrOutcomeUnknown); got != sent {
+	if got := errors.Is(err, wechat.ErrOutcomeUnknown); got != sent {
 		t.Errorf("errors.Is(ErrOutcomeUnknown) = %v, want %v", got, sent)
 	}
-	if errors.Is(err, ErrMalformedReply) || errors.Is(err, ErrConfig) || errors.Is(err, ErrQuota) {
+	if errors.Is(err, wechat.ErrMalformedReply) || errors.Is(err, wechat.ErrConfig) || errors.Is(err, wechat.ErrQuota) {
 		t.Errorf("RequestError matches a class it should not: %v", err)
 	}
 	var ue *url.Error
@@ -278,7 +248,7 @@ func checkRequestError(t *testing.T, err error, endpoint string, sent bool, caus
 }
 
 func TestClientDialRefusedIsNotSent(t *testing.T) {
-	c := NewClient(WithBaseURL("http://" + closedPort(t)))
+	c := wechat.NewClient(wechat.WithBaseURL("http://" + closedPort(t)))
 	for _, ep := range endpoints {
 		_, err := ep.fetch(c, context.Background(), testAppID, testSecret)
 		checkRequestError(t, err, ep.endpoint, false, nil)
@@ -295,7 +265,7 @@ func TestClientContextAlreadyCanceled(t *testing.T) {
 	ctx, cancel := context.WithCancel(context.Background())
 	cancel()
 	for _, ep := range endpoints {
-		_, err := ep.fetch(NewClient(WithBaseURL(srv.URL)), ctx, testAppID, testSecret)
+		_, err := ep.fetch(wechat.NewClient(wechat.WithBaseURL(srv.URL)), ctx, testAppID, testSecret)
 		checkRequestError(t, err, ep.endpoint, false, context.Canceled)
 	}
 	if hits.Load() != 0 {
@@ -305,7 +275,7 @@ func TestClientContextAlreadyCanceled(t *testing.T) {
 
 func TestClientContextCanceledInFlight(t *testing.T) {
 	srv, arrived := blockingServer(t)
-	c := NewClient(WithBaseURL(srv.URL))
+	c := wechat.NewClient(wechat.WithBaseURL(srv.URL))
 	for _, ep := range endpoints {
 		ctx, cancel := context.WithCancel(context.Background())
 		go func() {
@@ -317,7 +287,7 @@ func TestClientContextCanceledInFlight(t *testing.T) {
 		}()
 		tok, err := ep.fetch(c, ctx, testAppID, testSecret)
 		cancel()
-		if tok != (Token{}) {
+		if tok != (wechat.Token{}) {
 			t.Errorf("returned a token")
 		}
 		checkRequestError(t, err, ep.endpoint, true, context.Canceled)
@@ -326,7 +296,7 @@ func TestClientContextCanceledInFlight(t *testing.T) {
 
 func TestClientContextDeadline(t *testing.T) {
 	srv, _ := blockingServer(t)
-	c := NewClient(WithBaseURL(srv.URL))
+	c := wechat.NewClient(wechat.WithBaseURL(srv.URL))
 	for _, ep := range endpoints {
 		ctx, cancel := context.WithTimeout(context.Background(), 100*time.Millisecond)
 		_, err := ep.fetch(c, ctx, testAppID, testSecret)
@@ -338,7 +308,7 @@ func TestClientContextDeadline(t *testing.T) {
 func TestClientHTTPTimeout(t *testing.T) {
 	srv, _ := blockingServer(t)
 	hc := &http.Client{Timeout: 100 * time.Millisecond}
-	c := NewClient(WithBaseURL(srv.URL), WithHTTPClient(hc))
+	c := wechat.NewClient(wechat.WithBaseURL(srv.URL), wechat.WithHTTPClient(hc))
 	for _, ep := range endpoints {
 		start := time.Now()
 		_, err := ep.fetch(c, context.Background(), testAppID, testSecret)
@@ -382,7 +352,7 @@ func TestClientLostReply(t *testing.T) {
 		for _, ep := range endpoints {
 			// A fresh client per call: a retried request on a pooled
 			// connection would be a different test.
-			_, err := ep.fetch(NewClient(WithBaseURL(srv.URL)), context.Background(), testAppID, testSecret)
+			_, err := ep.fetch(wechat.NewClient(wechat.WithBaseURL(srv.URL)), context.Background(), testAppID, testSecret)
 			t.Logf("%s %s: %v", name, ep.endpoint, err)
 			checkRequestError(t, err, ep.endpoint, true, nil)
 		}
@@ -401,9 +371,9 @@ func TestClientDoesNotFollowRedirects(t *testing.T) {
 		}))
 		for _, ep := range endpoints {
 			// Even a caller's client that follows redirects must not.
-			c := NewClient(WithBaseURL(srv.URL), WithHTTPClient(&http.Client{}))
+			c := wechat.NewClient(wechat.WithBaseURL(srv.URL), wechat.WithHTTPClient(&http.Client{}))
 			_, err := ep.fetch(c, context.Background(), testAppID, testSecret)
-			var re *ReplyError
+			var re *wechat.ReplyError
 			if !errors.As(err, &re) || re.Status != status {
 				t.Errorf("%d %s: err = %v, want ReplyError with status %d", status, ep.endpoint, err, status)
 			}
@@ -419,7 +389,7 @@ func TestClientConcurrentUse(t *testing.T) {
 	srv := newServer(t, http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		replyWith(200, fmt.Sprintf(`{"access_token":"T%d","expires_in":7200}`, n.Add(1)))(w, r)
 	}))
-	c := NewClient(WithBaseURL(srv.URL))
+	c := wechat.NewClient(wechat.WithBaseURL(srv.URL))
 	var wg sync.WaitGroup
 	seen := make(chan string, 32)
 	for i := 0; i < 32; i++ {

@@ -1,7 +1,8 @@
-package wechat
+package wechat_test
 
 import (
 	"errors"
+	"github.com/tokenkeeper/tokenkeeper/pkg/wechat"
 	"strconv"
 	"strings"
 	"testing"
@@ -10,14 +11,14 @@ import (
 
 var t0 = time.Date(2026, 11, 20, 12, 0, 0, 0, time.UTC)
 
-// malformedCase is one reply that must be rejected as *ReplyError. The same
-// table runs through ParseTokenReply directly and through the client against
+// malformedCase is one reply that must be rejected as *wechat.ReplyError. The same
+// table runs through wechat.ParseTokenReply directly and through the client against
 // a server, for both endpoints.
 type malformedCase struct {
 	name   string
 	status int
 	body   string
-	reason string // substring of ReplyError.Reason
+	reason string // substring of wechat.ReplyError.Reason
 }
 
 var malformedCases = []malformedCase{
@@ -45,7 +46,7 @@ var malformedCases = []malformedCase{
 	{"token with DEL", 200, `{"access_token":"TOK\u007fEN","expires_in":7200}`, "control character (byte 0x7f)"},
 	{"token non-ASCII", 200, `{"access_token":"TOKé","expires_in":7200}`, "non-ASCII byte 0xc3 at offset 3"},
 	{"token invalid UTF-8", 200, "{\"access_token\":\"TOK\xff\",\"expires_in\":7200}", "non-ASCII"},
-	{"token too long", 200, `{"access_token":"` + strings.Repeat("A", MaxTokenBytes+1) + `","expires_in":7200}`, "2049 bytes, over the 2048-byte limit"},
+	{"token too long", 200, `{"access_token":"` + strings.Repeat("A", wechat.MaxTokenBytes+1) + `","expires_in":7200}`, "2049 bytes, over the 2048-byte limit"},
 	{"expires_in missing", 200, `{"access_token":"TOKEN"}`, "expires_in missing"},
 	{"expires_in string", 200, `{"access_token":"TOKEN","expires_in":"7200"}`, "expires_in is a string, want an integer"},
 	{"expires_in null", 200, `{"access_token":"TOKEN","expires_in":null}`, "expires_in is null"},
@@ -58,15 +59,15 @@ var malformedCases = []malformedCase{
 	{"errcode string", 200, `{"errcode":"40001","errmsg":"x"}`, "errcode is a string"},
 	{"errcode fraction", 200, `{"errcode":1.5,"errmsg":"x"}`, "errcode is not an integer"},
 	{"errcode out of int32", 200, `{"errcode":4294967296}`, "errcode 4294967296 is out of range"},
-	{"body over 64 KiB", 200, `{"access_token":"TOKEN","expires_in":7200,"pad":"` + strings.Repeat("x", MaxReplyBytes) + `"}`, "body exceeds 65536 bytes"},
+	{"body over 64 KiB", 200, `{"access_token":"TOKEN","expires_in":7200,"pad":"` + strings.Repeat("x", wechat.MaxReplyBytes) + `"}`, "body exceeds 65536 bytes"},
 }
 
-func checkMalformed(t *testing.T, tok Token, err error, endpoint string, tc malformedCase) {
+func checkMalformed(t *testing.T, tok wechat.Token, err error, endpoint string, tc malformedCase) {
 	t.Helper()
-	if tok != (Token{}) {
+	if tok != (wechat.Token{}) {
 		t.Errorf("returned a token %v together with an error", tok)
 	}
-	var re *ReplyError
+	var re *wechat.ReplyError
 	if !errors.As(err, &re) {
 		t.Fatalf("err = %v (%T), want *ReplyError", err, err)
 	}
@@ -76,12 +77,12 @@ func checkMalformed(t *testing.T, tok Token, err error, endpoint string, tc malf
 	if !strings.Contains(re.Reason, tc.reason) {
 		t.Errorf("Reason = %q, want it to contain %q", re.Reason, tc.reason)
 	}
-	for _, class := range []error{ErrMalformedReply, ErrTransient, ErrOutcomeUnknown} {
+	for _, class := range []error{wechat.ErrMalformedReply, wechat.ErrTransient, wechat.ErrOutcomeUnknown} {
 		if !errors.Is(err, class) {
 			t.Errorf("errors.Is(err, %v) = false, want true", class)
 		}
 	}
-	for _, class := range []error{ErrQuota, ErrConfig, ErrTokenInvalid} {
+	for _, class := range []error{wechat.ErrQuota, wechat.ErrConfig, wechat.ErrTokenInvalid} {
 		if errors.Is(err, class) {
 			t.Errorf("errors.Is(err, %v) = true, want false", class)
 		}
@@ -96,10 +97,10 @@ func TestParseTokenReplyMalformed(t *testing.T) {
 	if len(malformedCases) < 15 {
 		t.Fatalf("only %d malformed cases", len(malformedCases))
 	}
-	for _, ep := range []string{EndpointToken, EndpointStableToken} {
+	for _, ep := range []string{wechat.EndpointToken, wechat.EndpointStableToken} {
 		for _, tc := range malformedCases {
 			t.Run(ep+"/"+tc.name, func(t *testing.T) {
-				tok, err := ParseTokenReply(ep, tc.status, []byte(tc.body), t0)
+				tok, err := wechat.ParseTokenReply(ep, tc.status, []byte(tc.body), t0)
 				checkMalformed(t, tok, err, ep, tc)
 			})
 		}
@@ -107,7 +108,7 @@ func TestParseTokenReplyMalformed(t *testing.T) {
 }
 
 func TestParseTokenReplyValid(t *testing.T) {
-	long := strings.Repeat("a", MaxTokenBytes)
+	long := strings.Repeat("a", wechat.MaxTokenBytes)
 	cases := []struct {
 		name, body, token string
 		expires           time.Duration
@@ -127,11 +128,11 @@ func TestParseTokenReplyValid(t *testing.T) {
 	}
 	for _, tc := range cases {
 		t.Run(tc.name, func(t *testing.T) {
-			tok, err := ParseTokenReply(EndpointToken, tc.status, []byte(tc.body), t0)
+			tok, err := wechat.ParseTokenReply(wechat.EndpointToken, tc.status, []byte(tc.body), t0)
 			if err != nil {
 				t.Fatalf("err = %v", err)
 			}
-			want := Token{Value: tc.token, ExpiresIn: tc.expires, FetchedAt: t0}
+			want := wechat.Token{Value: tc.token, ExpiresIn: tc.expires, FetchedAt: t0}
 			if tok != want {
 				t.Fatalf("token = %+v (value %q), want %+v", tok, tok.Value, want)
 			}
@@ -147,20 +148,20 @@ var errcodeClasses = []struct {
 	code  int
 	class error
 }{
-	{-1, ErrTransient}, {45011, ErrTransient}, {89501, ErrTransient}, {89503, ErrTransient},
-	{45009, ErrQuota},
-	{40001, ErrConfig}, {40002, ErrConfig}, {40013, ErrConfig}, {40125, ErrConfig},
-	{40164, ErrConfig}, {40243, ErrConfig}, {41002, ErrConfig}, {41004, ErrConfig},
-	{43002, ErrConfig}, {50004, ErrConfig}, {50007, ErrConfig}, {89506, ErrConfig}, {89507, ErrConfig},
-	{12345, ErrTransient}, // unknown on a token endpoint: backoff, never hammer
+	{-1, wechat.ErrTransient}, {45011, wechat.ErrTransient}, {89501, wechat.ErrTransient}, {89503, wechat.ErrTransient},
+	{45009, wechat.ErrQuota},
+	{40001, wechat.ErrConfig}, {40002, wechat.ErrConfig}, {40013, wechat.ErrConfig}, {40125, wechat.ErrConfig},
+	{40164, wechat.ErrConfig}, {40243, wechat.ErrConfig}, {41002, wechat.ErrConfig}, {41004, wechat.ErrConfig},
+	{43002, wechat.ErrConfig}, {50004, wechat.ErrConfig}, {50007, wechat.ErrConfig}, {89506, wechat.ErrConfig}, {89507, wechat.ErrConfig},
+	{12345, wechat.ErrTransient}, // unknown on a token endpoint: backoff, never hammer
 }
 
-var allClasses = []error{ErrTransient, ErrQuota, ErrConfig, ErrTokenInvalid}
+var allClasses = []error{wechat.ErrTransient, wechat.ErrQuota, wechat.ErrConfig, wechat.ErrTokenInvalid}
 
-// checkClass asserts err is *Error{code, endpoint} in exactly one class.
-func checkClass(t *testing.T, err error, endpoint string, code int, class error) *Error {
+// checkClass asserts err is *wechat.Error{code, endpoint} in exactly one class.
+func checkClass(t *testing.T, err error, endpoint string, code int, class error) *wechat.Error {
 	t.Helper()
-	var we *Error
+	var we *wechat.Error
 	if !errors.As(err, &we) {
 		t.Fatalf("err = %v (%T), want *Error", err, err)
 	}
@@ -172,19 +173,19 @@ func checkClass(t *testing.T, err error, endpoint string, code int, class error)
 			t.Errorf("errcode %d from %s: errors.Is(%v) = %v, want %v", code, endpoint, c, got, want)
 		}
 	}
-	if errors.Is(err, ErrMalformedReply) || errors.Is(err, ErrOutcomeUnknown) {
+	if errors.Is(err, wechat.ErrMalformedReply) || errors.Is(err, wechat.ErrOutcomeUnknown) {
 		t.Errorf("errcode %d: an answered request must not match ErrMalformedReply/ErrOutcomeUnknown", code)
 	}
 	return we
 }
 
 func TestParseTokenReplyErrcodeClasses(t *testing.T) {
-	for _, ep := range []string{EndpointToken, EndpointStableToken} {
+	for _, ep := range []string{wechat.EndpointToken, wechat.EndpointStableToken} {
 		for _, tc := range errcodeClasses {
 			// A token alongside a non-zero errcode must not be returned.
 			body := `{"errcode":` + itoa(tc.code) + `,"errmsg":"msg","access_token":"T","expires_in":7200}`
-			tok, err := ParseTokenReply(ep, 200, []byte(body), t0)
-			if tok != (Token{}) {
+			tok, err := wechat.ParseTokenReply(ep, 200, []byte(body), t0)
+			if tok != (wechat.Token{}) {
 				t.Errorf("errcode %d: returned token %v", tc.code, tok)
 			}
 			we := checkClass(t, err, ep, tc.code, tc.class)
@@ -201,19 +202,19 @@ func TestCheckBusinessReply(t *testing.T) {
 		code  int
 		class error
 	}{
-		{40001, ErrTokenInvalid}, {40014, ErrTokenInvalid}, {42001, ErrTokenInvalid},
-		{-1, ErrTransient}, {45011, ErrTransient}, {45009, ErrQuota},
+		{40001, wechat.ErrTokenInvalid}, {40014, wechat.ErrTokenInvalid}, {42001, wechat.ErrTokenInvalid},
+		{-1, wechat.ErrTransient}, {45011, wechat.ErrTransient}, {45009, wechat.ErrQuota},
 		{40003, nil}, // the caller's business (invalid openid)
 	} {
-		err := CheckBusinessReply(ep, []byte(`{"errcode":`+itoa(tc.code)+`,"errmsg":"m"}`))
+		err := wechat.CheckBusinessReply(ep, []byte(`{"errcode":`+itoa(tc.code)+`,"errmsg":"m"}`))
 		checkClass(t, err, ep, tc.code, tc.class)
 	}
 
 	// 40001 means a wrong secret on a token endpoint, not a dead token.
-	checkClass(t, CheckBusinessReply(EndpointToken, []byte(`{"errcode":40001}`)), EndpointToken, 40001, ErrConfig)
+	checkClass(t, wechat.CheckBusinessReply(wechat.EndpointToken, []byte(`{"errcode":40001}`)), wechat.EndpointToken, 40001, wechat.ErrConfig)
 
 	for _, ok := range []string{`{"errcode":0,"errmsg":"ok"}`, `{"msgid":123}`, `[1,2]`, `"x"`, `{"errcode":0}`, " {} "} {
-		if err := CheckBusinessReply(ep, []byte(ok)); err != nil {
+		if err := wechat.CheckBusinessReply(ep, []byte(ok)); err != nil {
 			t.Errorf("CheckBusinessReply(%s) = %v, want nil", ok, err)
 		}
 	}
@@ -224,44 +225,18 @@ func TestCheckBusinessReply(t *testing.T) {
 		{`{"errcode":"40001"}`, "errcode is a string"},
 		{`{"errcode":null}`, "errcode is null"},
 	} {
-		err := CheckBusinessReply(ep, []byte(bad.body))
-		var re *ReplyError
+		err := wechat.CheckBusinessReply(ep, []byte(bad.body))
+		var re *wechat.ReplyError
 		if !errors.As(err, &re) || !strings.Contains(re.Reason, bad.reason) || re.Endpoint != ep {
 			t.Errorf("CheckBusinessReply(%q) = %v, want *ReplyError containing %q", bad.body, err, bad.reason)
 			continue
 		}
-		if !errors.Is(err, ErrMalformedReply) || !errors.Is(err, ErrTransient) {
+		if !errors.Is(err, wechat.ErrMalformedReply) || !errors.Is(err, wechat.ErrTransient) {
 			t.Errorf("CheckBusinessReply(%q): error classes wrong: %v", bad.body, err)
 		}
 		if strings.Contains(err.Error(), "HTTP") {
 			t.Errorf("error %q mentions an HTTP status it does not know", err)
 		}
-	}
-}
-
-func TestErrmsgCleaned(t *testing.T) {
-	body := `{"errcode":-1,"errmsg":"line1\nline2\u001b[31m` + strings.Repeat("z", 2000) + `"}`
-	_, err := ParseTokenReply(EndpointToken, 200, []byte(body), t0)
-	var we *Error
-	if !errors.As(err, &we) {
-		t.Fatalf("err = %v", err)
-	}
-	if strings.ContainsAny(we.Message, "\n\x1b") {
-		t.Errorf("Message keeps control characters: %q", we.Message)
-	}
-	if !strings.HasPrefix(we.Message, "line1?line2?[31m") || !strings.HasSuffix(we.Message, "...") || len(we.Message) > maxMessageBytes+8 {
-		t.Errorf("Message = %q (len %d), want cleaned and cut at %d bytes", we.Message[:40], len(we.Message), maxMessageBytes)
-	}
-}
-
-func TestParseRedactsSecretBeforeTruncating(t *testing.T) {
-	const secret = "0123456789abcdef0123456789abcdef"
-	// The secret straddles the truncation point: cutting first would leave
-	// half of it that redaction can no longer recognise.
-	msg := strings.Repeat("y", maxMessageBytes-10) + secret + " tail"
-	_, err := parseTokenReply(EndpointToken, 200, []byte(`{"errcode":40125,"errmsg":"`+msg+`"}`), t0, secret)
-	if err == nil || strings.Contains(err.Error(), secret[:10]) {
-		t.Fatalf("err = %v, leaks the start of the secret", err)
 	}
 }
 
