@@ -83,8 +83,14 @@ func classify(name string, err error) error {
 	switch {
 	case errors.As(err, &redisErr):
 		return fmt.Errorf("lock: acquire %q: %w", name, redisErr.Err)
-	case errors.As(err, &taken), errors.As(err, &nodeTaken), errors.Is(err, redsync.ErrFailed):
+	case errors.As(err, &taken), errors.As(err, &nodeTaken):
 		return fmt.Errorf("lock: acquire %q: %w", name, ErrNotAcquired)
+	case errors.Is(err, redsync.ErrFailed):
+		// With one try, redsync says ErrFailed when it did set the key but
+		// Redis answered so late that the ttl was (nearly) spent, and it
+		// released it again: nobody holds the lock, so it is not
+		// ErrNotAcquired (a caller would wait for a holder that is not there).
+		return fmt.Errorf("lock: acquire %q: Redis answered too slowly for the lock's ttl: %w", name, err)
 	}
 	return fmt.Errorf("lock: acquire %q: %w", name, err)
 }
