@@ -414,3 +414,24 @@ func TestClientConcurrentUse(t *testing.T) {
 		t.Errorf("got %d distinct tokens from %d requests, want 32 and 32", len(distinct), n.Load())
 	}
 }
+
+// A transport that reports no httptrace events cannot prove the request was
+// not sent, so the failure must count as "outcome unknown".
+func TestCustomTransportFailureCountsAsSent(t *testing.T) {
+	var calls atomic.Int32
+	rt := roundTripFunc(func(*http.Request) (*http.Response, error) {
+		calls.Add(1)
+		return nil, errors.New("custom transport failed")
+	})
+	c := wechat.NewClient(wechat.WithBaseURL("http://127.0.0.1:1"), wechat.WithHTTPClient(&http.Client{Transport: rt}))
+	for _, ep := range endpoints {
+		_, err := ep.fetch(c, context.Background(), testAppID, testSecret)
+		checkRequestError(t, err, ep.endpoint, true, nil)
+		if !strings.Contains(err.Error(), "custom transport failed") {
+			t.Errorf("cause lost: %v", err)
+		}
+	}
+	if calls.Load() != 2 {
+		t.Errorf("transport called %d times, want 2", calls.Load())
+	}
+}
