@@ -2,6 +2,7 @@ package wechattest_test
 
 import (
 	"encoding/json"
+	"fmt"
 	"io"
 	"net/http"
 	"net/url"
@@ -69,27 +70,37 @@ var bodies struct {
 
 func do(t testing.TB, client *http.Client, req *http.Request) reply {
 	t.Helper()
+	r, err := doErr(client, req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return r
+}
+
+// doErr is do for goroutines other than the test's, which must not call
+// t.Fatal.
+func doErr(client *http.Client, req *http.Request) (reply, error) {
 	if client == nil {
 		client = http.DefaultClient
 	}
 	resp, err := client.Do(req)
 	if err != nil {
-		t.Fatalf("%s %s: %v", req.Method, req.URL.Path, err)
+		return reply{}, fmt.Errorf("%s %s: %w", req.Method, req.URL.Path, err)
 	}
 	defer resp.Body.Close()
 	b, err := io.ReadAll(resp.Body)
 	if err != nil {
-		t.Fatalf("%s %s: read body: %v", req.Method, req.URL.Path, err)
+		return reply{}, fmt.Errorf("%s %s: read body: %w", req.Method, req.URL.Path, err)
 	}
 	bodies.mu.Lock()
 	bodies.all = append(bodies.all, string(b))
 	bodies.mu.Unlock()
-	r := reply{Status: resp.StatusCode, Raw: string(b)}
+	var r reply
 	if err := json.Unmarshal(b, &r); err != nil {
-		t.Fatalf("%s %s: body is not JSON: %v: %q", req.Method, req.URL.Path, err, b)
+		return reply{}, fmt.Errorf("%s %s: body is not JSON: %w: %q", req.Method, req.URL.Path, err, b)
 	}
 	r.Status, r.Raw = resp.StatusCode, string(b)
-	return r
+	return r, nil
 }
 
 func classicURL(base, appID, secret string) string {
