@@ -7,7 +7,8 @@
 //
 // It binds 127.0.0.1 only and shuts down when the test ends. NewServer
 // does the same outside a test (the caller closes it); Handler mounts the
-// same fake inside another http.Server.
+// same fake inside another http.Server, and NewHandler builds one with no
+// listener of its own for that purpose.
 //
 // # Rules it follows
 //

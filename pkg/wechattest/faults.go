@@ -83,13 +83,16 @@ type queuedFault struct {
 // fault that matches its endpoint and appid, if any, and uses up one of
 // its Times. Business endpoints are never faulted. It panics on a fault
 // that cannot be applied (unknown kind, negative Times or Latency,
-// unknown Endpoint), since that is a bug in the test.
+// unknown Endpoint, FaultErrcode without a Code), since that is a bug in
+// the test.
 func (s *Server) InjectFault(f Fault) {
 	switch {
 	case f.Kind < FaultBusy || f.Kind > FaultErrcode:
 		panic(fmt.Sprintf("wechattest: InjectFault: unknown Kind %d", int(f.Kind)))
 	case f.Times < 0:
 		panic(fmt.Sprintf("wechattest: InjectFault(%v): Times %d is negative", f.Kind, f.Times))
+	case f.Kind == FaultErrcode && f.Code == 0:
+		panic("wechattest: InjectFault(errcode): Code is 0, which is not an error")
 	case f.Latency < 0:
 		panic(fmt.Sprintf("wechattest: InjectFault(%v): Latency %v is negative", f.Kind, f.Latency))
 	case f.Endpoint != "" && f.Endpoint != pathToken && f.Endpoint != pathStableToken:

@@ -324,6 +324,7 @@ func TestInjectFaultRejectsBadFaults(t *testing.T) {
 		{Kind: wechattest.FaultBusy, Times: -1},
 		{Kind: wechattest.FaultLatency, Latency: -time.Second},
 		{Kind: wechattest.FaultBusy, Endpoint: "/cgi-bin/tokn"},
+		{Kind: wechattest.FaultErrcode},
 	} {
 		func() {
 			defer func() {
