@@ -1,0 +1,30 @@
+// Package httpapi is the refresher's HTTP API: business servers read the
+// current token from it and report tokens WeChat refused (the passive
+// refresh WeChat's documentation asks a central token server to offer).
+//
+// Routes:
+//
+//	GET  /v1/apps/{appid}/token       current token
+//	POST /v1/apps/{appid}/invalidate  {"access_token":"<the token that failed>"} → current token
+//	GET  /healthz                     the process is up
+//	GET  /readyz                      Redis reachable and a leader exists (503 with the reason if not)
+//	GET  /metrics                     Prometheus exposition from the configured Gatherer
+//
+// Token answers are {"access_token","expires_in","expires_at","version"}:
+// expires_in is the usable life left in whole seconds and expires_at the
+// moment the refresher stops handing the token out (RFC 3339, UTC), a
+// margin before WeChat's own expiry. Every error is {"error":"..."}.
+//
+// The /v1 routes need "Authorization: Bearer <key>" when API keys are
+// configured. Keys are compared in constant time, against every configured
+// key, through their SHA-256 so not even their length leaks; each key
+// names the apps it may read ("*" for all). /healthz, /readyz and /metrics
+// are open, as probes and scrapers expect; they reveal app ids at most.
+//
+// Invalidations are rate-limited per app: the cache already turns a
+// thousand reports of the same dead token into one fetch, and the limit
+// bounds what a confused client can cost in Redis round trips.
+//
+// No log line carries a token or a key: tokens appear only as
+// wechat.Fingerprint, keys only by name.
+package httpapi

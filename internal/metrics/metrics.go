@@ -1,0 +1,284 @@
+package metrics
+
+import (
+	"errors"
+	"net/http"
+	"strconv"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+
+	"github.com/tokenkeeper/tokenkeeper/pkg/tokencache"
+)
+
+// Namespace prefixes every metric name.
+const Namespace = "tokenkeeper"
+
+// AppGauge is one app's state at scrape time.
+type AppGauge struct {
+	AppID string
+	// HasToken is false when no usable token is stored: usable life is
+	// then reported as 0 (so "usable < X" alerts fire) and the age series
+	// is left out rather than reported as a misleading 0.
+	HasToken bool
+	// UsableFor is how long the current token will still be handed out.
+	UsableFor time.Duration
+	// Age is how long ago the current token was fetched.
+	Age time.Duration
+	// FetchesToday counts upstream fetches by the whole fleet in the
+	// current Beijing day; negative means unknown (e.g. Redis unreachable)
+	// and leaves the series out.
+	FetchesToday int64
+}
+
+// Metrics is the set of tokenkeeper collectors. Build it with New.
+type Metrics struct {
+	fetches           *prometheus.CounterVec
+	fetchDuration     *prometheus.HistogramVec
+	lockWaits         *prometheus.CounterVec
+	lockWaitDuration  prometheus.Histogram
+	leader            prometheus.Gauge
+	leaderTransitions prometheus.Counter
+	httpRequests      *prometheus.CounterVec
+	httpDuration      *prometheus.HistogramVec
+	schedulerRuns     *prometheus.CounterVec
+
+	isLeader atomic.Bool
+	leaderMu sync.Mutex // orders SetLeader's compare and counter update
+
+	apps appCollector
+}
+
+// fetchResults are the FetchEvent.Result values tokencache documents; any
+// other value is counted as "other" so a library change cannot blow up the
+// label set.
+var fetchResults = map[string]bool{
+	"ok": true, "refused": true, "transient": true, "quota": true,
+	"config": true, "budget": true, "error": true,
+}
+
+// New creates the collectors and registers them on reg. It fails if any of
+// them is already registered there.
+func New(reg prometheus.Registerer) (*Metrics, error) {
+	if reg == nil {
+		return nil, errors.New("metrics: nil Registerer")
+	}
+	m := &Metrics{
+		fetches: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Namespace: Namespace, Name: "fetches_total",
+			Help: "Upstream token fetches sent by this process, by app and result (ok, refused, transient, quota, config, budget, error, other).",
+		}, []string{"app", "result"}),
+		fetchDuration: prometheus.NewHistogramVec(prometheus.HistogramOpts{
+			Namespace: Namespace, Name: "fetch_duration_seconds",
+			Help:    "Duration of upstream token fetches, by result.",
+			Buckets: []float64{.025, .05, .1, .25, .5, 1, 2.5, 5, 10},
+		}, []string{"result"}),
+		lockWaits: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Namespace: Namespace, Name: "lock_waits_total",
+			Help: "Times a caller waited for another holder's fetch of the app's token.",
+		}, []string{"app"}),
+		lockWaitDuration: prometheus.NewHistogram(prometheus.HistogramOpts{
+			Namespace: Namespace, Name: "lock_wait_duration_seconds",
+			Help:    "How long callers waited for another holder's fetch.",
+			Buckets: []float64{.01, .05, .1, .25, .5, 1, 2.5, 5, 10, 20},
+		}),
+		leader: prometheus.NewGauge(prometheus.GaugeOpts{
+			Namespace: Namespace, Name: "leader",
+			Help: "1 while this replica leads (runs the refresh scheduler), else 0.",
+		}),
+		leaderTransitions: prometheus.NewCounter(prometheus.CounterOpts{
+			Namespace: Namespace, Name: "leader_transitions_total",
+			Help: "Times this replica gained or lost the lead.",
+		}),
+		httpRequests: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Namespace: Namespace, Name: "http_requests_total",
+			Help: "HTTP API requests by route pattern and status code.",
+		}, []string{"route", "code"}),
+		httpDuration: prometheus.NewHistogramVec(prometheus.HistogramOpts{
+			Namespace: Namespace, Name: "http_request_duration_seconds",
+			Help:    "HTTP API request duration by route pattern.",
+			Buckets: []float64{.0005, .001, .005, .01, .05, .1, .5, 1, 5, 15},
+		}, []string{"route"}),
+		schedulerRuns: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Namespace: Namespace, Name: "scheduler_refreshes_total",
+			Help: "Refresh calls made by the scheduler, by outcome class.",
+		}, []string{"class"}),
+	}
+	m.apps.init()
+	for _, c := range []prometheus.Collector{
+		m.fetches, m.fetchDuration, m.lockWaits, m.lockWaitDuration, m.leader,
+		m.leaderTransitions, m.httpRequests, m.httpDuration, m.schedulerRuns, &m.apps,
+	} {
+		if err := reg.Register(c); err != nil {
+			return nil, errors.New("metrics: register: " + err.Error())
+		}
+	}
+	return m, nil
+}
+
+// SetAppSource sets the func read at every scrape for the per-app gauges.
+// It is separate from New because the source usually needs the cache, and
+// the cache needs Hooks from Metrics first. f must be safe for concurrent
+// use and should bound its own I/O: a scrape waits for it.
+func (m *Metrics) SetAppSource(f func() []AppGauge) {
+	if m == nil {
+		return
+	}
+	m.apps.source.Store(&f)
+}
+
+// Hooks returns tokencache hooks that feed ObserveFetch and ObserveLockWait.
+func (m *Metrics) Hooks() tokencache.Hooks {
+	return tokencache.Hooks{OnFetch: m.ObserveFetch, OnLockWait: m.ObserveLockWait}
+}
+
+// ObserveFetch counts one upstream fetch attempt (tokencache Hooks.OnFetch).
+func (m *Metrics) ObserveFetch(ev tokencache.FetchEvent) {
+	if m == nil {
+		return
+	}
+	result := ev.Result
+	if !fetchResults[result] {
+		result = "other"
+	}
+	m.fetches.WithLabelValues(ev.AppID, result).Inc()
+	m.fetchDuration.WithLabelValues(result).Observe(ev.Duration.Seconds())
+}
+
+// ObserveLockWait records a wait for another holder's fetch (tokencache
+// Hooks.OnLockWait).
+func (m *Metrics) ObserveLockWait(appID string, waited time.Duration) {
+	if m == nil {
+		return
+	}
+	m.lockWaits.WithLabelValues(appID).Inc()
+	m.lockWaitDuration.Observe(waited.Seconds())
+}
+
+// SetLeader records whether this replica leads. A call that does not change
+// the state is not a transition.
+func (m *Metrics) SetLeader(leading bool) {
+	if m == nil {
+		return
+	}
+	m.leaderMu.Lock()
+	defer m.leaderMu.Unlock()
+	if m.isLeader.Swap(leading) != leading {
+		m.leaderTransitions.Inc()
+	}
+	if leading {
+		m.leader.Set(1)
+	} else {
+		m.leader.Set(0)
+	}
+}
+
+// ObserveRefresh counts one scheduler Refresh call by its outcome class
+// (scheduler.Class). Classes are a small fixed set, so no app label.
+func (m *Metrics) ObserveRefresh(class string) {
+	if m == nil {
+		return
+	}
+	m.schedulerRuns.WithLabelValues(class).Inc()
+}
+
+// ObserveHTTP records one HTTP request. route must be a route pattern (a
+// bounded set), never a raw path.
+func (m *Metrics) ObserveHTTP(route string, code int, took time.Duration) {
+	if m == nil {
+		return
+	}
+	m.httpRequests.WithLabelValues(route, strconv.Itoa(code)).Inc()
+	m.httpDuration.WithLabelValues(route).Observe(took.Seconds())
+}
+
+// Instrument wraps h so each request is recorded under route. It is for
+// handlers outside the HTTP API (the API records its own requests).
+func (m *Metrics) Instrument(route string, h http.Handler) http.Handler {
+	if m == nil {
+		return h
+	}
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		start := time.Now()
+		sw := &statusWriter{ResponseWriter: w}
+		h.ServeHTTP(sw, r)
+		m.ObserveHTTP(route, sw.code(), time.Since(start))
+	})
+}
+
+type statusWriter struct {
+	http.ResponseWriter
+	status int
+}
+
+func (w *statusWriter) WriteHeader(code int) {
+	if w.status == 0 {
+		w.status = code
+	}
+	w.ResponseWriter.WriteHeader(code)
+}
+
+func (w *statusWriter) Write(b []byte) (int, error) {
+	if w.status == 0 {
+		w.status = http.StatusOK
+	}
+	return w.ResponseWriter.Write(b)
+}
+
+func (w *statusWriter) Unwrap() http.ResponseWriter { return w.ResponseWriter }
+
+func (w *statusWriter) code() int {
+	if w.status == 0 {
+		return http.StatusOK
+	}
+	return w.status
+}
+
+// appCollector reports the per-app gauges from the source at scrape time.
+type appCollector struct {
+	source    atomic.Pointer[func() []AppGauge]
+	usable    *prometheus.Desc
+	age       *prometheus.Desc
+	fetches   *prometheus.Desc
+	reporting *prometheus.Desc
+}
+
+func (c *appCollector) init() {
+	c.usable = prometheus.NewDesc(Namespace+"_token_usable_seconds",
+		"Usable life left of the app's current token (0 when it has none).", []string{"app"}, nil)
+	c.age = prometheus.NewDesc(Namespace+"_token_age_seconds",
+		"Time since the app's current token was fetched.", []string{"app"}, nil)
+	c.fetches = prometheus.NewDesc(Namespace+"_quota_used_today",
+		"Upstream fetches by the whole fleet for the app in the current Beijing day.", []string{"app"}, nil)
+	c.reporting = prometheus.NewDesc(Namespace+"_apps",
+		"Number of apps reported by the per-app source at this scrape.", nil, nil)
+}
+
+func (c *appCollector) Describe(ch chan<- *prometheus.Desc) {
+	ch <- c.usable
+	ch <- c.age
+	ch <- c.fetches
+	ch <- c.reporting
+}
+
+func (c *appCollector) Collect(ch chan<- prometheus.Metric) {
+	f := c.source.Load()
+	if f == nil {
+		return
+	}
+	apps := (*f)()
+	ch <- prometheus.MustNewConstMetric(c.reporting, prometheus.GaugeValue, float64(len(apps)))
+	for _, a := range apps {
+		usable := 0.0
+		if a.HasToken {
+			usable = max(a.UsableFor.Seconds(), 0)
+			ch <- prometheus.MustNewConstMetric(c.age, prometheus.GaugeValue, max(a.Age.Seconds(), 0), a.AppID)
+		}
+		ch <- prometheus.MustNewConstMetric(c.usable, prometheus.GaugeValue, usable, a.AppID)
+		if a.FetchesToday >= 0 {
+			ch <- prometheus.MustNewConstMetric(c.fetches, prometheus.GaugeValue, float64(a.FetchesToday), a.AppID)
+		}
+	}
+}

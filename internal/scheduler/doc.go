@@ -1,0 +1,33 @@
+// Package scheduler refreshes every app's token ahead of expiry, on the
+// leader only.
+//
+// One goroutine keeps all apps in a timer heap (container/heap) keyed by
+// when each is next due, and sleeps on a single timer until the earliest.
+// Due apps go to a small fixed pool of workers, so at most MaxConcurrent
+// Refresh calls run at once: 10,000 apps that all come due together (a new
+// leader checks every app at start) are worked through eight at a time
+// instead of stampeding Redis and WeChat.
+//
+// When an app is next due depends on how its refresh ended (see Class):
+//
+//   - ok: at the token's RefreshAt plus jitter, at most MaxJitter and at
+//     most a tenth of the window between RefreshAt and UsableUntil, so a
+//     fleet of apps fetched together drifts apart without eating into the
+//     window meant for retries;
+//   - held (*tokencache.HeldError): when the cache lifts the hold, plus
+//     jitter; asking earlier would only be refused;
+//   - quota (45009): the next Beijing midnight, when WeChat resets it;
+//   - budget (tokencache.ErrBudgetExceeded): every 5 minutes until Beijing
+//     midnight; a retry costs nothing upstream and notices an operator
+//     raising the budget;
+//   - minute_limit (45011): 60 s later, as WeChat asks;
+//   - config (wrong secret, bad appid, IP not whitelisted, ...): never again
+//     in this Scheduler's life, with an ERROR log; retrying cannot help
+//     until an operator changes the configuration and restarts;
+//   - transient and unavailable (anything else, including Redis outages and
+//     timeouts): exponential backoff from 1 s to 1 min with jitter.
+//
+// Run returns as soon as its context is done, which is how the leader stops
+// refreshing the moment it loses the lead; it may be called again for the
+// next term.
+package scheduler

@@ -1,0 +1,512 @@
+package scheduler
+
+import (
+	"container/heap"
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"math/rand/v2"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/tokenkeeper/tokenkeeper/pkg/tokencache"
+	"github.com/tokenkeeper/tokenkeeper/pkg/wechat"
+)
+
+// Refresher makes sure an app has a token that is not due for refresh.
+// *tokencache.Cache is one. Refresh must return soon after ctx is done.
+type Refresher interface {
+	Refresh(ctx context.Context, appID string) (tokencache.Token, error)
+}
+
+// Defaults for the zero values in Config.
+const (
+	DefaultMaxJitter     = 5 * time.Second
+	DefaultMaxConcurrent = 8
+	DefaultCallTimeout   = 30 * time.Second
+)
+
+// Retry delays after failures.
+const (
+	BackoffBase      = time.Second     // first retry after a transient failure (before jitter)
+	BackoffMax       = time.Minute     // ceiling of the transient backoff
+	MinuteLimitDelay = time.Minute     // after errcode 45011
+	BudgetRetry      = 5 * time.Minute // while the daily fetch budget is used up
+	// MinDelay is the shortest wait before an app is refreshed again, so a
+	// Refresher that keeps returning tokens already due cannot make the
+	// scheduler spin.
+	MinDelay = time.Second
+)
+
+// Outcome classes reported in Result.Class and AppStatus.LastClass.
+const (
+	ClassOK          = "ok"
+	ClassHeld        = "held"
+	ClassQuota       = "quota"
+	ClassBudget      = "budget"
+	ClassMinuteLimit = "minute_limit"
+	ClassConfig      = "config"
+	ClassUnavailable = "unavailable"
+	ClassTransient   = "transient"
+)
+
+// Config configures a Scheduler. Zero durations and counts take the
+// defaults above.
+type Config struct {
+	// Apps are the appids to refresh; each at most once, none empty.
+	Apps []string
+	// Refresher does the work, normally the process's *tokencache.Cache.
+	Refresher Refresher
+	// Clock is the time source (default time.Now).
+	Clock func() time.Time
+	// Logger receives failures (WARN), configuration errors and exhausted
+	// quotas (ERROR) and successes (DEBUG). Nil discards.
+	Logger *slog.Logger
+	// MaxJitter is the most added at random to each next run (default 5s);
+	// after a success it is further clamped to a tenth of the token's
+	// refresh window.
+	MaxJitter time.Duration
+	// MaxConcurrent bounds the Refresh calls running at once (default 8).
+	MaxConcurrent int
+	// CallTimeout bounds one Refresh call (default 30s).
+	CallTimeout time.Duration
+	// OnResult, if set, is called after every Refresh call from the
+	// scheduler's goroutine; it must be fast and must not call Run.
+	OnResult func(Result)
+}
+
+// Result is the outcome of one Refresh call.
+type Result struct {
+	AppID string
+	Token tokencache.Token // zero on error
+	Err   error
+	Class string    // one of the Class constants
+	Next  time.Time // when the app is due again; zero if it was stopped
+}
+
+// AppStatus is one app's state as Snapshot reports it.
+type AppStatus struct {
+	AppID string
+	// Next is when the app is next due; zero while a call runs, when the
+	// app is stopped, and before the first Run.
+	Next    time.Time
+	Running bool
+	// Stopped is true after a configuration error: the app is not
+	// refreshed again by this Scheduler.
+	Stopped bool
+	// LastRun is when the last Refresh call ended; zero before the first.
+	LastRun   time.Time
+	LastClass string // "" before the first call
+	LastErr   error
+	// ConsecutiveFailures counts calls since the last success.
+	ConsecutiveFailures int
+	// TokenVersion and UsableUntil describe the token the last successful
+	// call returned.
+	TokenVersion int64
+	UsableUntil  time.Time
+}
+
+// ErrRunning is returned by Run while another Run is active.
+var ErrRunning = errors.New("scheduler: already running")
+
+// Scheduler refreshes a fixed set of apps. Build it with New.
+type Scheduler struct {
+	refresher   Refresher
+	now         func() time.Time
+	log         *slog.Logger
+	maxJitter   time.Duration
+	maxConc     int
+	callTimeout time.Duration
+	onResult    func(Result)
+
+	running atomic.Bool
+
+	mu      sync.Mutex // guards entries' fields and the heap
+	entries []*entry   // in Config.Apps order, for Snapshot
+	due     timerHeap
+
+	// Test seams: the timer and a signal that the loop is idle (nothing
+	// running) and about to sleep until the value sent (zero: no app due).
+	newWaker func() waker
+	idle     chan time.Time
+	randN    func(n int64) int64
+}
+
+type entry struct {
+	app         string
+	next        time.Time
+	index       int // in due; -1 when not queued
+	running     bool
+	stopped     bool
+	failures    int
+	lastRun     time.Time
+	lastClass   string
+	lastErr     error
+	version     int64
+	usableUntil time.Time
+}
+
+// New validates cfg and builds a Scheduler.
+func New(cfg Config) (*Scheduler, error) {
+	var errs []error
+	if cfg.Refresher == nil {
+		errs = append(errs, errors.New("Refresher: must not be nil"))
+	}
+	if len(cfg.Apps) == 0 {
+		errs = append(errs, errors.New("Apps: must name at least one app"))
+	}
+	seen := make(map[string]bool, len(cfg.Apps))
+	for i, app := range cfg.Apps {
+		switch {
+		case app == "":
+			errs = append(errs, fmt.Errorf("Apps[%d]: empty appid", i))
+		case seen[app]:
+			errs = append(errs, fmt.Errorf("Apps[%d]: appid %q listed twice", i, app))
+		}
+		seen[app] = true
+	}
+	if cfg.MaxJitter < 0 {
+		errs = append(errs, fmt.Errorf("MaxJitter %v: must not be negative", cfg.MaxJitter))
+	}
+	if cfg.MaxConcurrent < 0 {
+		errs = append(errs, fmt.Errorf("MaxConcurrent %d: must not be negative", cfg.MaxConcurrent))
+	}
+	if cfg.CallTimeout < 0 {
+		errs = append(errs, fmt.Errorf("CallTimeout %v: must not be negative", cfg.CallTimeout))
+	}
+	if len(errs) > 0 {
+		return nil, fmt.Errorf("scheduler: invalid config: %w", errors.Join(errs...))
+	}
+	s := &Scheduler{
+		refresher:   cfg.Refresher,
+		now:         cfg.Clock,
+		log:         cfg.Logger,
+		maxJitter:   cfg.MaxJitter,
+		maxConc:     cfg.MaxConcurrent,
+		callTimeout: cfg.CallTimeout,
+		onResult:    cfg.OnResult,
+		newWaker:    func() waker { return &timerWaker{} },
+		randN:       rand.Int64N,
+	}
+	if s.now == nil {
+		s.now = time.Now
+	}
+	if s.log == nil {
+		s.log = slog.New(slog.DiscardHandler)
+	}
+	if s.maxJitter == 0 {
+		s.maxJitter = DefaultMaxJitter
+	}
+	if s.maxConc == 0 {
+		s.maxConc = DefaultMaxConcurrent
+	}
+	if s.callTimeout == 0 {
+		s.callTimeout = DefaultCallTimeout
+	}
+	s.entries = make([]*entry, len(cfg.Apps))
+	for i, app := range cfg.Apps {
+		s.entries[i] = &entry{app: app, index: -1}
+	}
+	s.due = make(timerHeap, 0, len(cfg.Apps))
+	return s, nil
+}
+
+// outcome travels from a worker back to the loop.
+type outcome struct {
+	e   *entry
+	tok tokencache.Token
+	err error
+}
+
+// Run refreshes apps until ctx is done, then waits for the Refresh calls
+// under way (their context is cancelled too) and returns nil. Every app
+// that is not stopped is due at once when Run starts: a new leader checks
+// each app, which costs a Redis read for a token that is still fresh.
+func (s *Scheduler) Run(ctx context.Context) error {
+	if !s.running.CompareAndSwap(false, true) {
+		return ErrRunning
+	}
+	defer s.running.Store(false)
+
+	start := s.now()
+	s.mu.Lock()
+	s.due = s.due[:0]
+	for _, e := range s.entries {
+		e.running, e.index = false, -1
+		if !e.stopped {
+			e.next = start
+			e.index = len(s.due)
+			s.due = append(s.due, e)
+		}
+	}
+	heap.Init(&s.due)
+	s.mu.Unlock()
+
+	// Both channels hold maxConc: the loop never has more than maxConc
+	// calls queued or running, so neither side ever blocks on a send.
+	jobs := make(chan *entry, s.maxConc)
+	results := make(chan outcome, s.maxConc)
+	var wg sync.WaitGroup
+	for range min(s.maxConc, len(s.entries)) {
+		wg.Go(func() { s.work(ctx, jobs, results) })
+	}
+	inflight := 0
+	defer func() {
+		close(jobs)
+		wg.Wait()
+		// Calls cut short by the cancellation say nothing about the app.
+		for ; inflight > 0; inflight-- {
+			o := <-results
+			s.mu.Lock()
+			o.e.running = false
+			s.mu.Unlock()
+		}
+	}()
+
+	w := s.newWaker()
+	defer w.Stop()
+	for {
+		if ctx.Err() != nil {
+			return nil
+		}
+		now := s.now()
+		var next time.Time
+		s.mu.Lock()
+		for inflight < s.maxConc && len(s.due) > 0 && !s.due[0].next.After(now) {
+			e := heap.Pop(&s.due).(*entry)
+			e.running = true
+			jobs <- e
+			inflight++
+		}
+		if inflight < s.maxConc && len(s.due) > 0 {
+			next = s.due[0].next
+		}
+		s.mu.Unlock()
+
+		var wake <-chan time.Time
+		if !next.IsZero() {
+			wake = w.Reset(next.Sub(now))
+		}
+		if inflight == 0 && s.idle != nil {
+			select {
+			case s.idle <- next:
+			case <-ctx.Done():
+				return nil
+			}
+		}
+		select {
+		case <-ctx.Done():
+			return nil
+		case o := <-results:
+			inflight--
+			s.finish(o)
+		case <-wake:
+		}
+	}
+}
+
+func (s *Scheduler) work(ctx context.Context, jobs <-chan *entry, results chan<- outcome) {
+	for e := range jobs {
+		if err := ctx.Err(); err != nil {
+			results <- outcome{e: e, err: err}
+			continue
+		}
+		cctx, cancel := context.WithTimeout(ctx, s.callTimeout)
+		tok, err := s.refresher.Refresh(cctx, e.app)
+		cancel()
+		results <- outcome{e: e, tok: tok, err: err}
+	}
+}
+
+// finish records a call's outcome and queues the app's next run.
+func (s *Scheduler) finish(o outcome) {
+	now := s.now()
+	class := Class(o.err)
+	e := o.e
+
+	s.mu.Lock()
+	e.running = false
+	e.lastRun, e.lastClass, e.lastErr = now, class, o.err
+	if class == ClassOK {
+		e.failures = 0
+		e.version, e.usableUntil = o.tok.Version, o.tok.UsableUntil
+	} else {
+		e.failures++
+	}
+	failures := e.failures
+	var next time.Time
+	if class == ClassConfig {
+		e.stopped = true
+		e.next = time.Time{}
+	} else {
+		next = s.nextRun(now, class, o, failures)
+		e.next = next
+		heap.Push(&s.due, e)
+	}
+	s.mu.Unlock()
+
+	s.logResult(e.app, class, o, next, failures)
+	if s.onResult != nil {
+		s.onResult(Result{AppID: e.app, Token: o.tok, Err: o.err, Class: class, Next: next})
+	}
+}
+
+// nextRun is when an app whose call ended in class is due again.
+func (s *Scheduler) nextRun(now time.Time, class string, o outcome, failures int) time.Time {
+	var at time.Time
+	switch class {
+	case ClassOK:
+		j := min(s.maxJitter, o.tok.UsableUntil.Sub(o.tok.RefreshAt)/10)
+		at = o.tok.RefreshAt.Add(s.jitter(j))
+	case ClassHeld:
+		var held *tokencache.HeldError
+		errors.As(o.err, &held)
+		at = time.UnixMilli(held.Until).Add(s.jitter(s.maxJitter))
+	case ClassQuota:
+		at = wechat.NextQuotaReset(now).Add(s.jitter(s.maxJitter))
+	case ClassBudget:
+		at = now.Add(BudgetRetry)
+		if reset := wechat.NextQuotaReset(now); reset.Before(at) {
+			at = reset
+		}
+		at = at.Add(s.jitter(s.maxJitter))
+	case ClassMinuteLimit:
+		at = now.Add(MinuteLimitDelay).Add(s.jitter(s.maxJitter))
+	default: // transient, unavailable
+		backoff := BackoffBase << min(failures-1, 16)
+		if backoff > BackoffMax || backoff <= 0 {
+			backoff = BackoffMax
+		}
+		at = now.Add(backoff/2 + s.jitter(backoff/2))
+	}
+	if earliest := now.Add(MinDelay); at.Before(earliest) {
+		at = earliest
+	}
+	return at
+}
+
+// jitter is a random duration in [0, max].
+func (s *Scheduler) jitter(max time.Duration) time.Duration {
+	if max <= 0 {
+		return 0
+	}
+	return time.Duration(s.randN(int64(max) + 1))
+}
+
+func (s *Scheduler) logResult(app, class string, o outcome, next time.Time, failures int) {
+	ctx := context.Background()
+	switch class {
+	case ClassOK:
+		if s.log.Enabled(ctx, slog.LevelDebug) {
+			s.log.Debug("scheduler: token fresh", "app", app, "token", wechat.Fingerprint(o.tok.Value),
+				"version", o.tok.Version, "usable_until", o.tok.UsableUntil, "next", next)
+		}
+	case ClassConfig:
+		s.log.Error("scheduler: configuration error; this app will not be refreshed again until the configuration is fixed and the refresher restarted",
+			"app", app, "class", class, "err", o.err)
+	case ClassQuota:
+		s.log.Error("scheduler: WeChat daily quota exhausted; not refreshing this app until Beijing midnight",
+			"app", app, "class", class, "next", next, "err", o.err)
+	case ClassBudget:
+		s.log.Error("scheduler: daily fetch budget used up; retrying every few minutes until Beijing midnight",
+			"app", app, "class", class, "next", next, "err", o.err)
+	default:
+		s.log.Warn("scheduler: refresh failed", "app", app, "class", class, "failures", failures, "next", next, "err", o.err)
+	}
+}
+
+// Class names what kind of outcome err is, which decides the next run.
+func Class(err error) string {
+	var held *tokencache.HeldError
+	var werr *wechat.Error
+	switch {
+	case err == nil:
+		return ClassOK
+	case errors.Is(err, wechat.ErrConfig), errors.Is(err, tokencache.ErrInvalidAppID):
+		// Before held: a hold caused by a configuration error ends after a
+		// while, but the error will not.
+		return ClassConfig
+	case errors.As(err, &held):
+		return ClassHeld
+	case errors.Is(err, wechat.ErrQuota):
+		return ClassQuota
+	case errors.Is(err, tokencache.ErrBudgetExceeded):
+		return ClassBudget
+	case errors.As(err, &werr) && werr.Code == 45011:
+		return ClassMinuteLimit
+	case errors.Is(err, tokencache.ErrUnavailable):
+		return ClassUnavailable
+	}
+	return ClassTransient
+}
+
+// Snapshot returns every app's state, in Config.Apps order.
+func (s *Scheduler) Snapshot() []AppStatus {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	out := make([]AppStatus, len(s.entries))
+	for i, e := range s.entries {
+		out[i] = AppStatus{
+			AppID: e.app, Running: e.running, Stopped: e.stopped,
+			LastRun: e.lastRun, LastClass: e.lastClass, LastErr: e.lastErr,
+			ConsecutiveFailures: e.failures, TokenVersion: e.version, UsableUntil: e.usableUntil,
+		}
+		if e.index >= 0 {
+			out[i].Next = e.next
+		}
+	}
+	return out
+}
+
+// timerHeap orders entries by next run.
+type timerHeap []*entry
+
+func (h timerHeap) Len() int           { return len(h) }
+func (h timerHeap) Less(i, j int) bool { return h[i].next.Before(h[j].next) }
+func (h timerHeap) Swap(i, j int) {
+	h[i], h[j] = h[j], h[i]
+	h[i].index = i
+	h[j].index = j
+}
+func (h *timerHeap) Push(x any) {
+	e := x.(*entry)
+	e.index = len(*h)
+	*h = append(*h, e)
+}
+func (h *timerHeap) Pop() any {
+	old := *h
+	n := len(old)
+	e := old[n-1]
+	old[n-1] = nil
+	e.index = -1
+	*h = old[:n-1]
+	return e
+}
+
+// waker is the loop's one timer.
+type waker interface {
+	// Reset arms the timer to fire after d and returns its channel.
+	Reset(d time.Duration) <-chan time.Time
+	Stop()
+}
+
+type timerWaker struct{ t *time.Timer }
+
+func (w *timerWaker) Reset(d time.Duration) <-chan time.Time {
+	if w.t == nil {
+		w.t = time.NewTimer(d)
+	} else {
+		// Since Go 1.23 Reset also discards a value the old timer sent and
+		// nobody received, so no stale wake-up follows.
+		w.t.Reset(d)
+	}
+	return w.t.C
+}
+
+func (w *timerWaker) Stop() {
+	if w.t != nil {
+		w.t.Stop()
+	}
+}
