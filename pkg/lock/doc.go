@@ -36,10 +36,10 @@
 //   - The leader stops leading the moment an extension is refused (the key
 //     expired or holds another value) or RenewDeadline has passed since the
 //     start of its last successful extension, even if a Redis call is still
-//     hanging. Stopping means, in this order: the ctx given to
-//     OnStartedLeading is cancelled, IsLeader turns false, the lease is
-//     released (in the background), OnStoppedLeading is called. The
-//     elector then campaigns again.
+//     hanging. Stopping means, in this order: IsLeader turns false, the
+//     ctx given to OnStartedLeading is cancelled, the lease is released (in
+//     the background), OnStoppedLeading is called. The elector then
+//     campaigns again.
 //   - Because RenewDeadline < LeaseDuration, a leader cut off from Redis
 //     stops before its lease can expire and pass to another replica, as
 //     long as its process is not paused and clocks run at similar rates.

@@ -120,8 +120,9 @@ func (c *ElectorConfig) validate() error {
 	return errors.Join(errs...)
 }
 
-// IsLeader reports whether this replica leads now. It turns false before
-// OnStoppedLeading is called and before the lease is released.
+// IsLeader reports whether this replica leads now. It turns false just
+// before the leading ctx is cancelled, so whoever sees that ctx done also
+// sees IsLeader false.
 func (e *Elector) IsLeader() bool { return e.isLeader.Load() }
 
 // Transitions is how many times this Elector gained the lead.
@@ -308,13 +309,18 @@ loop:
 		}
 	}
 
-	// Step down. Leading work stops first; nothing before the callbacks
-	// waits on Redis.
-	stopLeading()
+	// Step down. Leading work stops first: IsLeader is false by the time
+	// anyone sees the leading ctx done. Nothing before the callbacks waits
+	// on Redis.
 	e.isLeader.Store(false)
+	stopLeading()
 	released := make(chan error, 1)
 	go func() { released <- e.release(ctx, value) }()
-	e.log.Info("lock: stopped leading", "why", why)
+	level := slog.LevelWarn
+	if ctx.Err() != nil {
+		level = slog.LevelInfo
+	}
+	e.log.Log(ctx, level, "lock: stopped leading", "why", why)
 	if f := e.cfg.Callbacks.OnStoppedLeading; f != nil {
 		f()
 	}
