@@ -1,0 +1,444 @@
+package config_test
+
+import (
+	"bytes"
+	"errors"
+	"io/fs"
+	"log/slog"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/alicebob/miniredis/v2"
+	"github.com/redis/go-redis/v9"
+	"github.com/spf13/pflag"
+
+	"github.com/tokenkeeper/tokenkeeper/internal/config"
+	"github.com/tokenkeeper/tokenkeeper/pkg/lock"
+	"github.com/tokenkeeper/tokenkeeper/pkg/tokencache"
+	"github.com/tokenkeeper/tokenkeeper/pkg/wechat"
+)
+
+const validYAML = `
+identity: replica-a
+redis:
+  addrs: ["127.0.0.1:7000"]
+apps:
+  - id: wx1
+    secret: file-secret-wx1
+    mode: classic
+  - id: wx2
+    secret_env: WX2_SECRET
+    mode: stable
+http:
+  api_keys:
+    - name: backend
+      key: file-api-key-backend
+      apps: ["wx1"]
+    - name: ops
+      key_file: /secrets/ops
+      apps: ["*"]
+`
+
+// files is a fake filesystem for secret files.
+func files(m map[string]string) func(string) ([]byte, error) {
+	return func(name string) ([]byte, error) {
+		if s, ok := m[name]; ok {
+			return []byte(s), nil
+		}
+		return nil, &fs.PathError{Op: "open", Path: name, Err: fs.ErrNotExist}
+	}
+}
+
+var stdFiles = files(map[string]string{"/secrets/ops": "ops-key-from-file\n"})
+
+func load(t *testing.T, yaml string, env ...string) (*config.Config, error) {
+	t.Helper()
+	var data []byte
+	if yaml != "" {
+		data = []byte(yaml)
+	}
+	return config.Load(config.Options{File: "test.yaml", YAML: data, Environ: env, ReadFile: stdFiles})
+}
+
+func TestLoadValidFile(t *testing.T) {
+	c, err := load(t, validYAML, "WX2_SECRET=env-secret-wx2")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if c.Identity != "replica-a" || len(c.Apps) != 2 {
+		t.Fatalf("identity %q apps %d", c.Identity, len(c.Apps))
+	}
+	if c.Apps[0].Secret.Reveal() != "file-secret-wx1" || c.Apps[0].Mode != wechat.Classic {
+		t.Errorf("wx1 = %+v", c.Apps[0])
+	}
+	if c.Apps[1].Secret.Reveal() != "env-secret-wx2" || c.Apps[1].Mode != wechat.Stable || c.Apps[1].SecretFrom != "env WX2_SECRET" {
+		t.Errorf("wx2 mode %v from %q", c.Apps[1].Mode, c.Apps[1].SecretFrom)
+	}
+	if got := c.HTTP.APIKeys[1].Key.Reveal(); got != "ops-key-from-file" {
+		t.Errorf("ops key = %q, want the file's content without its newline", got)
+	}
+	// Defaults fill what the file leaves out.
+	if c.Cache.RefreshAhead != 5*time.Minute || c.Lease.Duration != 15*time.Second || c.Log.Level != slog.LevelInfo || c.HTTP.Addr != "127.0.0.1:8080" {
+		t.Errorf("defaults not applied: %+v %+v", c.Cache, c.Lease)
+	}
+}
+
+func TestValidationErrors(t *testing.T) {
+	withEnv := []string{"WX2_SECRET=x"}
+	tests := []struct {
+		name  string
+		yaml  string // replaces validYAML when it starts with "!", else appended
+		env   []string
+		field string
+		want  string
+	}{
+		{"missing secret", "!apps:\n  - id: wx1\nhttp: {api_keys: []}\n", nil, "apps[0] (wx1).secret", "missing: set exactly one of secret, secret_env, secret_file"},
+		{"two secret sources", "!apps:\n  - {id: wx1, secret: a, secret_file: /x}\nhttp: {api_keys: []}\n", nil, "apps[0] (wx1).secret", "2 sources given"},
+		{"secret_env unset", "!apps:\n  - {id: wx1, secret_env: NOPE}\n", nil, "apps[0] (wx1).secret", "NOPE, which is not set"},
+		{"secret_file missing", "!apps:\n  - {id: wx1, secret_file: /nope}\n", nil, "apps[0] (wx1).secret", "/nope"},
+		{"unknown mode", "!apps:\n  - {id: wx1, secret: a, mode: turbo}\n", nil, "apps[0] (wx1).mode", `unknown mode "turbo"`},
+		{"no apps", "!redis: {addrs: [\"h:1\"]}\n", nil, "apps", "no app configured"},
+		{"duplicate app", "!apps:\n  - {id: wx1, secret: a}\n  - {id: wx1, secret: b}\n", nil, "apps[1] (wx1).id", "duplicate appid"},
+		{"bad appid", "!apps:\n  - {id: 'wx 1', secret: a}\n", nil, "apps[0] (wx 1).id", "only letters"},
+		{"bad duration", "cache:\n  refresh_ahead: 5x\n", withEnv, "cache.refresh_ahead", `"5x" is not a duration`},
+		{"bad duration from env", "", append([]string{"TOKENKEEPER_LEASE_DURATION=soon"}, withEnv...), "lease.duration", `"soon" is not a duration`},
+		{"lease duration <= renew deadline", "lease: {duration: 10s, renew_deadline: 10s, retry_period: 2s}\n", withEnv, "lease.duration", "must be greater than lease.renew_deadline"},
+		{"renew deadline <= retry period", "lease: {duration: 15s, renew_deadline: 2s, retry_period: 2s}\n", withEnv, "lease.renew_deadline", "must be greater than lease.retry_period"},
+		{"no redis addr", "", append([]string{"TOKENKEEPER_REDIS_ADDRS= , "}, withEnv...), "redis.addrs", "no Redis address"},
+		{"bad redis addr", "", append([]string{"TOKENKEEPER_REDIS_ADDRS=nocolon"}, withEnv...), "redis.addrs[0]", "not host:port"},
+		{"bad log level", "log: {level: loud}\n", withEnv, "log.level", `unknown level "loud"`},
+		{"bad log format", "log: {format: xml}\n", withEnv, "log.format", `unknown format "xml"`},
+		{"api key with no apps", "!apps: [{id: wx1, secret: a}]\nhttp:\n  api_keys: [{name: k, key: kk}]\n", nil, "http.api_keys[0] (k).apps", "may read no app"},
+		{"api key unknown app", "!apps: [{id: wx1, secret: a}]\nhttp:\n  api_keys: [{name: k, key: kk, apps: [wx9]}]\n", nil, "http.api_keys[0] (k).apps", `unknown appid "wx9"`},
+		{"api key missing key", "!apps: [{id: wx1, secret: a}]\nhttp:\n  api_keys: [{name: k, apps: [wx1]}]\n", nil, "http.api_keys[0] (k).key", "set exactly one of key, key_env, key_file"},
+		{"same api key twice", "!apps: [{id: wx1, secret: a}]\nhttp:\n  api_keys: [{name: k, key: same, apps: [wx1]}, {name: j, key: same, apps: [wx1]}]\n", nil, "http.api_keys[1] (j).key", "same key as http.api_keys[0]"},
+		{"overlap too short", "cache: {overlap: 1m, margin: 1m}\n", withEnv, "cache.overlap", "must exceed cache.margin"},
+		{"fetch timeout >= lock ttl", "cache: {fetch_timeout: 15s, lock_ttl: 15s}\n", withEnv, "cache.fetch_timeout", "shorter than cache.lock_ttl"},
+		{"key prefix with brace", "cache: {key_prefix: 'a{b'}\n", withEnv, "cache.key_prefix", "no '{'"},
+		{"bad http addr", "", append([]string{"TOKENKEEPER_HTTP_ADDR=localhost"}, withEnv...), "http.addr", "not host:port"},
+		{"bad base url", "wechat: {base_url: 'ftp://x'}\n", withEnv, "wechat.base_url", "not an http(s) URL"},
+		{"two redis password sources", "", append([]string{"B=x", "TOKENKEEPER_REDIS_PASSWORD=a", "TOKENKEEPER_REDIS_PASSWORD_ENV=B"}, withEnv...), "redis.password", "2 sources given"},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			yaml := validYAML + tt.yaml
+			if strings.HasPrefix(tt.yaml, "!") {
+				yaml = tt.yaml[1:]
+			}
+			_, err := load(t, yaml, tt.env...)
+			var cerr *config.Error
+			if !errors.As(err, &cerr) {
+				t.Fatalf("err = %v, want a *config.Error", err)
+			}
+			for _, p := range cerr.Problems {
+				if p.Field == tt.field && strings.Contains(p.Reason, tt.want) {
+					if !strings.Contains(err.Error(), `file "test.yaml"`) {
+						t.Errorf("error does not name the file: %v", err)
+					}
+					return
+				}
+			}
+			t.Fatalf("no problem %q containing %q in:\n%v", tt.field, tt.want, err)
+		})
+	}
+}
+
+func TestYAMLSyntaxErrorNamesFileAndLine(t *testing.T) {
+	_, err := load(t, "redis:\n  addrs: [\"a:1\"\nlog:\n  level: info\n")
+	if err == nil {
+		t.Fatal("no error for broken YAML")
+	}
+	for _, want := range []string{`"test.yaml"`, "line ", "not valid YAML"} {
+		if !strings.Contains(err.Error(), want) {
+			t.Errorf("error %q lacks %q", err, want)
+		}
+	}
+}
+
+func TestUnknownKeyInFileIsAnError(t *testing.T) {
+	_, err := load(t, validYAML+"cache:\n  refresh_ahed: 1m\n", "WX2_SECRET=x")
+	if err == nil || !strings.Contains(err.Error(), "refresh_ahed") {
+		t.Fatalf("err = %v, want it to name the misspelt key", err)
+	}
+}
+
+func TestMissingConfigFile(t *testing.T) {
+	_, err := config.Load(config.Options{File: filepath.Join(t.TempDir(), "nope.yaml"), Environ: []string{}})
+	if err == nil || !strings.Contains(err.Error(), "nope.yaml") {
+		t.Fatalf("err = %v, want it to name the file", err)
+	}
+}
+
+// envOnly is a complete configuration in environment variables alone.
+var envOnly = []string{
+	"TOKENKEEPER_IDENTITY=env-replica",
+	"TOKENKEEPER_REDIS_ADDRS=10.0.0.1:6379, 10.0.0.2:6379",
+	"TOKENKEEPER_REDIS_USERNAME=tk",
+	"TOKENKEEPER_REDIS_PASSWORD_FILE=/secrets/redis",
+	"TOKENKEEPER_REDIS_MASTER_NAME=mymaster",
+	"TOKENKEEPER_REDIS_DB=2",
+	"TOKENKEEPER_REDIS_TLS=true",
+	"TOKENKEEPER_WECHAT_BASE_URL=http://fake:9000",
+	"TOKENKEEPER_WECHAT_TIMEOUT=3s",
+	"TOKENKEEPER_APPS=wx-1:classic,wx2:stable,wx3",
+	"TOKENKEEPER_APPS_WX_1_SECRET=env-secret-1",
+	"TOKENKEEPER_APPS_WX2_SECRET_ENV=OTHER_VAR",
+	"OTHER_VAR=env-secret-2",
+	"TOKENKEEPER_APPS_WX3_SECRET_FILE=/secrets/wx3",
+	"TOKENKEEPER_APPS_WX3_MODE=stable",
+	"TOKENKEEPER_CACHE_KEY_PREFIX=tk:",
+	"TOKENKEEPER_CACHE_REFRESH_AHEAD=20s",
+	"TOKENKEEPER_CACHE_MARGIN=5s",
+	"TOKENKEEPER_CACHE_OVERLAP=20s",
+	"TOKENKEEPER_CACHE_LOCK_TTL=4s",
+	"TOKENKEEPER_CACHE_FETCH_TIMEOUT=3s",
+	"TOKENKEEPER_CACHE_NEAR_MAX_AGE=2s",
+	"TOKENKEEPER_CACHE_DAILY_BUDGET=100",
+	"TOKENKEEPER_LEASE_NAME=tk:leader",
+	"TOKENKEEPER_LEASE_DURATION=6s",
+	"TOKENKEEPER_LEASE_RENEW_DEADLINE=4s",
+	"TOKENKEEPER_LEASE_RETRY_PERIOD=1s",
+	"TOKENKEEPER_HTTP_ADDR=0.0.0.0:9090",
+	"TOKENKEEPER_HTTP_INVALIDATE_RATE=0.5",
+	"TOKENKEEPER_HTTP_API_KEYS=backend,ops-team",
+	"TOKENKEEPER_HTTP_API_KEYS_BACKEND_KEY=env-api-key-1",
+	"TOKENKEEPER_HTTP_API_KEYS_BACKEND_APPS=wx-1,wx2",
+	"TOKENKEEPER_HTTP_API_KEYS_OPS_TEAM_KEY_ENV=OPS_KEY",
+	"OPS_KEY=env-api-key-2",
+	"TOKENKEEPER_HTTP_API_KEYS_OPS_TEAM_APPS=*",
+	"TOKENKEEPER_LOG_LEVEL=debug",
+	"TOKENKEEPER_LOG_FORMAT=json",
+}
+
+func TestEnvOnly(t *testing.T) {
+	read := files(map[string]string{"/secrets/redis": "redis-pw\n", "/secrets/wx3": "env-secret-3"})
+	c, err := config.Load(config.Options{Environ: envOnly, ReadFile: read})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(c.UnusedEnv) != 0 {
+		t.Errorf("unused variables: %v", c.UnusedEnv)
+	}
+	check := func(name string, got, want any) {
+		t.Helper()
+		if got != want {
+			t.Errorf("%s = %v, want %v", name, got, want)
+		}
+	}
+	check("identity", c.Identity, "env-replica")
+	check("addrs", strings.Join(c.Redis.Addrs, "|"), "10.0.0.1:6379|10.0.0.2:6379")
+	check("password", c.Redis.Password.Reveal(), "redis-pw")
+	check("db", c.Redis.DB, 2)
+	check("tls", c.Redis.TLS, true)
+	check("base url", c.WeChat.BaseURL, "http://fake:9000")
+	check("timeout", c.WeChat.Timeout, 3*time.Second)
+	check("apps", len(c.Apps), 3)
+	check("wx-1", c.Apps[0].ID+"/"+c.Apps[0].Mode.String()+"/"+c.Apps[0].Secret.Reveal(), "wx-1/classic/env-secret-1")
+	check("wx2", c.Apps[1].ID+"/"+c.Apps[1].Mode.String()+"/"+c.Apps[1].Secret.Reveal(), "wx2/stable/env-secret-2")
+	check("wx3", c.Apps[2].ID+"/"+c.Apps[2].Mode.String()+"/"+c.Apps[2].Secret.Reveal(), "wx3/stable/env-secret-3")
+	check("key prefix", c.Cache.KeyPrefix, "tk:")
+	check("refresh ahead", c.Cache.RefreshAhead, 20*time.Second)
+	check("margin", c.Cache.Margin, 5*time.Second)
+	check("overlap", c.Cache.Overlap, 20*time.Second)
+	check("lock ttl", c.Cache.LockTTL, 4*time.Second)
+	check("fetch timeout", c.Cache.FetchTimeout, 3*time.Second)
+	check("near max age", c.Cache.NearMaxAge, 2*time.Second)
+	check("budget", c.Cache.DailyBudget, 100)
+	check("lease", c.Lease, config.Lease{Name: "tk:leader", Duration: 6 * time.Second, RenewDeadline: 4 * time.Second, RetryPeriod: time.Second})
+	check("http addr", c.HTTP.Addr, "0.0.0.0:9090")
+	check("rate", c.HTTP.InvalidateRate, 0.5)
+	check("keys", len(c.HTTP.APIKeys), 2)
+	check("backend", c.HTTP.APIKeys[0].Key.Reveal()+" "+strings.Join(c.HTTP.APIKeys[0].Apps, ","), "env-api-key-1 wx-1,wx2")
+	check("ops", c.HTTP.APIKeys[1].Key.Reveal()+" "+strings.Join(c.HTTP.APIKeys[1].Apps, ","), "env-api-key-2 *")
+	check("level", c.Log.Level, slog.LevelDebug)
+	check("format", c.Log.Format, "json")
+
+	ro := c.RedisOptions()
+	check("redis opts", ro.MasterName+" "+ro.Username+" "+ro.Password, "mymaster tk redis-pw")
+	if ro.TLSConfig == nil {
+		t.Error("TLS on but no TLSConfig")
+	}
+}
+
+// TestEveryScalarKeyHasAVariable proves that envOnly covers every scalar
+// key, so "every key works from the environment" is tested, not assumed.
+func TestEveryScalarKeyHasAVariable(t *testing.T) {
+	set := map[string]bool{}
+	for _, kv := range envOnly {
+		k, _, _ := strings.Cut(kv, "=")
+		set[k] = true
+	}
+	for _, name := range config.EnvVars() {
+		switch name {
+		case "TOKENKEEPER_CONFIG", "TOKENKEEPER_REDIS_PASSWORD", "TOKENKEEPER_REDIS_PASSWORD_ENV":
+			continue // alternatives to TOKENKEEPER_REDIS_PASSWORD_FILE, and the file itself
+		}
+		if !set[name] {
+			t.Errorf("%s is not exercised by the env-only test", name)
+		}
+	}
+}
+
+func TestPrecedenceFileEnvFlags(t *testing.T) {
+	yaml := validYAML + "cache:\n  refresh_ahead: 2m\n  margin: 30s\nlog:\n  level: warn\n"
+	fs := pflag.NewFlagSet("t", pflag.ContinueOnError)
+	config.RegisterFlags(fs)
+	if err := fs.Parse([]string{"--log-level=error"}); err != nil {
+		t.Fatal(err)
+	}
+	c, err := config.Load(config.Options{
+		File: "test.yaml", YAML: []byte(yaml), Flags: fs, ReadFile: stdFiles,
+		Environ: []string{
+			"WX2_SECRET=x",
+			"TOKENKEEPER_CACHE_REFRESH_AHEAD=3m", // env beats file
+			"TOKENKEEPER_LOG_LEVEL=debug",        // flag beats env
+			"TOKENKEEPER_APPS_WX1_SECRET_FILE=/secrets/ops",
+		},
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if c.Cache.RefreshAhead != 3*time.Minute {
+		t.Errorf("refresh_ahead = %v, want the environment's 3m", c.Cache.RefreshAhead)
+	}
+	if c.Cache.Margin != 30*time.Second {
+		t.Errorf("margin = %v, want the file's 30s", c.Cache.Margin)
+	}
+	if c.Log.Level != slog.LevelError {
+		t.Errorf("level = %v, want the flag's error", c.Log.Level)
+	}
+	// A per-app variable replaces the file's secret source (not a second source).
+	if c.Apps[0].Secret.Reveal() != "ops-key-from-file" || c.Apps[0].SecretFrom != "file /secrets/ops" {
+		t.Errorf("wx1 secret from %q", c.Apps[0].SecretFrom)
+	}
+}
+
+func TestEnvAppsListKeepsFileSecrets(t *testing.T) {
+	c, err := load(t, validYAML, "WX2_SECRET=x", "TOKENKEEPER_APPS=wx1:stable", "TOKENKEEPER_HTTP_API_KEYS=backend")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(c.Apps) != 1 || c.Apps[0].ID != "wx1" || c.Apps[0].Mode != wechat.Stable || c.Apps[0].Secret.Reveal() != "file-secret-wx1" {
+		t.Fatalf("apps = %+v", c.Apps)
+	}
+	if len(c.HTTP.APIKeys) != 1 || c.HTTP.APIKeys[0].Key.Reveal() != "file-api-key-backend" {
+		t.Fatalf("keys = %+v", c.HTTP.APIKeys)
+	}
+}
+
+func TestEnvTwoSecretSources(t *testing.T) {
+	_, err := config.Load(config.Options{Environ: []string{
+		"TOKENKEEPER_APPS=wx1", "TOKENKEEPER_APPS_WX1_SECRET=a", "TOKENKEEPER_APPS_WX1_SECRET_ENV=B", "B=b",
+	}})
+	if err == nil || !strings.Contains(err.Error(), "apps[0] (wx1).secret: 2 sources given") || !strings.Contains(err.Error(), "TOKENKEEPER_APPS_WX1_SECRET") {
+		t.Fatalf("err = %v", err)
+	}
+}
+
+func TestUnusedEnv(t *testing.T) {
+	c, err := load(t, validYAML, "WX2_SECRET=x", "TOKENKEEPER_CACHE_REFRESH_AHAED=1m", "TOKENKEEPER_APPS_WX9_SECRET=zz", "TOKENKEEPER_LOG_LEVEL=")
+	if err != nil {
+		t.Fatal(err)
+	}
+	want := "TOKENKEEPER_APPS_WX9_SECRET TOKENKEEPER_CACHE_REFRESH_AHAED"
+	if got := strings.Join(c.UnusedEnv, " "); got != want {
+		t.Errorf("unused = %q, want %q (empty variables count as unset)", got, want)
+	}
+}
+
+func TestPrintRedactsEverySecret(t *testing.T) {
+	env := append([]string{}, envOnly...)
+	read := files(map[string]string{"/secrets/redis": "redis-pw\n", "/secrets/wx3": "env-secret-3"})
+	c, err := config.Load(config.Options{Environ: env, ReadFile: read})
+	if err != nil {
+		t.Fatal(err)
+	}
+	var out bytes.Buffer
+	if err := c.Print(&out); err != nil {
+		t.Fatal(err)
+	}
+	s := out.String()
+	for _, secret := range []string{"redis-pw", "env-secret-1", "env-secret-2", "env-secret-3", "env-api-key-1", "env-api-key-2"} {
+		if strings.Contains(s, secret) {
+			t.Errorf("printed config contains the secret %q:\n%s", secret, s)
+		}
+	}
+	for _, want := range []string{"[redacted] (env TOKENKEEPER_APPS_WX_1_SECRET)", "[redacted] (env OTHER_VAR)", "[redacted] (file /secrets/wx3)", "[redacted] (file /secrets/redis)", "refresh_ahead: 20s", "id: wx-1"} {
+		if !strings.Contains(s, want) {
+			t.Errorf("printed config lacks %q:\n%s", want, s)
+		}
+	}
+	// The printed form loads back (secrets aside): it is the same schema.
+	if !strings.Contains(s, "lease:\n  name: tk:leader\n  duration: 6s") {
+		t.Errorf("lease section not in file shape:\n%s", s)
+	}
+}
+
+func TestSecretsNeverInErrors(t *testing.T) {
+	_, err := load(t, "apps:\n  - {id: wx1, secret: topsecret-1, secret_file: /x}\nhttp:\n  api_keys: [{name: k, key: topsecret-2}]\n")
+	if err == nil {
+		t.Fatal("want an error")
+	}
+	if strings.Contains(err.Error(), "topsecret") {
+		t.Fatalf("error leaks a secret: %v", err)
+	}
+}
+
+func TestConversions(t *testing.T) {
+	c, err := load(t, validYAML+"lease: {duration: 3s, renew_deadline: 2s, retry_period: 500ms}\n", "WX2_SECRET=x")
+	if err != nil {
+		t.Fatal(err)
+	}
+	ro := c.RedisOptions()
+	if len(ro.Addrs) != 1 || ro.Addrs[0] != "127.0.0.1:7000" || ro.TLSConfig != nil {
+		t.Errorf("redis options %+v", ro)
+	}
+	mr := miniredis.RunT(t)
+	client := redis.NewUniversalClient(&redis.UniversalOptions{Addrs: []string{mr.Addr()}})
+	defer client.Close()
+	ec := c.ElectorConfig(client, lock.LeaderCallbacks{}, nil)
+	if ec.Identity != "replica-a" || ec.LeaseDuration != 3*time.Second || ec.RenewDeadline != 2*time.Second || ec.RetryPeriod != 500*time.Millisecond {
+		t.Errorf("elector config %+v", ec)
+	}
+	if _, err := lock.NewElector(ec); err != nil {
+		t.Errorf("elector refuses the mapped config: %v", err)
+	}
+	src, err := wechat.NewSource(wechat.NewClient(c.WeChatClientOptions()...), c.WeChatApps()...)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if src.Mode("wx2") != wechat.Stable {
+		t.Error("wx2 not stable in the source")
+	}
+	cache, err := tokencache.New(client, src, c.CacheOptions()...)
+	if err != nil {
+		t.Fatalf("tokencache refuses the mapped options: %v", err)
+	}
+	cache.Close()
+	if got := c.LastFetchKey("wx1"); got != "tokenkeeper:{wx1}:last_fetch" {
+		t.Errorf("last fetch key %q", got)
+	}
+}
+
+// TestValidDefaultsAgreeWithTokencache: the config's own cache checks must
+// not let through what tokencache.New refuses.
+func TestValidDefaultsAgreeWithTokencache(t *testing.T) {
+	for _, extra := range []string{"", "cache: {overlap: 20s, margin: 5s, near_max_age: 2s, refresh_ahead: 20s}\n", "cache: {near_max_age: 0s}\n"} {
+		c, err := load(t, validYAML+extra, "WX2_SECRET=x")
+		if err != nil {
+			t.Fatal(err)
+		}
+		mr := miniredis.RunT(t)
+		client := redis.NewClient(&redis.Options{Addr: mr.Addr()})
+		src, _ := wechat.NewSource(wechat.NewClient(), c.WeChatApps()...)
+		cache, err := tokencache.New(client, src, c.CacheOptions()...)
+		if err != nil {
+			t.Errorf("%q: %v", extra, err)
+			continue
+		}
+		cache.Close()
+		client.Close()
+	}
+}

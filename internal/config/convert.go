@@ -1,0 +1,95 @@
+package config
+
+import (
+	"crypto/tls"
+	"log/slog"
+	"net"
+	"net/http"
+
+	"github.com/redis/go-redis/v9"
+
+	"github.com/tokenkeeper/tokenkeeper/pkg/lock"
+	"github.com/tokenkeeper/tokenkeeper/pkg/tokencache"
+	"github.com/tokenkeeper/tokenkeeper/pkg/wechat"
+)
+
+// RedisOptions maps the redis section onto go-redis's universal options:
+// one address is a standalone server, several a Cluster, and MasterName
+// turns the addresses into Sentinels.
+func (c *Config) RedisOptions() *redis.UniversalOptions {
+	o := &redis.UniversalOptions{
+		Addrs:      append([]string(nil), c.Redis.Addrs...),
+		Username:   c.Redis.Username,
+		Password:   c.Redis.Password.Reveal(),
+		DB:         c.Redis.DB,
+		MasterName: c.Redis.MasterName,
+	}
+	if c.Redis.TLS {
+		o.TLSConfig = &tls.Config{MinVersion: tls.VersionTLS12}
+		// A standalone server's certificate is checked against its host;
+		// Cluster nodes are named per node by go-redis.
+		if len(c.Redis.Addrs) == 1 && c.Redis.MasterName == "" {
+			if host, _, err := net.SplitHostPort(c.Redis.Addrs[0]); err == nil {
+				o.TLSConfig.ServerName = host
+			}
+		}
+	}
+	return o
+}
+
+// WeChatApps returns the apps as the wechat package wants them.
+func (c *Config) WeChatApps() []wechat.App {
+	apps := make([]wechat.App, len(c.Apps))
+	for i, a := range c.Apps {
+		apps[i] = wechat.App{ID: a.ID, Secret: a.Secret, Mode: a.Mode}
+	}
+	return apps
+}
+
+// WeChatClientOptions points a wechat.Client at the configured base URL
+// with the configured timeout.
+func (c *Config) WeChatClientOptions() []wechat.Option {
+	return []wechat.Option{
+		wechat.WithBaseURL(c.WeChat.BaseURL),
+		wechat.WithHTTPClient(&http.Client{Timeout: c.WeChat.Timeout}),
+	}
+}
+
+// CacheOptions maps the cache section and the apps' modes onto tokencache
+// options. The caller adds its logger and hooks.
+func (c *Config) CacheOptions() []tokencache.Option {
+	opts := []tokencache.Option{
+		tokencache.WithKeyPrefix(c.Cache.KeyPrefix),
+		tokencache.WithRefreshAhead(c.Cache.RefreshAhead),
+		tokencache.WithMargin(c.Cache.Margin),
+		tokencache.WithOverlap(c.Cache.Overlap),
+		tokencache.WithLockTTL(c.Cache.LockTTL),
+		tokencache.WithFetchTimeout(c.Cache.FetchTimeout),
+		tokencache.WithNearMaxAge(c.Cache.NearMaxAge),
+		tokencache.WithDailyBudget(c.Cache.DailyBudget),
+	}
+	for _, a := range c.Apps {
+		opts = append(opts, tokencache.WithMode(a.ID, a.Mode))
+	}
+	return opts
+}
+
+// ElectorConfig maps the lease section onto the elector's configuration.
+func (c *Config) ElectorConfig(client redis.UniversalClient, cb lock.LeaderCallbacks, log *slog.Logger) lock.ElectorConfig {
+	return lock.ElectorConfig{
+		Client:        client,
+		Name:          c.Lease.Name,
+		Identity:      c.Identity,
+		LeaseDuration: c.Lease.Duration,
+		RenewDeadline: c.Lease.RenewDeadline,
+		RetryPeriod:   c.Lease.RetryPeriod,
+		Callbacks:     cb,
+		Logger:        log,
+	}
+}
+
+// LastFetchKey is the Redis key where the refresher records an app's last
+// fetch result for `refresher status`. It shares the app's hash tag.
+func (c *Config) LastFetchKey(appID string) string {
+	return c.Cache.KeyPrefix + "{" + appID + "}:last_fetch"
+}

@@ -1,0 +1,46 @@
+// Package config loads, validates and prints the refresher's configuration,
+// and maps it onto the options of the libraries it wires together
+// (tokencache, lock, go-redis, wechat).
+//
+// # Sources and precedence
+//
+// Defaults < YAML file (--config, or TOKENKEEPER_CONFIG) < environment <
+// flags. Every key works from the environment alone, so a container needs no
+// file at all.
+//
+// # Environment scheme
+//
+// A scalar key's variable is TOKENKEEPER_ followed by its path in upper
+// case with "." and nothing else replaced by "_": cache.refresh_ahead is
+// TOKENKEEPER_CACHE_REFRESH_AHEAD, redis.addrs (a list) is
+// TOKENKEEPER_REDIS_ADDRS="host1:6379,host2:6379". EnvVars lists them all.
+// An empty variable counts as unset.
+//
+// The two lists are spelled out like this:
+//
+//	TOKENKEEPER_APPS="wx1:classic,wx2:stable"      # id[:mode], mode defaults to classic
+//	TOKENKEEPER_APPS_WX1_SECRET=...                # exactly one of
+//	TOKENKEEPER_APPS_WX1_SECRET_ENV=WX1_SECRET     #   (name of another variable)
+//	TOKENKEEPER_APPS_WX1_SECRET_FILE=/run/secrets/wx1
+//	TOKENKEEPER_APPS_WX1_MODE=stable               # optional, overrides the list's mode
+//
+//	TOKENKEEPER_HTTP_API_KEYS="backend,ops"        # key names
+//	TOKENKEEPER_HTTP_API_KEYS_BACKEND_KEY=...      # exactly one of _KEY, _KEY_ENV, _KEY_FILE
+//	TOKENKEEPER_HTTP_API_KEYS_BACKEND_APPS="wx1,wx2"   # or "*"
+//
+// The <ID> and <NAME> parts are the appid or key name in upper case with
+// every character other than A-Z and 0-9 replaced by "_" (wx1 → WX1).
+// TOKENKEEPER_APPS, when set, replaces the file's list of apps; an app it
+// names keeps the secret its file entry gives unless a per-app variable
+// sets one. Per-app variables also apply to apps listed only in the file:
+// setting any of an app's _SECRET/_SECRET_ENV/_SECRET_FILE replaces the
+// file's secret source for that app. API keys work the same way.
+// Variables that start with TOKENKEEPER_ but that the loader did not read
+// (a typo, an app that is not listed) are reported in Config.UnusedEnv.
+//
+// # Secrets
+//
+// AppSecrets, the Redis password and API keys are wechat.Secret values:
+// they print as "[redacted]" in every format. Print writes the effective
+// configuration with all of them redacted and says where each came from.
+package config

@@ -1,0 +1,421 @@
+package config
+
+import (
+	"crypto/subtle"
+	"fmt"
+	"log/slog"
+	"net"
+	"net/url"
+	"os"
+	"strconv"
+	"strings"
+	"time"
+
+	"github.com/tokenkeeper/tokenkeeper/pkg/wechat"
+)
+
+// Problem is one thing wrong with the configuration.
+type Problem struct {
+	// Field is the key's path, e.g. "lease.renew_deadline" or
+	// "apps[1] (wx2).secret".
+	Field string
+	// Env is the environment variable that sets the field, if there is one.
+	Env string
+	// Reason says what is wrong and what would be right. It never holds a
+	// secret.
+	Reason string
+}
+
+func (p Problem) String() string {
+	s := p.Field + ": " + p.Reason
+	if p.Env != "" {
+		s += " (env " + p.Env + ")"
+	}
+	return s
+}
+
+// Error lists every problem found in one configuration.
+type Error struct {
+	File     string
+	Problems []Problem
+}
+
+func (e *Error) Error() string {
+	var b strings.Builder
+	b.WriteString("invalid configuration")
+	if e.File != "" {
+		b.WriteString(" (file " + strconv.Quote(e.File) + ")")
+	}
+	b.WriteString(":")
+	for _, p := range e.Problems {
+		b.WriteString("\n  - " + p.String())
+	}
+	return b.String()
+}
+
+// resolve turns the decoded file into a Config: durations parsed, secrets
+// read from where they are, modes and levels parsed. What cannot be
+// resolved becomes a Problem.
+func resolve(raw *rawConfig, env map[string]string, read func(string) ([]byte, error)) (*Config, []Problem) {
+	var ps []Problem
+	add := func(field, envName, format string, args ...any) {
+		ps = append(ps, Problem{Field: field, Env: envName, Reason: fmt.Sprintf(format, args...)})
+	}
+	dur := func(key, s string) time.Duration {
+		d, err := time.ParseDuration(strings.TrimSpace(s))
+		if err != nil {
+			add(key, EnvName(key), "%q is not a duration (write e.g. 300ms, 15s, 5m)", s)
+		}
+		return d
+	}
+
+	c := &Config{Identity: strings.TrimSpace(raw.Identity)}
+	if c.Identity == "" {
+		host, _ := os.Hostname()
+		if host == "" {
+			host = "refresher"
+		}
+		c.Identity = host + "-" + strconv.Itoa(os.Getpid())
+	}
+
+	for _, a := range raw.Redis.Addrs {
+		if a = strings.TrimSpace(a); a != "" {
+			c.Redis.Addrs = append(c.Redis.Addrs, a)
+		}
+	}
+	c.Redis.Username = raw.Redis.Username
+	c.Redis.DB = raw.Redis.DB
+	c.Redis.TLS = raw.Redis.TLS
+	c.Redis.MasterName = raw.Redis.MasterName
+	c.Redis.Password, c.Redis.PasswordFrom = resolveSecret(secretSpec{
+		field: "redis.password", envBase: EnvPrefix + "REDIS_PASSWORD", optional: true,
+		inline: raw.Redis.Password, envRef: raw.Redis.PasswordEnv, file: raw.Redis.PasswordFile,
+		inlineFrom: inlineEnv(env, "redis.password"),
+	}, env, read, add)
+
+	c.WeChat.BaseURL = strings.TrimSpace(raw.WeChat.BaseURL)
+	c.WeChat.Timeout = dur("wechat.timeout", raw.WeChat.Timeout)
+
+	for i, a := range raw.Apps {
+		id := strings.TrimSpace(a.ID)
+		field := fmt.Sprintf("apps[%d] (%s)", i, id)
+		app := App{ID: id}
+		mode, err := wechat.ParseMode(strings.TrimSpace(a.Mode))
+		if err != nil {
+			add(field+".mode", AppEnv(id)+"MODE", "unknown mode %q: want classic or stable", a.Mode)
+		}
+		app.Mode = mode
+		app.Secret, app.SecretFrom = resolveSecret(secretSpec{
+			field: field + ".secret", envBase: AppEnv(id) + "SECRET",
+			inline: a.Secret, envRef: a.SecretEnv, file: a.SecretFile, inlineFrom: a.inlineFrom,
+		}, env, read, add)
+		c.Apps = append(c.Apps, app)
+	}
+
+	c.Cache = Cache{
+		KeyPrefix:    raw.Cache.KeyPrefix,
+		RefreshAhead: dur("cache.refresh_ahead", raw.Cache.RefreshAhead),
+		Margin:       dur("cache.margin", raw.Cache.Margin),
+		Overlap:      dur("cache.overlap", raw.Cache.Overlap),
+		LockTTL:      dur("cache.lock_ttl", raw.Cache.LockTTL),
+		FetchTimeout: dur("cache.fetch_timeout", raw.Cache.FetchTimeout),
+		NearMaxAge:   dur("cache.near_max_age", raw.Cache.NearMaxAge),
+		DailyBudget:  raw.Cache.DailyBudget,
+	}
+	c.Lease = Lease{
+		Name:          raw.Lease.Name,
+		Duration:      dur("lease.duration", raw.Lease.Duration),
+		RenewDeadline: dur("lease.renew_deadline", raw.Lease.RenewDeadline),
+		RetryPeriod:   dur("lease.retry_period", raw.Lease.RetryPeriod),
+	}
+
+	c.HTTP.Addr = strings.TrimSpace(raw.HTTP.Addr)
+	c.HTTP.InvalidateRate = raw.HTTP.InvalidateRate
+	for i, k := range raw.HTTP.APIKeys {
+		name := strings.TrimSpace(k.Name)
+		field := fmt.Sprintf("http.api_keys[%d] (%s)", i, name)
+		key := APIKey{Name: name}
+		for _, app := range k.Apps {
+			if app = strings.TrimSpace(app); app != "" {
+				key.Apps = append(key.Apps, app)
+			}
+		}
+		key.Key, key.KeyFrom = resolveSecret(secretSpec{
+			field: field + ".key", envBase: APIKeyEnv(name) + "KEY", sourceNames: [3]string{"key", "key_env", "key_file"},
+			inline: k.Key, envRef: k.KeyEnv, file: k.KeyFile, inlineFrom: k.inlineFrom,
+		}, env, read, add)
+		c.HTTP.APIKeys = append(c.HTTP.APIKeys, key)
+	}
+
+	c.Log.Format = strings.ToLower(strings.TrimSpace(raw.Log.Format))
+	switch lvl := strings.ToLower(strings.TrimSpace(raw.Log.Level)); lvl {
+	case "debug":
+		c.Log.Level = slog.LevelDebug
+	case "info":
+		c.Log.Level = slog.LevelInfo
+	case "warn":
+		c.Log.Level = slog.LevelWarn
+	case "error":
+		c.Log.Level = slog.LevelError
+	default:
+		add("log.level", EnvName("log.level"), "unknown level %q: want debug, info, warn or error", raw.Log.Level)
+	}
+	return c, ps
+}
+
+type secretSpec struct {
+	field, envBase string
+	// sourceNames are the three keys' names; zero means secret,
+	// secret_env, secret_file (password, ... for Redis).
+	sourceNames          [3]string
+	optional             bool
+	inline, envRef, file string
+	inlineFrom           string // default "inline"
+
+}
+
+// resolveSecret reads a secret from exactly one of its three sources.
+func resolveSecret(s secretSpec, env map[string]string, read func(string) ([]byte, error), add func(field, env, format string, args ...any)) (wechat.Secret, string) {
+	names := s.sourceNames
+	if names[0] == "" {
+		base := s.field[strings.LastIndexByte(s.field, '.')+1:]
+		names = [3]string{base, base + "_env", base + "_file"}
+	}
+	set := 0
+	for _, v := range []string{s.inline, s.envRef, s.file} {
+		if v != "" {
+			set++
+		}
+	}
+	envs := s.envBase + ", " + s.envBase + "_ENV or " + s.envBase + "_FILE"
+	switch {
+	case set == 0 && s.optional:
+		return "", ""
+	case set == 0:
+		add(s.field, envs, "missing: set exactly one of %s, %s, %s", names[0], names[1], names[2])
+		return "", ""
+	case set > 1:
+		add(s.field, envs, "%d sources given: set exactly one of %s, %s, %s", set, names[0], names[1], names[2])
+		return "", ""
+	}
+	switch {
+	case s.inline != "":
+		if s.inlineFrom != "" {
+			return wechat.Secret(s.inline), s.inlineFrom
+		}
+		return wechat.Secret(s.inline), "inline"
+	case s.envRef != "":
+		val := env[s.envRef]
+		if val == "" {
+			add(s.field, s.envBase+"_ENV", "%s names the environment variable %s, which is not set or empty", names[1], s.envRef)
+			return "", ""
+		}
+		return wechat.Secret(val), "env " + s.envRef
+	default:
+		data, err := read(s.file)
+		if err != nil {
+			// A read error names the path, never the content.
+			add(s.field, s.envBase+"_FILE", "%s: %v", names[2], err)
+			return "", ""
+		}
+		val := strings.TrimRight(string(data), "\r\n")
+		if strings.TrimSpace(val) == "" {
+			add(s.field, s.envBase+"_FILE", "%s %q is empty", names[2], s.file)
+			return "", ""
+		}
+		return wechat.Secret(val), "file " + s.file
+	}
+}
+
+// Validate checks a Config built by hand (Load already calls it).
+func (c *Config) Validate() error {
+	if ps := c.problems(); len(ps) > 0 {
+		return &Error{File: c.File, Problems: ps}
+	}
+	return nil
+}
+
+// problems checks every rule that spans fields or concerns values, and
+// returns all violations.
+func (c *Config) problems() []Problem {
+	var ps []Problem
+	add := func(field, envName, format string, args ...any) {
+		ps = append(ps, Problem{Field: field, Env: envName, Reason: fmt.Sprintf(format, args...)})
+	}
+
+	if c.Identity == "" {
+		add("identity", EnvName("identity"), "must not be empty")
+	}
+
+	// Redis.
+	if len(c.Redis.Addrs) == 0 {
+		add("redis.addrs", EnvName("redis.addrs"), "no Redis address: give at least one host:port")
+	}
+	for i, a := range c.Redis.Addrs {
+		if host, port, err := net.SplitHostPort(a); err != nil || host == "" || !validPort(port) {
+			add(fmt.Sprintf("redis.addrs[%d]", i), EnvName("redis.addrs"), "%q is not host:port", a)
+		}
+	}
+	if c.Redis.DB < 0 {
+		add("redis.db", EnvName("redis.db"), "%d: must not be negative", c.Redis.DB)
+	}
+	if c.Redis.DB != 0 && len(c.Redis.Addrs) > 1 && c.Redis.MasterName == "" {
+		add("redis.db", EnvName("redis.db"), "%d: a Redis Cluster (several addrs, no master_name) has only database 0", c.Redis.DB)
+	}
+
+	// WeChat.
+	if u, err := url.Parse(c.WeChat.BaseURL); err != nil || (u.Scheme != "http" && u.Scheme != "https") || u.Host == "" {
+		add("wechat.base_url", EnvName("wechat.base_url"), "%q is not an http(s) URL", c.WeChat.BaseURL)
+	}
+	if c.WeChat.Timeout <= 0 {
+		add("wechat.timeout", EnvName("wechat.timeout"), "%v: must be positive", c.WeChat.Timeout)
+	}
+
+	// Apps.
+	if len(c.Apps) == 0 {
+		add("apps", EnvPrefix+"APPS", "no app configured: list at least one (id, secret, mode)")
+	}
+	seen := map[string]int{}
+	envSeen := map[string]string{}
+	for i, a := range c.Apps {
+		field := fmt.Sprintf("apps[%d] (%s)", i, a.ID)
+		if reason := appIDProblem(a.ID); reason != "" {
+			add(field+".id", EnvPrefix+"APPS", "%s", reason)
+			continue
+		}
+		if j, dup := seen[a.ID]; dup {
+			add(field+".id", EnvPrefix+"APPS", "duplicate appid: apps[%d] has it too", j)
+		}
+		seen[a.ID] = i
+		if other, clash := envSeen[EnvPart(a.ID)]; clash && other != a.ID {
+			add(field+".id", EnvPrefix+"APPS", "appids %q and %q share the variable prefix %s", other, a.ID, AppEnv(a.ID))
+		}
+		envSeen[EnvPart(a.ID)] = a.ID
+		if a.Mode != wechat.Classic && a.Mode != wechat.Stable {
+			add(field+".mode", AppEnv(a.ID)+"MODE", "unknown mode %d", int(a.Mode))
+		}
+	}
+
+	// Cache (the same rules tokencache.New enforces, named by field).
+	if c.Cache.KeyPrefix == "" || strings.ContainsAny(c.Cache.KeyPrefix, "{}") {
+		add("cache.key_prefix", EnvName("cache.key_prefix"), "%q: must be non-empty and contain no '{' or '}' (they would break the per-app hash tag)", c.Cache.KeyPrefix)
+	}
+	for _, d := range []struct {
+		key string
+		v   time.Duration
+	}{{"cache.refresh_ahead", c.Cache.RefreshAhead}, {"cache.margin", c.Cache.Margin}, {"cache.overlap", c.Cache.Overlap}, {"cache.lock_ttl", c.Cache.LockTTL}, {"cache.fetch_timeout", c.Cache.FetchTimeout}} {
+		if d.v <= 0 {
+			add(d.key, EnvName(d.key), "%v: must be positive", d.v)
+		}
+	}
+	if c.Cache.NearMaxAge < 0 {
+		add("cache.near_max_age", EnvName("cache.near_max_age"), "%v: must not be negative", c.Cache.NearMaxAge)
+	}
+	if c.Cache.FetchTimeout > 0 && c.Cache.FetchTimeout >= c.Cache.LockTTL {
+		add("cache.fetch_timeout", EnvName("cache.fetch_timeout"), "%v must be shorter than cache.lock_ttl %v, or a fetch outlives its lock", c.Cache.FetchTimeout, c.Cache.LockTTL)
+	}
+	if c.Cache.Overlap > 0 && c.Cache.Overlap <= c.Cache.Margin+c.Cache.NearMaxAge {
+		add("cache.overlap", EnvName("cache.overlap"), "%v must exceed cache.margin %v + cache.near_max_age %v, or a token a fetch invalidates cannot leave the caches in time", c.Cache.Overlap, c.Cache.Margin, c.Cache.NearMaxAge)
+	}
+	if c.Cache.DailyBudget < 0 {
+		add("cache.daily_budget", EnvName("cache.daily_budget"), "%d: must not be negative (0 = no cap)", c.Cache.DailyBudget)
+	}
+
+	// Lease (client-go's ordering).
+	if c.Lease.Name == "" {
+		add("lease.name", EnvName("lease.name"), "must not be empty: it is the lease's Redis key")
+	}
+	if c.Lease.RetryPeriod <= 0 {
+		add("lease.retry_period", EnvName("lease.retry_period"), "%v: must be positive", c.Lease.RetryPeriod)
+	}
+	if c.Lease.RenewDeadline <= c.Lease.RetryPeriod {
+		add("lease.renew_deadline", EnvName("lease.renew_deadline"), "%v must be greater than lease.retry_period %v, or a failed renewal is never retried before the lead is given up", c.Lease.RenewDeadline, c.Lease.RetryPeriod)
+	}
+	if c.Lease.Duration <= c.Lease.RenewDeadline {
+		add("lease.duration", EnvName("lease.duration"), "%v must be greater than lease.renew_deadline %v, so a leader that cannot renew stops before its lease passes to another replica", c.Lease.Duration, c.Lease.RenewDeadline)
+	}
+
+	// HTTP.
+	if host, port, err := net.SplitHostPort(c.HTTP.Addr); err != nil || !validPort(port) {
+		_ = host
+		add("http.addr", EnvName("http.addr"), "%q is not host:port (e.g. 127.0.0.1:8080 or :8080)", c.HTTP.Addr)
+	}
+	if !(c.HTTP.InvalidateRate > 0) {
+		add("http.invalidate_rate", EnvName("http.invalidate_rate"), "%v: must be positive (passive refreshes per app per second)", c.HTTP.InvalidateRate)
+	}
+	names := map[string]int{}
+	for i, k := range c.HTTP.APIKeys {
+		field := fmt.Sprintf("http.api_keys[%d] (%s)", i, k.Name)
+		p := APIKeyEnv(k.Name)
+		if k.Name == "" {
+			add(field+".name", EnvPrefix+"HTTP_API_KEYS", "must not be empty: it names the key in logs")
+		} else if j, dup := names[k.Name]; dup {
+			add(field+".name", EnvPrefix+"HTTP_API_KEYS", "duplicate name: http.api_keys[%d] has it too", j)
+		} else {
+			names[k.Name] = i
+		}
+		if len(k.Apps) == 0 {
+			add(field+".apps", p+"APPS", "the key may read no app: list appids or \"*\"")
+		}
+		for _, app := range k.Apps {
+			if _, ok := seen[app]; !ok && app != "*" {
+				add(field+".apps", p+"APPS", "unknown appid %q: not in apps", app)
+			}
+		}
+		for j := range i {
+			o := c.HTTP.APIKeys[j]
+			if k.Key != "" && subtle.ConstantTimeCompare([]byte(k.Key.Reveal()), []byte(o.Key.Reveal())) == 1 {
+				add(field+".key", p+"KEY", "same key as http.api_keys[%d] (%s): give each client its own", j, o.Name)
+			}
+		}
+	}
+
+	// Log.
+	switch c.Log.Level {
+	case slog.LevelDebug, slog.LevelInfo, slog.LevelWarn, slog.LevelError:
+	default:
+		if !hasField(ps, "log.level") {
+			add("log.level", EnvName("log.level"), "unknown level %v: want debug, info, warn or error", c.Log.Level)
+		}
+	}
+	if c.Log.Format != "text" && c.Log.Format != "json" {
+		add("log.format", EnvName("log.format"), "unknown format %q: want text or json", c.Log.Format)
+	}
+	return ps
+}
+
+func hasField(ps []Problem, field string) bool {
+	for _, p := range ps {
+		if p.Field == field {
+			return true
+		}
+	}
+	return false
+}
+
+func validPort(s string) bool {
+	n, err := strconv.Atoi(s)
+	return err == nil && n >= 0 && n <= 65535
+}
+
+// appIDProblem applies tokencache's rule for appids (they name Redis keys).
+func appIDProblem(id string) string {
+	if id == "" || len(id) > 64 {
+		return fmt.Sprintf("appid %q: must be 1 to 64 characters", id)
+	}
+	for i := 0; i < len(id); i++ {
+		c := id[i]
+		if !(c >= 'a' && c <= 'z' || c >= 'A' && c <= 'Z' || c >= '0' && c <= '9' || c == '_' || c == '-' || c == '.') {
+			return fmt.Sprintf("appid %q: only letters, digits, '_', '-' and '.' are allowed", id)
+		}
+	}
+	return ""
+}
+
+// inlineEnv labels an inline value that came from the key's own variable.
+func inlineEnv(env map[string]string, key string) string {
+	if env[EnvName(key)] != "" {
+		return "env " + EnvName(key)
+	}
+	return ""
+}
