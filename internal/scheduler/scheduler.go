@@ -34,9 +34,9 @@ const (
 	BackoffMax       = time.Minute     // ceiling of the transient backoff
 	MinuteLimitDelay = time.Minute     // after errcode 45011
 	BudgetRetry      = 5 * time.Minute // while the daily fetch budget is used up
-	// MinDelay is the shortest wait before an app is refreshed again, so a
-	// Refresher that keeps returning tokens already due cannot make the
-	// scheduler spin.
+	// MinDelay is the shortest wait after a success or a hold, so a
+	// Refresher that keeps returning tokens already due (or holds already
+	// over) cannot make the scheduler spin.
 	MinDelay = time.Second
 )
 
@@ -381,8 +381,12 @@ func (s *Scheduler) nextRun(now time.Time, class string, o outcome, failures int
 		}
 		at = now.Add(backoff/2 + s.jitter(backoff/2))
 	}
-	if earliest := now.Add(MinDelay); at.Before(earliest) {
-		at = earliest
+	if class == ClassOK || class == ClassHeld {
+		// The only two answers that name a time of their own, which may
+		// already have passed.
+		if earliest := now.Add(MinDelay); at.Before(earliest) {
+			at = earliest
+		}
 	}
 	return at
 }
@@ -419,11 +423,12 @@ func (s *Scheduler) logResult(app, class string, o outcome, next time.Time, fail
 
 // Class names what kind of outcome err is, which decides the next run.
 func Class(err error) string {
+	if err == nil {
+		return ClassOK // before the targets below, which escape to the heap
+	}
 	var held *tokencache.HeldError
 	var werr *wechat.Error
 	switch {
-	case err == nil:
-		return ClassOK
 	case errors.Is(err, wechat.ErrConfig), errors.Is(err, tokencache.ErrInvalidAppID):
 		// Before held: a hold caused by a configuration error ends after a
 		// while, but the error will not.
