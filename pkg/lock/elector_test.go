@@ -577,3 +577,28 @@ func TestLeaderStepsDownOnTimeWhenRedisHangs(t *testing.T) {
 	await(t, c.stopped, fast.retry*5, "OnStoppedLeading while Redis hangs")
 	proxy.close()
 }
+
+func TestLeaderStepsDownWhenRedisRestartsEmpty(t *testing.T) {
+	srv := redistest.Start(t)
+	c := newGroup(t).add(t, srv.Client(), "host-a", longLease)
+	c.run(t)
+	leadCtx := await(t, c.started, 5*time.Second, "host-a to lead")
+
+	// The lease is gone with Redis's data: anyone may have taken the empty
+	// key since, so the next renewal must be refused and the lead given up
+	// long before the 2s renew deadline.
+	srv.Restart()
+	select {
+	case <-leadCtx.Done():
+	case <-time.After(longLease.renew - 2*longLease.retry):
+		t.Fatal("host-a did not step down after Redis restarted without its lease")
+	}
+	await(t, c.stopped, time.Second, "OnStoppedLeading")
+	await(t, c.started, 5*time.Second, "host-a to win the empty lease again")
+	if n := c.Transitions(); n != 2 {
+		t.Errorf("Transitions = %d, want 2", n)
+	}
+	if id, err := c.Leader(context.Background()); err != nil || id != "host-a" {
+		t.Errorf("Leader() = %q, %v; want host-a", id, err)
+	}
+}
