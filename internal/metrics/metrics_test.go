@@ -195,7 +195,9 @@ func TestNoTokenOrSecretInAnyLabel(t *testing.T) {
 	m.SetLeader(true)
 	m.ObserveRefresh("transient")
 	m.ObserveHTTP("/v1/apps/{appid}/token", 200, time.Millisecond)
-	m.SetAppSource(func() []AppGauge { return []AppGauge{{AppID: "wxa", HasToken: true, UsableFor: time.Hour, FetchesToday: 1}} })
+	m.SetAppSource(func() []AppGauge {
+		return []AppGauge{{AppID: "wxa", HasToken: true, UsableFor: time.Hour, FetchesToday: 1}}
+	})
 
 	mfs, err := reg.Gather()
 	if err != nil {
