@@ -1,0 +1,31 @@
+// Package chaos drives the real tokenkeeper processes through faults and
+// reports what the upstream saw.
+//
+// Run starts, all on 127.0.0.1: a real redis-server; the fake WeChat of
+// package wechattest, in this process, so its counters are read directly;
+// refresher replicas (the real binary); and reader processes (the chaos
+// binary re-executed as "chaos reader"), each sharing the tokens through
+// pkg/tokencache exactly as an application would: take the token, call a
+// business API with it, and on 40001/40014/42001 report it with Invalidate
+// and retry once.
+//
+// On a schedule it prints, it kills the leader (and restarts it), freezes
+// the process that holds an app's fetch lock for longer than the lock's
+// expiry, restarts Redis empty, pauses Redis for a few seconds, and makes
+// the upstream misbehave. Everything it started is killed when it returns,
+// whatever the reason.
+//
+// The report counts what the fake saw: tokens minted per app against the
+// ideal for the run's length (one per refresh interval), business calls
+// answered ok, 40001 and 42001 in total and per fault window, and quota
+// used; and what the readers saw: the longest time without a live token,
+// errors by kind, leader transitions and how long each takeover took.
+// Check lists every broken invariant; no fault excuses a dead token except
+// the data loss of a Redis restart, whose window is reported on its own.
+//
+// Who holds a fetch lock is found without trusting any process's word: the
+// fake's listener is wrapped, and a token request's source port is mapped
+// to its process through /proc (Linux). A classic fetch is only ever sent
+// under the app's lock, so the process sending it is the holder; it is
+// frozen before its request reaches the fake.
+package chaos

@@ -1,0 +1,349 @@
+package chaos
+
+import (
+	"context"
+	"fmt"
+	"strconv"
+	"sync/atomic"
+	"syscall"
+	"time"
+
+	"github.com/tokenkeeper/tokenkeeper/pkg/wechattest"
+)
+
+// Fault kinds, in the order of one cycle of the schedule.
+const (
+	FaultUpstreamBusy      = "upstream-busy"           // errcode -1; nothing minted
+	FaultUpstreamHTML502   = "upstream-html502"        // a proxy's 502 page; nothing minted
+	FaultUpstreamTruncated = "upstream-truncated-json" // minted (the stored token is now superseded), reply unreadable
+	FaultLeaderKill        = "leader-kill"             // SIGKILL the lease holder, restart it after the takeover
+	FaultLockHolderStop    = "lock-holder-stop"        // SIGSTOP the process sending a fetch, past the lock's expiry
+	FaultUpstreamLatency   = "upstream-latency"        // the reply comes 3/4 of the fetch timeout late
+	FaultUpstreamLostReply = "upstream-lost-reply"     // minted, then the connection closes unanswered
+	FaultRedisOutage       = "redis-outage"            // redis-server paused (SIGSTOP) for a few seconds
+	FaultRedisRestart      = "redis-restart"           // redis-server killed and restarted empty: data loss
+)
+
+var cycle = []string{
+	FaultUpstreamBusy, FaultUpstreamHTML502, FaultUpstreamTruncated, FaultLeaderKill, FaultLockHolderStop,
+	FaultUpstreamLatency, FaultUpstreamLostReply, FaultRedisOutage, FaultRedisRestart,
+}
+
+// FaultRecord is one planned fault and what became of it.
+type FaultRecord struct {
+	Kind    string        `json:"kind"`
+	App     string        `json:"app,omitempty"` // the app an upstream fault is aimed at, or the app whose lock holder was frozen
+	Planned time.Duration `json:"planned_offset_ns"`
+	At      time.Time     `json:"at,omitzero"`    // when it was injected
+	Ended   time.Time     `json:"ended,omitzero"` // end of its window: its effects should be over
+	Applied bool          `json:"applied"`
+	Target  string        `json:"target,omitempty"` // the process it hit
+	Detail  string        `json:"detail,omitempty"`
+	// Window is what the upstream answered business calls during [At, Ended].
+	Window BusinessCounts `json:"window"`
+	// Refetch lists the apps this fault may force to fetch once more.
+	Refetch []string `json:"refetch,omitempty"`
+	// Takeover is how long until another replica held the lease (leader
+	// faults only).
+	Takeover time.Duration `json:"takeover_ns,omitempty"`
+	DataLoss bool          `json:"data_loss,omitempty"`
+}
+
+// plan lays out the schedule: whole cycles spread between a warm-up and a
+// tail long enough for the last fault's effects to show.
+func plan(cfg *Config) []*FaultRecord {
+	if !cfg.Faults {
+		return nil
+	}
+	warmup := 4 * time.Second
+	tail := cfg.Grace + cfg.Cache.NearMaxAge + 4*time.Second
+	span := cfg.Duration - warmup - tail
+	if span <= 0 {
+		return nil
+	}
+	const minSpacing = 5500 * time.Millisecond
+	cycles := max(1, int(span/(time.Duration(len(cycle))*8*time.Second)))
+	n := cycles * len(cycle)
+	step := span / time.Duration(max(n-1, 1))
+	if step < minSpacing {
+		step = minSpacing
+	}
+	var out []*FaultRecord
+	upstreamN := 0
+	for i := 0; i < n; i++ {
+		f := &FaultRecord{Kind: cycle[i%len(cycle)], Planned: warmup + time.Duration(i)*step}
+		if f.Planned > cfg.Duration-tail {
+			break
+		}
+		if isUpstreamFault(f.Kind) {
+			f.App = AppID(upstreamN % cfg.Apps)
+			upstreamN++
+		}
+		out = append(out, f)
+	}
+	return out
+}
+
+func isUpstreamFault(kind string) bool {
+	switch kind {
+	case FaultUpstreamBusy, FaultUpstreamHTML502, FaultUpstreamTruncated, FaultUpstreamLatency, FaultUpstreamLostReply:
+		return true
+	}
+	return false
+}
+
+// inject applies f and returns when its window is over (or ctx ends).
+func (r *run) inject(ctx context.Context, f *FaultRecord) {
+	f.At = time.Now()
+	r.logf("fault %-24s %s injected%s", f.Kind, r.offset(f.At), appSuffix(f.App))
+	switch {
+	case isUpstreamFault(f.Kind):
+		r.injectUpstream(ctx, f)
+	case f.Kind == FaultLeaderKill:
+		r.injectLeaderKill(ctx, f)
+	case f.Kind == FaultLockHolderStop:
+		r.injectLockHolderStop(ctx, f)
+	case f.Kind == FaultRedisOutage:
+		r.injectRedisOutage(ctx, f)
+	case f.Kind == FaultRedisRestart:
+		r.injectRedisRestart(ctx, f)
+	}
+	if f.Ended.IsZero() {
+		f.Ended = time.Now()
+	}
+	status := "applied"
+	if !f.Applied {
+		status = "NOT APPLIED"
+	}
+	r.logf("fault %-24s %s %s: %s", f.Kind, r.offset(time.Now()), status, f.Detail)
+}
+
+func appSuffix(app string) string {
+	if app == "" {
+		return ""
+	}
+	return " (app " + app + ")"
+}
+
+// settle is how long after a fault's last action a dead token could still
+// be handed out and used: the grace, a near-cache period and a second.
+func (r *run) settle() time.Duration { return r.cfg.Grace + r.cfg.Cache.NearMaxAge + time.Second }
+
+func (r *run) injectUpstream(ctx context.Context, f *FaultRecord) {
+	wf := wechattest.Fault{AppID: f.App, Endpoint: "/cgi-bin/token"}
+	switch f.Kind {
+	case FaultUpstreamBusy:
+		wf.Kind = wechattest.FaultBusy
+	case FaultUpstreamHTML502:
+		wf.Kind = wechattest.FaultHTML502
+	case FaultUpstreamTruncated:
+		wf.Kind = wechattest.FaultTruncatedJSON
+	case FaultUpstreamLostReply:
+		wf.Kind = wechattest.FaultLostReply
+	case FaultUpstreamLatency:
+		wf.Kind = wechattest.FaultLatency
+		wf.Latency = r.cfg.Cache.FetchTimeout * 3 / 4
+	}
+	before := len(r.up.tokenCalls()[f.App])
+	r.up.fake.InjectFault(wf)
+	// The fault is consumed by the app's next token request: wait for it,
+	// at most two refresh intervals.
+	deadline := time.Now().Add(2 * r.cfg.RefreshInterval())
+	for r.up.fake.PendingFaults() > 0 || len(r.up.tokenCalls()[f.App]) == before {
+		if !sleepCtx(ctx, 50*time.Millisecond) || time.Now().After(deadline) {
+			f.Detail = "the app made no token request in time: fault still queued"
+			return
+		}
+	}
+	calls := r.up.tokenCalls()[f.App]
+	hit := calls[before].at
+	f.Applied = true
+	f.Detail = fmt.Sprintf("consumed by the token request of %s", r.offset(hit))
+	if f.Kind != FaultUpstreamLatency { // a late but good reply forces no refetch
+		f.Refetch = []string{f.App}
+	}
+	sleepCtx(ctx, time.Until(hit.Add(r.settle())))
+	f.Ended = time.Now()
+}
+
+func (r *run) injectLeaderKill(ctx context.Context, f *FaultRecord) {
+	if len(r.replicas) == 0 {
+		f.Detail = "skipped: no refresher replicas in this run"
+		return
+	}
+	leader, _, ok := r.watch.waitLeader(ctx, "", 3*r.cfg.Lease.Duration)
+	if !ok {
+		f.Detail = "no replica held the lease"
+		return
+	}
+	rep := r.replicaByIdentity(leader)
+	if rep == nil || rep.proc == nil || rep.proc.exited() {
+		f.Detail = "lease held by " + strconv.Quote(leader) + ", which is not a running replica of this run"
+		return
+	}
+	killedAt := time.Now()
+	if err := rep.proc.signal(syscall.SIGKILL); err != nil {
+		f.Detail = err.Error()
+		return
+	}
+	rep.proc.wait(5 * time.Second)
+	f.Applied = true
+	f.At = killedAt
+	f.Target = fmt.Sprintf("%s (pid %d)", rep.identity, rep.proc.pid())
+	f.Refetch = r.up.appsCalledBetween(killedAt.Add(-r.cfg.Cache.FetchTimeout), killedAt)
+	next, at, ok := r.watch.waitLeader(ctx, leader, 3*r.cfg.Lease.Duration+2*time.Second)
+	if ok {
+		f.Takeover = at.Sub(killedAt)
+		f.Detail = fmt.Sprintf("%s took the lease %v after the kill", next, f.Takeover.Round(time.Millisecond))
+	} else {
+		f.Detail = "no other replica took the lease within " + (3*r.cfg.Lease.Duration + 2*time.Second).String()
+	}
+	if err := r.startReplica(rep); err != nil {
+		f.Detail += "; restart failed: " + err.Error()
+	} else {
+		f.Detail += fmt.Sprintf("; restarted as pid %d", rep.proc.pid())
+	}
+	sleepCtx(ctx, time.Second)
+	f.Ended = time.Now()
+}
+
+// holderHit is what the upstream hook found: the process that sent a
+// token request, frozen before the fake saw the request.
+type holderHit struct {
+	app     string
+	pid     int
+	name    string
+	stopped time.Time
+	err     error
+}
+
+func (r *run) injectLockHolderStop(ctx context.Context, f *FaultRecord) {
+	hits := make(chan holderHit, 1)
+	var misses atomic.Int64
+	hook := func(app string, port int) bool {
+		h := holderHit{app: app}
+		inode, err := socketInode(port, r.up.port)
+		if err == nil {
+			running := r.procs.running()
+			pids := make([]int, 0, len(running))
+			for pid, c := range running {
+				if c != r.redis.cur {
+					pids = append(pids, pid)
+				}
+			}
+			h.pid, err = ownerOf(pids, inode)
+			if err == nil {
+				h.name = running[h.pid].name
+				err = running[h.pid].signal(syscall.SIGSTOP)
+				h.stopped = time.Now()
+			}
+		}
+		if err != nil {
+			return misses.Add(1) >= 20 // give up on this hook only after many misses
+		}
+		h.err = err
+		hits <- h
+		return true
+	}
+	r.up.hook.Store(&hook)
+	defer r.up.hook.Store(nil)
+	wait := time.NewTimer(2 * r.cfg.RefreshInterval())
+	defer wait.Stop()
+	var h holderHit
+	select {
+	case h = <-hits:
+	case <-wait.C:
+		f.Detail = fmt.Sprintf("no token request whose sender could be found (%d misses)", misses.Load())
+		return
+	case <-ctx.Done():
+		f.Detail = "run ended first"
+		return
+	}
+	r.up.hook.Store(nil)
+	f.Applied, f.App, f.At = true, h.app, h.stopped
+	f.Target = fmt.Sprintf("%s (pid %d)", h.name, h.pid)
+	f.Refetch = []string{h.app}
+	lockTTL := r.lockTTL(h.app)
+	r.noteStopped(h.pid, h.stopped, h.stopped.Add(r.cfg.StopFor))
+	leader, _ := r.watch.leader()
+	sleepCtx(context.WithoutCancel(ctx), r.cfg.StopFor) // must resume it even when the run is cut short
+	c := r.procs.running()[h.pid]
+	resumed := time.Now()
+	if c != nil {
+		if err := c.signal(syscall.SIGCONT); err != nil {
+			f.Detail = "SIGCONT failed: " + err.Error()
+		}
+	}
+	f.Detail = fmt.Sprintf("froze %s while it fetched for %s (fetch lock %s), resumed after %v",
+		f.Target, h.app, lockTTL, resumed.Sub(h.stopped).Round(time.Millisecond))
+	if rep := r.replicaByPID(h.pid); rep != nil && rep.identity == leader {
+		if cur, at, ok := r.watch.waitLeader(ctx, leader, time.Millisecond); ok && at.After(h.stopped) {
+			f.Takeover = at.Sub(h.stopped)
+			f.Detail += fmt.Sprintf("; it was the leader: %s took the lease after %v", cur, f.Takeover.Round(time.Millisecond))
+		}
+	}
+	sleepCtx(ctx, r.settle())
+	f.Ended = time.Now()
+}
+
+// lockTTL describes the fetch lock of app as Redis has it now.
+func (r *run) lockTTL(app string) string {
+	ctx, cancel := context.WithTimeout(context.Background(), 300*time.Millisecond)
+	defer cancel()
+	ttl, err := r.client.PTTL(ctx, r.cfg.KeyPrefix+"{"+app+"}:lock").Result()
+	switch {
+	case err != nil:
+		return "unreadable: " + err.Error()
+	case ttl < 0:
+		return "NOT HELD"
+	}
+	return "held, expiring in " + ttl.Round(time.Millisecond).String()
+}
+
+func (r *run) injectRedisOutage(ctx context.Context, f *FaultRecord) {
+	if err := r.redis.pause(); err != nil {
+		f.Detail = err.Error()
+		return
+	}
+	f.Applied = true
+	f.Target = fmt.Sprintf("redis-server (pid %d)", r.redis.cur.pid())
+	sleepCtx(context.WithoutCancel(ctx), r.cfg.RedisOutage)
+	if err := r.redis.resume(); err != nil {
+		f.Detail = "resume failed: " + err.Error()
+		return
+	}
+	resumed := time.Now()
+	f.Detail = fmt.Sprintf("paused for %v", resumed.Sub(f.At).Round(time.Millisecond))
+	f.Refetch = r.up.appsCalledBetween(f.At.Add(-r.cfg.Cache.FetchTimeout), resumed.Add(r.cfg.Cache.LockTTL))
+	sleepCtx(ctx, r.settle())
+	f.Ended = time.Now()
+}
+
+func (r *run) injectRedisRestart(ctx context.Context, f *FaultRecord) {
+	f.Target = fmt.Sprintf("redis-server (pid %d)", r.redis.cur.pid())
+	if err := r.redis.restart(); err != nil {
+		f.Detail = "restart failed: " + err.Error()
+		return
+	}
+	f.Applied, f.DataLoss = true, true
+	f.Detail = fmt.Sprintf("killed and restarted empty on port %d in %v (pid %d)", r.redis.port,
+		time.Since(f.At).Round(time.Millisecond), r.redis.cur.pid())
+	f.Refetch = append([]string(nil), r.up.apps...)
+	sleepCtx(ctx, r.settle())
+	f.Ended = time.Now()
+}
+
+// sleepCtx sleeps d unless ctx ends first; it reports whether it slept.
+func sleepCtx(ctx context.Context, d time.Duration) bool {
+	if d <= 0 {
+		return ctx.Err() == nil
+	}
+	t := time.NewTimer(d)
+	defer t.Stop()
+	select {
+	case <-t.C:
+		return true
+	case <-ctx.Done():
+		return false
+	}
+}

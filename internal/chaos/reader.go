@@ -1,0 +1,429 @@
+package chaos
+
+import (
+	"bufio"
+	"context"
+	"encoding/json"
+	"errors"
+	"flag"
+	"fmt"
+	"io"
+	"math/rand/v2"
+	"net/http"
+	"net/url"
+	"os"
+	"sort"
+	"sync"
+	"time"
+
+	"github.com/redis/go-redis/v9"
+
+	"github.com/tokenkeeper/tokenkeeper/pkg/tokencache"
+	"github.com/tokenkeeper/tokenkeeper/pkg/wechat"
+)
+
+// SecretEnv carries the apps' secret to the children (never argv, which
+// any user can read with ps).
+const SecretEnv = "CHAOS_APP_SECRET"
+
+// ReaderConfig configures one reader process.
+type ReaderConfig struct {
+	ID          int
+	RedisAddr   string
+	UpstreamURL string
+	Apps        int
+	Goroutines  int
+	Interval    time.Duration
+	MaxDuration time.Duration // hard stop, in case the parent is gone
+	ReportEvery time.Duration
+	KeyPrefix   string
+	Grace       time.Duration
+	Cache       CacheTimings
+}
+
+func (rc ReaderConfig) args() []string {
+	return []string{"reader",
+		"--id", fmt.Sprint(rc.ID), "--redis", rc.RedisAddr, "--upstream", rc.UpstreamURL,
+		"--apps", fmt.Sprint(rc.Apps), "--goroutines", fmt.Sprint(rc.Goroutines),
+		"--interval", rc.Interval.String(), "--max-duration", rc.MaxDuration.String(),
+		"--report-every", rc.ReportEvery.String(), "--key-prefix", rc.KeyPrefix,
+		"--overlap", rc.Grace.String(), "--margin", rc.Cache.Margin.String(),
+		"--near-max-age", rc.Cache.NearMaxAge.String(), "--refresh-ahead", rc.Cache.RefreshAhead.String(),
+		"--lock-ttl", rc.Cache.LockTTL.String(), "--fetch-timeout", rc.Cache.FetchTimeout.String(),
+	}
+}
+
+// ParseReaderFlags parses the arguments of "chaos reader".
+func ParseReaderFlags(args []string, errOut io.Writer) (ReaderConfig, error) {
+	d := DefaultConfig()
+	var rc ReaderConfig
+	fs := flag.NewFlagSet("chaos reader", flag.ContinueOnError)
+	fs.SetOutput(errOut)
+	fs.IntVar(&rc.ID, "id", 0, "reader number, for the report")
+	fs.StringVar(&rc.RedisAddr, "redis", "", "Redis host:port (loopback)")
+	fs.StringVar(&rc.UpstreamURL, "upstream", "", "fake WeChat base URL (loopback)")
+	fs.IntVar(&rc.Apps, "apps", d.Apps, "number of apps (named like the parent's)")
+	fs.IntVar(&rc.Goroutines, "goroutines", d.Goroutines, "concurrent business callers")
+	fs.DurationVar(&rc.Interval, "interval", d.Interval, "pause between two calls of one goroutine")
+	fs.DurationVar(&rc.MaxDuration, "max-duration", 10*time.Minute, "exit after this long whatever happens")
+	fs.DurationVar(&rc.ReportEvery, "report-every", time.Second, "how often to print a JSON line of counts")
+	fs.StringVar(&rc.KeyPrefix, "key-prefix", d.KeyPrefix, "tokencache key prefix")
+	fs.DurationVar(&rc.Grace, "overlap", d.Grace, "tokencache overlap (the upstream's grace)")
+	fs.DurationVar(&rc.Cache.Margin, "margin", d.Cache.Margin, "tokencache margin")
+	fs.DurationVar(&rc.Cache.NearMaxAge, "near-max-age", d.Cache.NearMaxAge, "tokencache near max age")
+	fs.DurationVar(&rc.Cache.RefreshAhead, "refresh-ahead", d.Cache.RefreshAhead, "tokencache refresh ahead")
+	fs.DurationVar(&rc.Cache.LockTTL, "lock-ttl", d.Cache.LockTTL, "tokencache lock TTL")
+	fs.DurationVar(&rc.Cache.FetchTimeout, "fetch-timeout", d.Cache.FetchTimeout, "tokencache fetch timeout")
+	if err := fs.Parse(args); err != nil {
+		return rc, err
+	}
+	switch {
+	case fs.NArg() > 0:
+		return rc, fmt.Errorf("chaos reader: unexpected arguments %q", fs.Args())
+	case rc.RedisAddr == "" || rc.UpstreamURL == "":
+		return rc, errors.New("chaos reader: --redis and --upstream are required")
+	case rc.Apps < 1 || rc.Goroutines < 1 || rc.Interval <= 0 || rc.MaxDuration <= 0 || rc.ReportEvery <= 0:
+		return rc, errors.New("chaos reader: --apps and --goroutines must be positive, and every duration too")
+	}
+	return rc, nil
+}
+
+// Gap is a stretch during which one reader goroutine had no token the
+// upstream accepted.
+type Gap struct {
+	Start time.Time     `json:"start"`
+	End   time.Time     `json:"end"`
+	Took  time.Duration `json:"took_ns"`
+	App   string        `json:"app"`
+	Cause string        `json:"cause"`
+}
+
+// ReaderLine is what a reader prints, one JSON object per line: counts
+// since it started, and the gaps and dead calls since its last line.
+type ReaderLine struct {
+	Reader        int              `json:"reader"`
+	PID           int              `json:"pid"`
+	At            time.Time        `json:"at"`
+	Final         bool             `json:"final,omitempty"`
+	Calls         BusinessCounts   `json:"calls"`
+	Retries       int64            `json:"retries"`
+	RetriedOK     int64            `json:"retried_ok"`
+	Invalidations int64            `json:"invalidations"`
+	Errors        map[string]int64 `json:"errors,omitempty"`
+	MaxGap        time.Duration    `json:"max_gap_ns"`
+	Gaps          []Gap            `json:"gaps,omitempty"`
+	Dead          []DeadCall       `json:"dead,omitempty"`
+	Cache         tokencache.Stats `json:"cache"`
+}
+
+// gapReportMin is the shortest gap a reader reports one by one.
+const gapReportMin = 250 * time.Millisecond
+
+type readerState struct {
+	mu            sync.Mutex
+	calls         BusinessCounts
+	retries       int64
+	retriedOK     int64
+	invalidations int64
+	errors        map[string]int64
+	maxGap        time.Duration
+	gaps          []Gap
+	dead          []DeadCall
+}
+
+func (s *readerState) fail(kind string) {
+	s.mu.Lock()
+	s.errors[kind]++
+	s.mu.Unlock()
+}
+
+func (s *readerState) gap(g Gap) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if g.Took > s.maxGap {
+		s.maxGap = g.Took
+	}
+	if g.Took >= gapReportMin && len(s.gaps) < 1000 {
+		s.gaps = append(s.gaps, g)
+	}
+}
+
+func (s *readerState) answer(app, token string, code int, retry bool) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if retry {
+		s.retries++
+		if code == 0 {
+			s.retriedOK++
+		}
+	}
+	switch code {
+	case 0:
+		s.calls.OK++
+		return
+	case 40001:
+		s.calls.Superseded++
+	case 42001:
+		s.calls.Expired++
+	case 40014:
+		s.calls.Invalid++
+	default:
+		s.calls.Other++
+		return
+	}
+	if len(s.dead) < 1000 {
+		s.dead = append(s.dead, DeadCall{At: time.Now(), Code: code, Token: wechat.Fingerprint(token), App: app})
+	}
+}
+
+// line snapshots the counts and takes the pending gaps and dead calls.
+func (s *readerState) line(id int, c *tokencache.Cache, final bool) ReaderLine {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	errs := make(map[string]int64, len(s.errors))
+	for k, v := range s.errors {
+		errs[k] = v
+	}
+	l := ReaderLine{Reader: id, PID: os.Getpid(), At: time.Now(), Final: final, Calls: s.calls, Retries: s.retries,
+		RetriedOK: s.retriedOK, Invalidations: s.invalidations, Errors: errs, MaxGap: s.maxGap,
+		Gaps: s.gaps, Dead: s.dead, Cache: c.Stats()}
+	s.gaps, s.dead = nil, nil
+	return l
+}
+
+// RunReader is "chaos reader": Goroutines goroutines each take a token,
+// call the business API with it and, when the upstream says the token is
+// dead, report it with Invalidate and retry once, as an application does.
+// It prints a ReaderLine every ReportEvery and a final one when ctx ends.
+func RunReader(ctx context.Context, rc ReaderConfig, out io.Writer) error {
+	secret := os.Getenv(SecretEnv)
+	if secret == "" {
+		return fmt.Errorf("chaos reader: $%s is empty", SecretEnv)
+	}
+	ctx, cancel := context.WithTimeout(ctx, rc.MaxDuration)
+	defer cancel()
+
+	rdb := redis.NewClient(&redis.Options{
+		Addr: rc.RedisAddr, DialTimeout: 300 * time.Millisecond, ReadTimeout: 400 * time.Millisecond,
+		WriteTimeout: 400 * time.Millisecond, MaxRetries: 1, PoolSize: rc.Goroutines + 10,
+	})
+	defer rdb.Close()
+	hc := &http.Client{Timeout: 5 * time.Second, Transport: &http.Transport{
+		MaxIdleConns: rc.Goroutines * 2, MaxIdleConnsPerHost: rc.Goroutines * 2, IdleConnTimeout: time.Minute,
+	}}
+	apps := AppIDs(rc.Apps)
+	wapps := make([]wechat.App, len(apps))
+	for i, a := range apps {
+		wapps[i] = wechat.App{ID: a, Secret: wechat.Secret(secret), Mode: wechat.Classic}
+	}
+	src, err := wechat.NewSource(wechat.NewClient(wechat.WithBaseURL(rc.UpstreamURL), wechat.WithHTTPClient(hc)), wapps...)
+	if err != nil {
+		return fmt.Errorf("chaos reader: %w", err)
+	}
+	cache, err := tokencache.New(rdb, src,
+		tokencache.WithKeyPrefix(rc.KeyPrefix), tokencache.WithOverlap(rc.Grace), tokencache.WithMargin(rc.Cache.Margin),
+		tokencache.WithNearMaxAge(rc.Cache.NearMaxAge), tokencache.WithRefreshAhead(rc.Cache.RefreshAhead),
+		tokencache.WithLockTTL(rc.Cache.LockTTL), tokencache.WithFetchTimeout(rc.Cache.FetchTimeout),
+		tokencache.WithBackoff(200*time.Millisecond, 2*time.Second))
+	if err != nil {
+		return fmt.Errorf("chaos reader: %w", err)
+	}
+	defer cache.Close()
+
+	st := &readerState{errors: make(map[string]int64)}
+	enc := json.NewEncoder(out)
+	var encMu sync.Mutex
+	emit := func(final bool) {
+		l := st.line(rc.ID, cache, final)
+		encMu.Lock()
+		defer encMu.Unlock()
+		_ = enc.Encode(l)
+		if f, ok := out.(*bufio.Writer); ok {
+			_ = f.Flush()
+		}
+	}
+
+	business := businessCaller{hc: hc, base: rc.UpstreamURL}
+	var wg sync.WaitGroup
+	maxIter := int(rc.MaxDuration/rc.Interval) + 1
+	for g := 0; g < rc.Goroutines; g++ {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			rng := rand.New(rand.NewPCG(uint64(os.Getpid()), uint64(g)))
+			runCaller(ctx, cache, business, apps, rng, rc.Interval, maxIter, st)
+		}()
+	}
+	ticker := time.NewTicker(rc.ReportEvery)
+	defer ticker.Stop()
+	for ctx.Err() == nil {
+		select {
+		case <-ctx.Done():
+		case <-ticker.C:
+			emit(false)
+		}
+	}
+	wg.Wait()
+	emit(true)
+	return nil
+}
+
+// runCaller is one goroutine's loop: bounded by ctx and by maxIter.
+func runCaller(ctx context.Context, cache *tokencache.Cache, business businessCaller, apps []string, rng *rand.Rand, interval time.Duration, maxIter int, st *readerState) {
+	var gapStart time.Time // when this goroutine last lost its token; zero while it has one
+	var gapApp, gapCause string
+	for i := 0; i < maxIter && ctx.Err() == nil; i++ {
+		app := apps[rng.IntN(len(apps))]
+		began := time.Now()
+		ok, cause := callOnce(ctx, cache, business, app, st)
+		now := time.Now()
+		switch {
+		case ctx.Err() != nil:
+			return // a call cut short by the shutdown proves nothing
+		case ok && !gapStart.IsZero():
+			st.gap(Gap{Start: gapStart, End: now, Took: now.Sub(gapStart), App: gapApp, Cause: gapCause})
+			gapStart = time.Time{}
+		case ok:
+			// A call that waited (e.g. for a fetch) is a gap of its own.
+			st.gap(Gap{Start: began, End: now, Took: now.Sub(began), App: app, Cause: "slow"})
+		case gapStart.IsZero():
+			gapStart, gapApp, gapCause = began, app, cause
+		}
+		// Pacing, not synchronisation: keeps 200+ callers from
+		// saturating a small machine. Jitter de-synchronises them.
+		pause := interval/2 + time.Duration(rng.Int64N(int64(interval)))
+		t := time.NewTimer(pause)
+		select {
+		case <-ctx.Done():
+		case <-t.C:
+		}
+		t.Stop()
+	}
+	if !gapStart.IsZero() {
+		now := time.Now()
+		st.gap(Gap{Start: gapStart, End: now, Took: now.Sub(gapStart), App: gapApp, Cause: gapCause + " (until shutdown)"})
+	}
+}
+
+// callOnce takes the token, calls the business API and, if the token is
+// dead, reports it and retries once. ok means a call was answered.
+func callOnce(ctx context.Context, cache *tokencache.Cache, business businessCaller, app string, st *readerState) (ok bool, cause string) {
+	tctx, cancel := context.WithTimeout(ctx, 10*time.Second)
+	defer cancel()
+	tok, err := cache.Token(tctx, app)
+	if err != nil {
+		kind := "token: " + errKind(err)
+		st.fail(kind)
+		return false, kind
+	}
+	code, err := business.call(tctx, tok.Value)
+	if err != nil && ctx.Err() != nil {
+		return false, "shutdown" // cut short by the stop, not a failure
+	}
+	if err != nil {
+		st.fail("business: " + err.Error())
+		return false, "business: " + err.Error()
+	}
+	st.answer(app, tok.Value, code, false)
+	if !deadTokenCode(code) {
+		return code == 0, fmt.Sprintf("business: errcode %d", code)
+	}
+	st.mu.Lock()
+	st.invalidations++
+	st.mu.Unlock()
+	fresh, err := cache.Invalidate(tctx, app, tok.Value)
+	if err != nil {
+		kind := "invalidate: " + errKind(err)
+		st.fail(kind)
+		return false, kind
+	}
+	code, err = business.call(tctx, fresh.Value)
+	if err != nil {
+		st.fail("business: " + err.Error())
+		return false, "business: " + err.Error()
+	}
+	st.answer(app, fresh.Value, code, true)
+	if code != 0 {
+		kind := fmt.Sprintf("business: errcode %d after invalidate and retry", code)
+		st.fail(kind)
+		return false, kind
+	}
+	return true, ""
+}
+
+func deadTokenCode(code int) bool { return code == 40001 || code == 40014 || code == 42001 }
+
+// errKind names a tokencache error class for the report.
+func errKind(err error) string {
+	var held *tokencache.HeldError
+	switch {
+	case errors.As(err, &held):
+		return "held (" + errKind(held.Err) + ")"
+	case errors.Is(err, tokencache.ErrUnavailable):
+		return "redis unavailable"
+	case errors.Is(err, tokencache.ErrBudgetExceeded):
+		return "budget exceeded"
+	case errors.Is(err, tokencache.ErrCorruptRecord):
+		return "corrupt record"
+	case errors.Is(err, context.DeadlineExceeded):
+		return "timeout"
+	case errors.Is(err, wechat.ErrQuota):
+		return "upstream quota"
+	case errors.Is(err, wechat.ErrConfig):
+		return "upstream config"
+	case errors.Is(err, wechat.ErrOutcomeUnknown):
+		return "upstream outcome unknown"
+	case errors.Is(err, wechat.ErrMalformedReply):
+		return "upstream malformed reply"
+	case errors.Is(err, wechat.ErrTransient):
+		return "upstream transient"
+	}
+	return "other"
+}
+
+// businessCaller calls GET /cgi-bin/get_api_domain_ip with a token.
+type businessCaller struct {
+	hc   *http.Client
+	base string
+}
+
+func (b businessCaller) call(ctx context.Context, token string) (int, error) {
+	req, err := http.NewRequestWithContext(ctx, http.MethodGet, b.base+"/cgi-bin/get_api_domain_ip?access_token="+url.QueryEscape(token), nil)
+	if err != nil {
+		return 0, errors.New("build request")
+	}
+	resp, err := b.hc.Do(req)
+	if err != nil {
+		// The URL carries the token: never print the *url.Error.
+		if ctx.Err() != nil {
+			return 0, errors.New("timeout")
+		}
+		return 0, errors.New("request failed")
+	}
+	defer resp.Body.Close()
+	body, err := io.ReadAll(io.LimitReader(resp.Body, 4096))
+	if err != nil {
+		return 0, errors.New("reading the answer failed")
+	}
+	if resp.StatusCode != http.StatusOK {
+		return 0, fmt.Errorf("HTTP %d", resp.StatusCode)
+	}
+	var r struct {
+		Errcode int      `json:"errcode"`
+		IPList  []string `json:"ip_list"`
+	}
+	if json.Unmarshal(body, &r) != nil {
+		return 0, errors.New("answer is not JSON")
+	}
+	return r.Errcode, nil
+}
+
+// sortedKeys is for stable printing.
+func sortedKeys(m map[string]int64) []string {
+	keys := make([]string, 0, len(m))
+	for k := range m {
+		keys = append(keys, k)
+	}
+	sort.Strings(keys)
+	return keys
+}

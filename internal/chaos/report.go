@@ -1,0 +1,356 @@
+package chaos
+
+import (
+	"fmt"
+	"io"
+	"sort"
+	"strings"
+	"time"
+)
+
+// Report is what a run saw. Every count of fetches and business answers
+// is the upstream's (the fake's own counters and its listener's log);
+// gaps and errors are the readers'.
+type Report struct {
+	Apps            int           `json:"apps"`
+	Readers         int           `json:"readers"`
+	Goroutines      int           `json:"goroutines_per_reader"`
+	Replicas        int           `json:"replicas"`
+	TokenLifetime   time.Duration `json:"token_lifetime_ns"`
+	Grace           time.Duration `json:"grace_ns"`
+	RefreshInterval time.Duration `json:"refresh_interval_ns"`
+	Started         time.Time     `json:"started"`
+	Ended           time.Time     `json:"ended"`
+	Interrupted     bool          `json:"interrupted,omitempty"`
+	WorkDir         string        `json:"work_dir"`
+
+	Faults []*FaultRecord `json:"faults"`
+
+	Fetches FetchReport `json:"fetches"`
+
+	// Business is every business call the upstream answered; DeadOutside
+	// those answered 40001/42001/40014 outside every data-loss window.
+	Business    BusinessCounts   `json:"business"`
+	DeadOutside []DeadCall       `json:"dead_outside_data_loss,omitempty"`
+	DataLoss    []DataLossWindow `json:"data_loss_windows,omitempty"`
+
+	ReaderView ReaderSummary `json:"readers_view"`
+
+	Leader LeaderReport `json:"leader"`
+
+	QuotaUsed int `json:"quota_used"`
+
+	Violations []string `json:"violations"`
+}
+
+// FetchReport compares the tokens minted with the ideal.
+type FetchReport struct {
+	Minted      int        `json:"minted"`
+	TokenCalls  int        `json:"token_calls"`
+	Ideal       int        `json:"ideal"`
+	Allowed     int        `json:"allowed"` // ideal + one per fault that may force a refetch
+	PerApp      []AppFetch `json:"per_app"`
+	OverIdeal   int        `json:"apps_over_ideal"`
+	OverAllowed int        `json:"apps_over_allowed"`
+}
+
+// AppFetch is one app's fetches against its ideal.
+type AppFetch struct {
+	App        string    `json:"app"`
+	Minted     int       `json:"minted"`
+	TokenCalls int       `json:"token_calls"`
+	Ideal      int       `json:"ideal"`
+	MinIdeal   int       `json:"min_ideal"` // the ideal when the run ends just before a due refresh
+	Allowance  int       `json:"allowance"`
+	First      time.Time `json:"first_call,omitzero"`
+}
+
+// DataLossWindow is the stretch after a Redis restart and the dead
+// calls the upstream answered in it.
+type DataLossWindow struct {
+	From     time.Time      `json:"from"`
+	To       time.Time      `json:"to"`
+	Counts   BusinessCounts `json:"counts"`
+	FirstBad time.Time      `json:"first_dead,omitzero"`
+	LastBad  time.Time      `json:"last_dead,omitzero"`
+}
+
+// ReaderSummary adds up what the readers reported.
+type ReaderSummary struct {
+	Calls         BusinessCounts   `json:"calls"`
+	Retries       int64            `json:"retries"`
+	RetriedOK     int64            `json:"retried_ok"`
+	Invalidations int64            `json:"invalidations"`
+	Errors        map[string]int64 `json:"errors"`
+	LongestGap    time.Duration    `json:"longest_gap_ns"`
+	LongestGapAt  *Gap             `json:"longest_gap,omitempty"`
+	LongestReader int              `json:"longest_gap_reader,omitempty"`
+	FrozenGaps    int              `json:"gaps_of_frozen_readers"`
+	AllFinal      bool             `json:"all_final"`
+}
+
+// LeaderReport is the lease's history.
+type LeaderReport struct {
+	Transitions []Transition    `json:"transitions"`
+	Takeovers   []time.Duration `json:"takeovers_ns"`
+}
+
+func (r *run) report(schedule []*FaultRecord, ended time.Time, readersFinal bool, interrupted bool) *Report {
+	cfg := r.cfg
+	rep := &Report{
+		Apps: cfg.Apps, Readers: cfg.Readers, Goroutines: cfg.Goroutines, Replicas: cfg.Replicas,
+		TokenLifetime: cfg.TokenLifetime, Grace: cfg.Grace, RefreshInterval: cfg.RefreshInterval(),
+		Started: r.started, Ended: ended, Interrupted: interrupted, WorkDir: cfg.WorkDir, Faults: schedule,
+	}
+	for _, f := range schedule {
+		if !f.At.IsZero() {
+			f.Window = r.up.business(f.At, f.Ended)
+		}
+		if f.Takeover > 0 {
+			rep.Leader.Takeovers = append(rep.Leader.Takeovers, f.Takeover)
+		}
+		if f.DataLoss && f.Applied {
+			w := DataLossWindow{From: f.At, To: f.Ended}
+			w.Counts = r.up.business(w.From, w.To)
+			rep.DataLoss = append(rep.DataLoss, w)
+		}
+	}
+	rep.Leader.Transitions = r.watch.history()
+
+	// Fetches per app against the ideal.
+	allowance := map[string]int{}
+	for _, f := range schedule {
+		if f.Applied {
+			for _, app := range f.Refetch {
+				allowance[app]++
+			}
+		}
+	}
+	calls := r.up.tokenCalls()
+	interval := cfg.RefreshInterval()
+	for _, app := range AppIDs(cfg.Apps) {
+		st := r.up.fake.Stats(app)
+		af := AppFetch{App: app, Minted: st.Minted, TokenCalls: len(calls[app]), Allowance: allowance[app]}
+		if len(calls[app]) > 0 {
+			af.First = calls[app][0].at
+			af.Ideal, af.MinIdeal = ideal(ended.Sub(af.First), interval)
+		}
+		rep.Fetches.Minted += af.Minted
+		rep.Fetches.TokenCalls += af.TokenCalls
+		rep.Fetches.Ideal += af.Ideal
+		rep.Fetches.Allowed += af.Ideal + af.Allowance
+		if af.Minted > af.Ideal {
+			rep.Fetches.OverIdeal++
+		}
+		if af.Minted > af.Ideal+af.Allowance {
+			rep.Fetches.OverAllowed++
+		}
+		rep.Fetches.PerApp = append(rep.Fetches.PerApp, af)
+	}
+	total := r.up.fake.Stats("")
+	rep.QuotaUsed = total.QuotaUsed
+	rep.Business = BusinessCounts{OK: int64(total.BusinessOK), Superseded: int64(total.BusinessSuperseded),
+		Expired: int64(total.BusinessExpired), Invalid: int64(total.BusinessInvalid)}
+
+	for _, d := range r.up.deadCalls() {
+		inLoss := false
+		for i := range rep.DataLoss {
+			w := &rep.DataLoss[i]
+			if !d.At.Before(w.From) && !d.At.After(w.To) {
+				inLoss = true
+				if w.FirstBad.IsZero() {
+					w.FirstBad = d.At
+				}
+				w.LastBad = d.At
+			}
+		}
+		if !inLoss {
+			rep.DeadOutside = append(rep.DeadOutside, d)
+		}
+	}
+
+	rs := &rep.ReaderView
+	rs.Errors = map[string]int64{}
+	rs.AllFinal = readersFinal
+	for _, rp := range r.readers {
+		rp.mu.Lock()
+		l := rp.last
+		rs.Calls = rs.Calls.add(l.Calls)
+		rs.Retries += l.Retries
+		rs.RetriedOK += l.RetriedOK
+		rs.Invalidations += l.Invalidations
+		for k, v := range l.Errors {
+			rs.Errors[fmt.Sprintf("%s", k)] += v
+		}
+		for _, g := range rp.gaps {
+			if r.frozen(rp.proc.pid(), g.Start, g.End) {
+				rs.FrozenGaps++
+				continue
+			}
+			if g.Took > rs.LongestGap {
+				g := g
+				rs.LongestGap, rs.LongestGapAt, rs.LongestReader = g.Took, &g, rp.id
+			}
+		}
+		if l.MaxGap > rs.LongestGap && len(rp.gaps) == 0 {
+			rs.LongestGap, rs.LongestReader = l.MaxGap, rp.id // below the per-gap report threshold
+		}
+		if rp.lines == 0 || l.Calls.OK == 0 {
+			rep.Violations = append(rep.Violations, fmt.Sprintf("reader-%d: no business call answered ok (%d report lines; log %s)",
+				rp.id, rp.lines, rp.proc.log.Name()))
+		}
+		rp.mu.Unlock()
+	}
+	rep.Violations = append(rep.Violations, rep.check(cfg)...)
+	return rep
+}
+
+// ideal is how many fetches one perfect process makes for an app in d: the
+// first, then one per refresh interval. min is one less when d ends within
+// two seconds after a refresh fell due, which a real refresh may miss by
+// a hair.
+func ideal(d, interval time.Duration) (n, min int) {
+	if d < 0 {
+		return 0, 0
+	}
+	n = int(d/interval) + 1
+	min = n
+	if d%interval < 2*time.Second && n > 1 {
+		min = n - 1
+	}
+	return n, min
+}
+
+// check lists the invariants the run broke.
+func (rep *Report) check(cfg *Config) []string {
+	var v []string
+	faulty := len(rep.Faults) > 0
+	for _, f := range rep.Faults {
+		if !f.Applied && !(f.Kind == FaultLeaderKill && rep.Replicas == 0) {
+			v = append(v, fmt.Sprintf("fault %s at %v was not applied: %s", f.Kind, f.Planned, f.Detail))
+		}
+	}
+	for _, af := range rep.Fetches.PerApp {
+		switch {
+		case af.TokenCalls == 0:
+			v = append(v, fmt.Sprintf("app %s: never fetched", af.App))
+		case af.Minted > af.Ideal+af.Allowance:
+			v = append(v, fmt.Sprintf("app %s: %d tokens minted, more than the ideal %d + %d for faults that may force a refetch",
+				af.App, af.Minted, af.Ideal, af.Allowance))
+		case !faulty && af.Minted < af.MinIdeal:
+			v = append(v, fmt.Sprintf("app %s: %d tokens minted, fewer than the ideal %d: a refresh was missed", af.App, af.Minted, af.MinIdeal))
+		}
+	}
+	if n := len(rep.DeadOutside); n > 0 {
+		first, last := rep.DeadOutside[0], rep.DeadOutside[n-1]
+		v = append(v, fmt.Sprintf("%d business calls answered with a dead token outside any data-loss window (first %s errcode %d token %s, last %s errcode %d)",
+			n, first.At.Format("15:04:05.000"), first.Code, first.Token, last.At.Format("15:04:05.000"), last.Code))
+	}
+	if dead := rep.Business.Dead(); !faulty && dead > 0 {
+		v = append(v, fmt.Sprintf("no faults, yet the upstream answered %d business calls on a dead token", dead))
+	}
+	return v
+}
+
+// WriteText prints the report for a human.
+func (rep *Report) WriteText(w io.Writer) {
+	p := func(format string, args ...any) { fmt.Fprintf(w, format+"\n", args...) }
+	off := func(t time.Time) string {
+		if t.IsZero() {
+			return "-"
+		}
+		return fmt.Sprintf("t=%.2fs", t.Sub(rep.Started).Seconds())
+	}
+	p("== chaos report ==")
+	p("run: %v, %d apps, %d readers x %d goroutines, %d refresher replicas; tokens %v, grace %v, refresh every %v%s",
+		rep.Ended.Sub(rep.Started).Round(time.Millisecond), rep.Apps, rep.Readers, rep.Goroutines, rep.Replicas,
+		rep.TokenLifetime, rep.Grace, rep.RefreshInterval, map[bool]string{true: " (INTERRUPTED)", false: ""}[rep.Interrupted])
+	p("")
+	p("faults (%d):", len(rep.Faults))
+	for _, f := range rep.Faults {
+		status := "applied"
+		if !f.Applied {
+			status = "NOT APPLIED"
+		}
+		p("  %-9s %-24s %s%s: %s", off(f.At), f.Kind, status, appSuffix(f.App), f.Detail)
+		if f.Target != "" {
+			p("            target %s", f.Target)
+		}
+		p("            window to %s: ok %d, 40001 %d, 42001 %d, 40014 %d; may force a refetch of %d app(s)",
+			off(f.Ended), f.Window.OK, f.Window.Superseded, f.Window.Expired, f.Window.Invalid, len(f.Refetch))
+	}
+	p("")
+	fr := rep.Fetches
+	p("upstream fetches: %d tokens minted (%d token requests); ideal %d, allowed with faults %d; apps over ideal %d, over allowed %d",
+		fr.Minted, fr.TokenCalls, fr.Ideal, fr.Allowed, fr.OverIdeal, fr.OverAllowed)
+	shown := 0
+	for _, af := range fr.PerApp {
+		if len(fr.PerApp) > 10 && af.Minted <= af.Ideal {
+			continue
+		}
+		if shown++; shown > 20 {
+			p("  ...")
+			break
+		}
+		p("  %s: minted %d, token requests %d, ideal %d, + %d for faults", af.App, af.Minted, af.TokenCalls, af.Ideal, af.Allowance)
+	}
+	p("quota used: %d", rep.QuotaUsed)
+	p("")
+	b := rep.Business
+	p("business calls (upstream): ok %d, 40001 %d, 42001 %d, 40014 %d", b.OK, b.Superseded, b.Expired, b.Invalid)
+	p("  dead-token answers outside data-loss windows: %d", len(rep.DeadOutside))
+	for i, d := range rep.DeadOutside {
+		if i == 10 {
+			p("  ...")
+			break
+		}
+		p("    %s errcode %d token %s", off(d.At), d.Code, d.Token)
+	}
+	for _, w := range rep.DataLoss {
+		p("  data-loss window %s..%s: ok %d, 40001 %d, 42001 %d, 40014 %d; dead answers from %s to %s (%v)",
+			off(w.From), off(w.To), w.Counts.OK, w.Counts.Superseded, w.Counts.Expired, w.Counts.Invalid,
+			off(w.FirstBad), off(w.LastBad), w.LastBad.Sub(w.FirstBad).Round(time.Millisecond))
+	}
+	rs := rep.ReaderView
+	p("")
+	p("readers: ok %d, 40001 %d, 42001 %d, 40014 %d; invalidations %d, retries %d (ok %d); all final reports: %v",
+		rs.Calls.OK, rs.Calls.Superseded, rs.Calls.Expired, rs.Calls.Invalid, rs.Invalidations, rs.Retries, rs.RetriedOK, rs.AllFinal)
+	if rs.LongestGapAt != nil {
+		g := rs.LongestGapAt
+		p("  longest without a live token: %v (reader-%d, app %s, %s..%s, %s)", rs.LongestGap.Round(time.Millisecond),
+			rs.LongestReader, g.App, off(g.Start), off(g.End), g.Cause)
+	} else {
+		p("  longest without a live token: %v", rs.LongestGap.Round(time.Millisecond))
+	}
+	if rs.FrozenGaps > 0 {
+		p("  (%d gaps of readers while they were frozen by SIGSTOP not counted)", rs.FrozenGaps)
+	}
+	keys := make([]string, 0, len(rs.Errors))
+	for k := range rs.Errors {
+		keys = append(keys, k)
+	}
+	sort.Strings(keys)
+	for _, k := range keys {
+		p("  error %-50s %d", k, rs.Errors[k])
+	}
+	p("")
+	p("leader transitions: %d", len(rep.Leader.Transitions))
+	for _, t := range rep.Leader.Transitions {
+		p("  %s %q -> %q", off(t.At), t.From, t.To)
+	}
+	var tk []string
+	for _, d := range rep.Leader.Takeovers {
+		tk = append(tk, d.Round(time.Millisecond).String())
+	}
+	p("takeovers after a leader fault: %s", strings.Join(tk, ", "))
+	p("")
+	if len(rep.Violations) == 0 {
+		p("invariants: all held")
+	} else {
+		p("INVARIANTS BROKEN (%d):", len(rep.Violations))
+		for _, s := range rep.Violations {
+			p("  - %s", s)
+		}
+	}
+	p("logs: %s", rep.WorkDir)
+}

@@ -1,0 +1,139 @@
+package chaos
+
+import (
+	"net"
+	"net/http"
+	"os"
+	"strings"
+	"testing"
+	"time"
+)
+
+func TestIdeal(t *testing.T) {
+	const i = 13 * time.Second
+	for _, c := range []struct {
+		d          time.Duration
+		n, minimum int
+	}{
+		{0, 1, 1},
+		{12 * time.Second, 1, 1},
+		{13 * time.Second, 2, 1},         // ends right at a due refresh: it may or may not have happened
+		{14500 * time.Millisecond, 2, 1}, // within 2 s of it
+		{16 * time.Second, 2, 2},         // well past it
+		{60 * time.Second, 5, 5},         // 0, 13, 26, 39, 52
+		{65500 * time.Millisecond, 6, 5}, // 65 is due
+		{-time.Second, 0, 0},
+	} {
+		n, m := ideal(c.d, i)
+		if n != c.n || m != c.minimum {
+			t.Errorf("ideal(%v, %v) = %d, %d; want %d, %d", c.d, i, n, m, c.n, c.minimum)
+		}
+	}
+}
+
+func TestRefreshIntervalFollowsTokencacheRule(t *testing.T) {
+	cfg := DefaultConfig()
+	// 20 s tokens, margin 1 s: usable 19 s; ahead 6 s: due after 13 s.
+	if got := cfg.RefreshInterval(); got != 13*time.Second {
+		t.Fatalf("RefreshInterval = %v, want 13s", got)
+	}
+	cfg.Cache.RefreshAhead = time.Hour // clamped to half the usable life
+	if got := cfg.RefreshInterval(); got != 9500*time.Millisecond {
+		t.Fatalf("RefreshInterval with a huge refresh-ahead = %v, want 9.5s", got)
+	}
+}
+
+func TestErrcodeOf(t *testing.T) {
+	for body, want := range map[string]int{
+		`{"ip_list":["127.0.0.1"]}`:            0,
+		`{"errcode":40001,"errmsg":"invalid"}`: 40001,
+		`{"errcode":42001,"errmsg":"expired"}`: 42001,
+		`{"errcode":-1}`:                       -1,
+		`<html>`:                               -2,
+		`{"errcode":x}`:                        -2,
+	} {
+		if got := errcodeOf([]byte(body)); got != want {
+			t.Errorf("errcodeOf(%s) = %d, want %d", body, got, want)
+		}
+	}
+}
+
+func TestPlanSpreadsWholeCyclesBeforeTheTail(t *testing.T) {
+	cfg := DefaultConfig()
+	cfg.fillDefaults()
+	s := plan(&cfg)
+	if len(s) != len(cycle) {
+		t.Fatalf("a one-minute run plans %d faults, want one cycle of %d", len(s), len(cycle))
+	}
+	tail := cfg.Grace + cfg.Cache.NearMaxAge + 4*time.Second
+	for i, f := range s {
+		if f.Kind != cycle[i] {
+			t.Errorf("fault %d is %s, want %s", i, f.Kind, cycle[i])
+		}
+		if f.Planned > cfg.Duration-tail {
+			t.Errorf("fault %s planned at %v, inside the tail after %v", f.Kind, f.Planned, cfg.Duration-tail)
+		}
+		if i > 0 && f.Planned-s[i-1].Planned < 5*time.Second {
+			t.Errorf("faults %s and %s only %v apart", s[i-1].Kind, f.Kind, f.Planned-s[i-1].Planned)
+		}
+		if isUpstreamFault(f.Kind) != (f.App != "") {
+			t.Errorf("fault %s aimed at app %q", f.Kind, f.App)
+		}
+	}
+	cfg.Faults = false
+	if s := plan(&cfg); len(s) != 0 {
+		t.Fatalf("no-fault run plans %d faults", len(s))
+	}
+	cfg.Faults, cfg.Duration = true, 5*time.Minute
+	if s := plan(&cfg); len(s) < 3*len(cycle) {
+		t.Fatalf("a five-minute run plans %d faults, want at least three cycles", len(s))
+	}
+}
+
+func TestReplicaConfigYAMLCarriesNoSecret(t *testing.T) {
+	cfg := DefaultConfig()
+	y := replicaConfigYAML(&cfg, "replica-1", "127.0.0.1:1234", "http://127.0.0.1:5678", SecretEnv, 4321)
+	for _, want := range []string{
+		`identity: "replica-1"`, `addrs: ["127.0.0.1:1234"]`, `base_url: "http://127.0.0.1:5678"`,
+		`- id: "wxchaos00002"`, `secret_env: "` + SecretEnv + `"`, `key_prefix: "chaos:"`, "overlap: 5s",
+		"lock_ttl: 3s", `name: "chaos:leader"`, `addr: "127.0.0.1:4321"`,
+	} {
+		if !strings.Contains(y, want) {
+			t.Errorf("config lacks %q:\n%s", want, y)
+		}
+	}
+	if strings.Contains(y, "secret:") {
+		t.Errorf("config holds a secret inline:\n%s", y)
+	}
+}
+
+// TestSocketOwnerIsThisProcess maps a loopback connection's client port to
+// its owner through /proc, as the lock-holder fault does.
+func TestSocketOwnerIsThisProcess(t *testing.T) {
+	ln, err := net.Listen("tcp4", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ln.Close()
+	srv := &http.Server{Handler: http.NotFoundHandler()}
+	go func() { _ = srv.Serve(ln) }()
+	defer srv.Close()
+	conn, err := net.Dial("tcp4", ln.Addr().String())
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer conn.Close()
+	local := conn.LocalAddr().(*net.TCPAddr).Port
+	inode, err := socketInode(local, ln.Addr().(*net.TCPAddr).Port)
+	if err != nil {
+		t.Skipf("no /proc/net/tcp here: %v", err)
+	}
+	self := []int{1, os.Getpid()}
+	pid, err := ownerOf(self, inode)
+	if err != nil || pid != os.Getpid() {
+		t.Fatalf("ownerOf = %d, %v; want this process %d", pid, err, os.Getpid())
+	}
+	if _, err := socketInode(local, 1); err == nil {
+		t.Fatal("socketInode matched a connection to the wrong remote port")
+	}
+}
