@@ -34,7 +34,7 @@ apps:
 http:
   api_keys:
     - name: backend
-      key: file-api-key-backend
+      key: file-api-key-backend-xyz
       apps: ["wx1"]
     - name: ops
       key_file: /secrets/ops
@@ -51,7 +51,7 @@ func files(m map[string]string) func(string) ([]byte, error) {
 	}
 }
 
-var stdFiles = files(map[string]string{"/secrets/ops": "ops-key-from-file\n"})
+var stdFiles = files(map[string]string{"/secrets/ops": "ops-key-from-file-xyz\n"})
 
 func load(t *testing.T, yaml string, env ...string) (*config.Config, error) {
 	t.Helper()
@@ -76,7 +76,7 @@ func TestLoadValidFile(t *testing.T) {
 	if c.Apps[1].Secret.Reveal() != "env-secret-wx2" || c.Apps[1].Mode != wechat.Stable || c.Apps[1].SecretFrom != "env WX2_SECRET" {
 		t.Errorf("wx2 mode %v from %q", c.Apps[1].Mode, c.Apps[1].SecretFrom)
 	}
-	if got := c.HTTP.APIKeys[1].Key.Reveal(); got != "ops-key-from-file" {
+	if got := c.HTTP.APIKeys[1].Key.Reveal(); got != "ops-key-from-file-xyz" {
 		t.Errorf("ops key = %q, want the file's content without its newline", got)
 	}
 	// Defaults fill what the file leaves out.
@@ -110,10 +110,11 @@ func TestValidationErrors(t *testing.T) {
 		{"bad redis addr", "", append([]string{"TOKENKEEPER_REDIS_ADDRS=nocolon"}, withEnv...), "redis.addrs[0]", "not host:port"},
 		{"bad log level", "log: {level: loud}\n", withEnv, "log.level", `unknown level "loud"`},
 		{"bad log format", "log: {format: xml}\n", withEnv, "log.format", `unknown format "xml"`},
-		{"api key with no apps", "!apps: [{id: wx1, secret: a}]\nhttp:\n  api_keys: [{name: k, key: kk}]\n", nil, "http.api_keys[0] (k).apps", "may read no app"},
-		{"api key unknown app", "!apps: [{id: wx1, secret: a}]\nhttp:\n  api_keys: [{name: k, key: kk, apps: [wx9]}]\n", nil, "http.api_keys[0] (k).apps", `unknown appid "wx9"`},
+		{"api key with no apps", "!apps: [{id: wx1, secret: a}]\nhttp:\n  api_keys: [{name: k, key: kkkkkkkkkkkkkkkkkk}]\n", nil, "http.api_keys[0] (k).apps", "may read no app"},
+		{"api key unknown app", "!apps: [{id: wx1, secret: a}]\nhttp:\n  api_keys: [{name: k, key: kkkkkkkkkkkkkkkkkk, apps: [wx9]}]\n", nil, "http.api_keys[0] (k).apps", `unknown appid "wx9"`},
 		{"api key missing key", "!apps: [{id: wx1, secret: a}]\nhttp:\n  api_keys: [{name: k, apps: [wx1]}]\n", nil, "http.api_keys[0] (k).key", "set exactly one of key, key_env, key_file"},
-		{"same api key twice", "!apps: [{id: wx1, secret: a}]\nhttp:\n  api_keys: [{name: k, key: same, apps: [wx1]}, {name: j, key: same, apps: [wx1]}]\n", nil, "http.api_keys[1] (j).key", "same key as http.api_keys[0]"},
+		{"same api key twice", "!apps: [{id: wx1, secret: a}]\nhttp:\n  api_keys: [{name: k, key: same-same-same-same, apps: [wx1]}, {name: j, key: same-same-same-same, apps: [wx1]}]\n", nil, "http.api_keys[1] (j).key", "same key as http.api_keys[0]"},
+		{"api key too short", "!apps: [{id: wx1, secret: a}]\nhttp:\n  api_keys: [{name: k, key: short, apps: [wx1]}]\n", nil, "http.api_keys[0] (k).key", "too short (5 characters)"},
 		{"overlap too short", "cache: {overlap: 1m, margin: 1m}\n", withEnv, "cache.overlap", "must exceed cache.margin"},
 		{"fetch timeout >= lock ttl", "cache: {fetch_timeout: 15s, lock_ttl: 15s}\n", withEnv, "cache.fetch_timeout", "shorter than cache.lock_ttl"},
 		{"key prefix with brace", "cache: {key_prefix: 'a{b'}\n", withEnv, "cache.key_prefix", "no '{'"},
@@ -203,10 +204,10 @@ var envOnly = []string{
 	"TOKENKEEPER_HTTP_ADDR=0.0.0.0:9090",
 	"TOKENKEEPER_HTTP_INVALIDATE_RATE=0.5",
 	"TOKENKEEPER_HTTP_API_KEYS=backend,ops-team",
-	"TOKENKEEPER_HTTP_API_KEYS_BACKEND_KEY=env-api-key-1",
+	"TOKENKEEPER_HTTP_API_KEYS_BACKEND_KEY=env-api-key-1-long-enough",
 	"TOKENKEEPER_HTTP_API_KEYS_BACKEND_APPS=wx-1,wx2",
 	"TOKENKEEPER_HTTP_API_KEYS_OPS_TEAM_KEY_ENV=OPS_KEY",
-	"OPS_KEY=env-api-key-2",
+	"OPS_KEY=env-api-key-2-long-enough",
 	"TOKENKEEPER_HTTP_API_KEYS_OPS_TEAM_APPS=*",
 	"TOKENKEEPER_LOG_LEVEL=debug",
 	"TOKENKEEPER_LOG_FORMAT=json",
@@ -250,8 +251,8 @@ func TestEnvOnly(t *testing.T) {
 	check("http addr", c.HTTP.Addr, "0.0.0.0:9090")
 	check("rate", c.HTTP.InvalidateRate, 0.5)
 	check("keys", len(c.HTTP.APIKeys), 2)
-	check("backend", c.HTTP.APIKeys[0].Key.Reveal()+" "+strings.Join(c.HTTP.APIKeys[0].Apps, ","), "env-api-key-1 wx-1,wx2")
-	check("ops", c.HTTP.APIKeys[1].Key.Reveal()+" "+strings.Join(c.HTTP.APIKeys[1].Apps, ","), "env-api-key-2 *")
+	check("backend", c.HTTP.APIKeys[0].Key.Reveal()+" "+strings.Join(c.HTTP.APIKeys[0].Apps, ","), "env-api-key-1-long-enough wx-1,wx2")
+	check("ops", c.HTTP.APIKeys[1].Key.Reveal()+" "+strings.Join(c.HTTP.APIKeys[1].Apps, ","), "env-api-key-2-long-enough *")
 	check("level", c.Log.Level, slog.LevelDebug)
 	check("format", c.Log.Format, "json")
 
@@ -310,7 +311,7 @@ func TestPrecedenceFileEnvFlags(t *testing.T) {
 		t.Errorf("level = %v, want the flag's error", c.Log.Level)
 	}
 	// A per-app variable replaces the file's secret source (not a second source).
-	if c.Apps[0].Secret.Reveal() != "ops-key-from-file" || c.Apps[0].SecretFrom != "file /secrets/ops" {
+	if c.Apps[0].Secret.Reveal() != "ops-key-from-file-xyz" || c.Apps[0].SecretFrom != "file /secrets/ops" {
 		t.Errorf("wx1 secret from %q", c.Apps[0].SecretFrom)
 	}
 }
@@ -323,7 +324,7 @@ func TestEnvAppsListKeepsFileSecrets(t *testing.T) {
 	if len(c.Apps) != 1 || c.Apps[0].ID != "wx1" || c.Apps[0].Mode != wechat.Stable || c.Apps[0].Secret.Reveal() != "file-secret-wx1" {
 		t.Fatalf("apps = %+v", c.Apps)
 	}
-	if len(c.HTTP.APIKeys) != 1 || c.HTTP.APIKeys[0].Key.Reveal() != "file-api-key-backend" {
+	if len(c.HTTP.APIKeys) != 1 || c.HTTP.APIKeys[0].Key.Reveal() != "file-api-key-backend-xyz" {
 		t.Fatalf("keys = %+v", c.HTTP.APIKeys)
 	}
 }
@@ -360,7 +361,7 @@ func TestPrintRedactsEverySecret(t *testing.T) {
 		t.Fatal(err)
 	}
 	s := out.String()
-	for _, secret := range []string{"redis-pw", "env-secret-1", "env-secret-2", "env-secret-3", "env-api-key-1", "env-api-key-2"} {
+	for _, secret := range []string{"redis-pw", "env-secret-1", "env-secret-2", "env-secret-3", "env-api-key-1-long-enough", "env-api-key-2-long-enough"} {
 		if strings.Contains(s, secret) {
 			t.Errorf("printed config contains the secret %q:\n%s", secret, s)
 		}

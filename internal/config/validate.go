@@ -14,6 +14,9 @@ import (
 	"github.com/tokenkeeper/tokenkeeper/pkg/wechat"
 )
 
+// MinAPIKeyLen is the shortest API key accepted (the HTTP API's rule).
+const MinAPIKeyLen = 16
+
 // Problem is one thing wrong with the configuration.
 type Problem struct {
 	// Field is the key's path, e.g. "lease.renew_deadline" or
@@ -353,6 +356,9 @@ func (c *Config) problems() []Problem {
 			add(field+".name", EnvPrefix+"HTTP_API_KEYS", "duplicate name: http.api_keys[%d] has it too", j)
 		} else {
 			names[k.Name] = i
+		}
+		if k.Key != "" && len(k.Key.Reveal()) < MinAPIKeyLen {
+			add(field+".key", p+"KEY", "too short (%d characters): use at least %d random characters, e.g. openssl rand -hex 24", len(k.Key.Reveal()), MinAPIKeyLen)
 		}
 		if len(k.Apps) == 0 {
 			add(field+".apps", p+"APPS", "the key may read no app: list appids or \"*\"")

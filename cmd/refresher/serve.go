@@ -1,0 +1,218 @@
+package main
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"net"
+	"net/http"
+	"syscall"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/collectors"
+	"github.com/redis/go-redis/v9"
+	"golang.org/x/time/rate"
+
+	"github.com/tokenkeeper/tokenkeeper/internal/config"
+	"github.com/tokenkeeper/tokenkeeper/internal/httpapi"
+	"github.com/tokenkeeper/tokenkeeper/internal/metrics"
+	"github.com/tokenkeeper/tokenkeeper/internal/scheduler"
+	"github.com/tokenkeeper/tokenkeeper/pkg/lock"
+	"github.com/tokenkeeper/tokenkeeper/pkg/tokencache"
+	"github.com/tokenkeeper/tokenkeeper/pkg/wechat"
+)
+
+// Shutdown bounds.
+const (
+	httpShutdownTimeout = 5 * time.Second
+	// electorStopTimeout bounds the wait for the elector to release the
+	// lease and for the scheduler's in-flight refreshes to end.
+	electorStopTimeout = 10 * time.Second
+)
+
+// serve runs one replica until ctx is done (SIGINT/SIGTERM). onListening,
+// if set, is called with the bound address once the HTTP API accepts
+// connections (demo mode prints its instructions then).
+func serve(ctx context.Context, cfg *config.Config, log *slog.Logger, stdout io.Writer, onListening func(addr string)) error {
+	log = log.With("identity", cfg.Identity)
+
+	client := redis.NewUniversalClient(cfg.RedisOptions())
+	defer client.Close()
+
+	src, err := wechat.NewSource(wechat.NewClient(cfg.WeChatClientOptions()...), cfg.WeChatApps()...)
+	if err != nil {
+		return fmt.Errorf("%w: %w", errConfigLoad, err)
+	}
+
+	reg := prometheus.NewRegistry()
+	reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
+	m, err := metrics.New(reg)
+	if err != nil {
+		return err
+	}
+
+	lastFetch := newLastFetchWriter(client, cfg, log)
+	defer lastFetch.Close()
+	hooks := m.Hooks()
+	hooks.OnFetch = func(ev tokencache.FetchEvent) {
+		m.ObserveFetch(ev)
+		lastFetch.Record(ev)
+	}
+	cache, err := tokencache.New(client, src, append(cfg.CacheOptions(), tokencache.WithLogger(log), tokencache.WithHooks(hooks))...)
+	if err != nil {
+		return fmt.Errorf("%w: %w", errConfigLoad, err)
+	}
+	defer cache.Close()
+	m.SetAppSource(appGauges(cache, cfg.AppIDs()))
+
+	sched, err := scheduler.New(scheduler.Config{
+		Apps:      cfg.AppIDs(),
+		Refresher: cache,
+		Logger:    log,
+		OnResult:  func(r scheduler.Result) { m.ObserveRefresh(r.Class) },
+	})
+	if err != nil {
+		return err
+	}
+
+	elector, err := lock.NewElector(cfg.ElectorConfig(client, lock.LeaderCallbacks{
+		OnStartedLeading: func(leading context.Context) {
+			m.SetLeader(true)
+			log.Info("refresher: started leading; running the refresh scheduler")
+			if err := sched.Run(leading); err != nil && !errors.Is(err, context.Canceled) {
+				log.Error("refresher: scheduler stopped", "err", err)
+			}
+		},
+		OnStoppedLeading: func() {
+			m.SetLeader(false)
+			log.Info("refresher: stopped leading; serving tokens only")
+		},
+		OnNewLeader: func(id string) { log.Info("refresher: leader is now", "leader", id) },
+	}, log))
+	if err != nil {
+		return fmt.Errorf("%w: %w", errConfigLoad, err)
+	}
+
+	api, err := httpapi.New(httpapi.Config{
+		Tokens:  cache,
+		Apps:    cfg.AppIDs(),
+		APIKeys: apiKeys(cfg),
+		Ready: func(ctx context.Context) error {
+			if err := client.Ping(ctx).Err(); err != nil {
+				return fmt.Errorf("redis unreachable: %w", err)
+			}
+			leader, err := elector.Leader(ctx)
+			if err != nil {
+				return err
+			}
+			if leader == "" {
+				return errors.New("no leader elected yet")
+			}
+			return nil
+		},
+		Gatherer:       reg,
+		Metrics:        m,
+		Logger:         log,
+		InvalidateRate: rate.Limit(cfg.HTTP.InvalidateRate),
+	})
+	if err != nil {
+		return fmt.Errorf("%w: %w", errConfigLoad, err)
+	}
+
+	ln, err := net.Listen("tcp", cfg.HTTP.Addr)
+	if err != nil {
+		if errors.Is(err, syscall.EADDRINUSE) {
+			return fmt.Errorf("http.addr %s is already in use by another process: stop it, or choose another address (--http-addr 127.0.0.1:8081 or TOKENKEEPER_HTTP_ADDR)", cfg.HTTP.Addr)
+		}
+		return fmt.Errorf("listen on http.addr %s: %w", cfg.HTTP.Addr, err)
+	}
+	srv := &http.Server{
+		Handler:           api,
+		ReadHeaderTimeout: 5 * time.Second,
+		ReadTimeout:       10 * time.Second,
+		// A token request may wait for a fetch (fetch timeout + lock wait).
+		WriteTimeout:   cfg.Cache.LockTTL + cfg.Cache.FetchTimeout + 10*time.Second,
+		IdleTimeout:    2 * time.Minute,
+		MaxHeaderBytes: 16 << 10,
+		ErrorLog:       slog.NewLogLogger(log.Handler(), slog.LevelWarn),
+	}
+	served := make(chan error, 1)
+	go func() { served <- srv.Serve(ln) }()
+	log.Info("refresher: HTTP API listening", "addr", ln.Addr().String(), "apps", len(cfg.Apps), "api_keys", len(cfg.HTTP.APIKeys))
+	if onListening != nil {
+		onListening(ln.Addr().String())
+	}
+
+	electorCtx, stopElector := context.WithCancel(context.Background())
+	defer stopElector()
+	elected := make(chan error, 1)
+	go func() { elected <- elector.Run(electorCtx) }()
+
+	var runErr error
+	select {
+	case <-ctx.Done():
+		log.Info("refresher: shutting down", "cause", context.Cause(ctx))
+	case err := <-served:
+		runErr = fmt.Errorf("HTTP server: %w", err)
+	}
+
+	// Release the lease first, so a standby takes over at once, while the
+	// HTTP server drains in parallel.
+	stopElector()
+	httpDone := make(chan struct{})
+	go func() {
+		defer close(httpDone)
+		sctx, cancel := context.WithTimeout(context.Background(), httpShutdownTimeout)
+		defer cancel()
+		if err := srv.Shutdown(sctx); err != nil {
+			log.Warn("refresher: HTTP shutdown cut short", "err", err)
+		}
+	}()
+	select {
+	case err := <-elected:
+		if err != nil {
+			log.Warn("refresher: lease not released; it expires on its own", "err", err, "within", cfg.Lease.Duration)
+		} else {
+			log.Info("refresher: left the election (lease released if held)")
+		}
+	case <-time.After(electorStopTimeout):
+		log.Warn("refresher: elector did not stop in time; the lease expires on its own", "within", cfg.Lease.Duration)
+	}
+	<-httpDone
+	return runErr
+}
+
+func apiKeys(cfg *config.Config) []httpapi.APIKey {
+	keys := make([]httpapi.APIKey, len(cfg.HTTP.APIKeys))
+	for i, k := range cfg.HTTP.APIKeys {
+		keys[i] = httpapi.APIKey{Name: k.Name, Key: k.Key, Apps: k.Apps}
+	}
+	return keys
+}
+
+// appGauges reads each app's stored token at scrape time, bounded so that
+// a slow Redis cannot hang a scrape.
+func appGauges(cache *tokencache.Cache, apps []string) func() []metrics.AppGauge {
+	return func() []metrics.AppGauge {
+		ctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
+		defer cancel()
+		now := time.Now()
+		out := make([]metrics.AppGauge, 0, len(apps))
+		for _, app := range apps {
+			g := metrics.AppGauge{AppID: app, FetchesToday: -1}
+			if tok, found, err := cache.Peek(ctx, app); err == nil && found {
+				g.HasToken = true
+				g.UsableFor = tok.UsableUntil.Sub(now)
+				g.Age = now.Sub(tok.FetchedAt)
+			}
+			if n, err := cache.FetchesToday(ctx, app); err == nil {
+				g.FetchesToday = n
+			}
+			out = append(out, g)
+		}
+		return out
+	}
+}
