@@ -1,6 +1,7 @@
 package httpapi
 
 import (
+	"bytes"
 	"context"
 	"crypto/sha256"
 	"crypto/subtle"
@@ -475,7 +476,7 @@ func parseInvalidateBody(body []byte) (string, error) {
 	var req struct {
 		AccessToken *string `json:"access_token"`
 	}
-	dec := json.NewDecoder(strings.NewReader(string(body)))
+	dec := json.NewDecoder(bytes.NewReader(body))
 	dec.DisallowUnknownFields()
 	if err := dec.Decode(&req); err != nil {
 		return "", fmt.Errorf("invalid JSON body: %s", describeJSONError(err))
@@ -506,8 +507,12 @@ func describeJSONError(err error) string {
 	switch {
 	case errors.As(err, &syn):
 		return "syntax error at byte " + strconv.FormatInt(syn.Offset, 10)
+	case errors.As(err, &typ) && typ.Field == "":
+		return "the body must be a JSON object"
 	case errors.As(err, &typ):
-		return fmt.Sprintf("field %q must be a %s, not a JSON %s", typ.Field, typ.Type, typ.Value)
+		// Only one field is known, so the type error is about it; its
+		// offending value is not echoed.
+		return `"access_token" must be a string`
 	case errors.Is(err, io.EOF):
 		return "empty body"
 	case errors.Is(err, io.ErrUnexpectedEOF):
