@@ -5,8 +5,10 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"io"
 	"log/slog"
 	"math/rand/v2"
+	"strconv"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -84,6 +86,33 @@ type Result struct {
 	Err   error
 	Class string    // one of the Class constants
 	Next  time.Time // when the app is due again; zero if it was stopped
+}
+
+// String describes the result with the token's fingerprint, never its
+// value, so a Result printed by accident leaks nothing.
+func (r Result) String() string {
+	s := "scheduler.Result{app:" + r.AppID + " class:" + r.Class + " token:" + wechat.Fingerprint(r.Token.Value) +
+		" version:" + strconv.FormatInt(r.Token.Version, 10) + " next:" + r.Next.Format(time.RFC3339)
+	if r.Err != nil {
+		s += " err:" + r.Err.Error()
+	}
+	return s + "}"
+}
+
+// Format makes every fmt verb, %#v included, go through String.
+func (r Result) Format(f fmt.State, verb rune) { io.WriteString(f, r.String()) }
+
+// LogValue logs the result with the token's fingerprint, never its value.
+func (r Result) LogValue() slog.Value {
+	attrs := []slog.Attr{
+		slog.String("app", r.AppID), slog.String("class", r.Class),
+		slog.String("token", wechat.Fingerprint(r.Token.Value)), slog.Int64("version", r.Token.Version),
+		slog.Time("next", r.Next),
+	}
+	if r.Err != nil {
+		attrs = append(attrs, slog.String("err", r.Err.Error()))
+	}
+	return slog.GroupValue(attrs...)
 }
 
 // AppStatus is one app's state as Snapshot reports it.

@@ -1,0 +1,146 @@
+package httpapi_test
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"io"
+	"log/slog"
+	"net/http"
+	"net/http/httptest"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/alicebob/miniredis/v2"
+	"github.com/redis/go-redis/v9"
+
+	"github.com/tokenkeeper/tokenkeeper/internal/httpapi"
+	"github.com/tokenkeeper/tokenkeeper/pkg/tokencache"
+	"github.com/tokenkeeper/tokenkeeper/pkg/wechat"
+	"github.com/tokenkeeper/tokenkeeper/pkg/wechattest"
+)
+
+var _ httpapi.Tokens = (*tokencache.Cache)(nil)
+
+const (
+	secretA = "secret-a-0123456789abcdef0123456"
+	apiKey  = "api-key-0123456789abcdef"
+)
+
+type answer struct {
+	AccessToken string `json:"access_token"`
+	ExpiresIn   int64  `json:"expires_in"`
+	Version     int64  `json:"version"`
+	Error       string `json:"error"`
+}
+
+// The API over a real cache (miniredis) and the fake WeChat, through a
+// real HTTP server: read, passive refresh, a repeated report of the dead
+// token, and a Redis outage; nothing secret in the logs.
+func TestWithRealCache(t *testing.T) {
+	up := wechattest.New(t, wechattest.WithApp("wxa", secretA), wechattest.WithApp("wxb", secretA))
+	src, err := wechat.NewSource(wechat.NewClient(wechat.WithBaseURL(up.URL())), wechat.App{ID: "wxa", Secret: secretA}, wechat.App{ID: "wxb", Secret: secretA})
+	if err != nil {
+		t.Fatal(err)
+	}
+	mr := miniredis.RunT(t)
+	rdb := redis.NewClient(&redis.Options{Addr: mr.Addr(), MaxRetries: -1, DialTimeout: 200 * time.Millisecond})
+	t.Cleanup(func() { rdb.Close() })
+	var logs lockedBuffer
+	log := slog.New(slog.NewTextHandler(&logs, &slog.HandlerOptions{Level: slog.LevelDebug}))
+	cache, err := tokencache.New(rdb, src, tokencache.WithLogger(log), tokencache.WithNearMaxAge(0))
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { cache.Close() })
+	h, err := httpapi.New(httpapi.Config{
+		Tokens: cache, Apps: []string{"wxa", "wxb"}, Logger: log,
+		APIKeys: []httpapi.APIKey{{Name: "backend", Key: apiKey, Apps: []string{"*"}}},
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	srv := httptest.NewServer(h)
+	t.Cleanup(srv.Close)
+
+	call := func(method, path, body string) (int, answer) {
+		t.Helper()
+		req, _ := http.NewRequestWithContext(context.Background(), method, srv.URL+path, strings.NewReader(body))
+		req.Header.Set("Authorization", "Bearer "+apiKey)
+		if body != "" {
+			req.Header.Set("Content-Type", "application/json")
+		}
+		resp, err := srv.Client().Do(req)
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer resp.Body.Close()
+		b, _ := io.ReadAll(resp.Body)
+		var a answer
+		if err := json.Unmarshal(b, &a); err != nil {
+			t.Fatalf("%s %s: body %q is not JSON", method, path, b)
+		}
+		return resp.StatusCode, a
+	}
+
+	status, first := call("GET", "/v1/apps/wxa/token", "")
+	if status != 200 || first.AccessToken == "" || first.Version != 1 || first.ExpiresIn < 3600 {
+		t.Fatalf("GET token: %d %+v; want a fresh token, version 1", status, first)
+	}
+	report := `{"access_token":"` + first.AccessToken + `"}`
+	status, second := call("POST", "/v1/apps/wxa/invalidate", report)
+	if status != 200 || second.AccessToken == first.AccessToken || second.Version != 2 {
+		t.Fatalf("invalidate: %d %+v; want a new token, version 2", status, second)
+	}
+	// Another server reports the same dead token: it gets the current one,
+	// and WeChat is not asked again.
+	status, again := call("POST", "/v1/apps/wxa/invalidate", report)
+	if status != 200 || again.AccessToken != second.AccessToken {
+		t.Fatalf("second report: %d %+v; want the current token", status, again)
+	}
+	if n := up.Stats("wxa").Minted; n != 2 {
+		t.Fatalf("WeChat minted %d tokens; want 2 (start, one passive refresh)", n)
+	}
+
+	mr.Close() // Redis goes away
+	// wxa's last good token is still served from memory; wxb never had
+	// one, and a classic app never fetches without the lock: 503.
+	if status, a := call("GET", "/v1/apps/wxa/token", ""); status != 200 || a.AccessToken != second.AccessToken {
+		t.Fatalf("GET wxa with Redis down: %d %+v; want the last good token", status, a)
+	}
+	if status, a := call("GET", "/v1/apps/wxb/token", ""); status != http.StatusServiceUnavailable || !strings.Contains(a.Error, "token store unavailable") {
+		t.Fatalf("GET wxb with Redis down: %d %+v; want 503", status, a)
+	}
+	if n := up.Stats("wxb").Minted; n != 0 {
+		t.Fatalf("WeChat minted %d tokens for wxb during the outage; want 0", n)
+	}
+
+	out := logs.String()
+	for _, s := range []string{secretA, apiKey, first.AccessToken, second.AccessToken} {
+		if strings.Contains(out, s) {
+			t.Fatalf("logs contain %q:\n%s", s, out)
+		}
+	}
+	if !strings.Contains(out, wechat.Fingerprint(first.AccessToken)) {
+		t.Fatalf("the invalidation was not logged by fingerprint:\n%s", out)
+	}
+}
+
+type lockedBuffer struct {
+	mu sync.Mutex
+	b  bytes.Buffer
+}
+
+func (b *lockedBuffer) Write(p []byte) (int, error) {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	return b.b.Write(p)
+}
+
+func (b *lockedBuffer) String() string {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	return b.b.String()
+}

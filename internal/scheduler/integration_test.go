@@ -1,0 +1,131 @@
+package scheduler_test
+
+import (
+	"bytes"
+	"context"
+	"log/slog"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/alicebob/miniredis/v2"
+	"github.com/redis/go-redis/v9"
+
+	"github.com/tokenkeeper/tokenkeeper/internal/scheduler"
+	"github.com/tokenkeeper/tokenkeeper/pkg/tokencache"
+	"github.com/tokenkeeper/tokenkeeper/pkg/wechat"
+	"github.com/tokenkeeper/tokenkeeper/pkg/wechattest"
+)
+
+var _ scheduler.Refresher = (*tokencache.Cache)(nil)
+
+const (
+	secretA   = "secret-a-0123456789abcdef0123456"
+	secretB   = "secret-b-0123456789abcdef0123456"
+	secretBad = "secret-wrong-0123456789abcdef012"
+)
+
+// The scheduler on a real cache (miniredis) and the fake WeChat: one fetch
+// per app, a wrong secret stops its app, and the next leadership term finds
+// the tokens fresh and fetches nothing.
+func TestWithRealCache(t *testing.T) {
+	up := wechattest.New(t, wechattest.WithApp("wxa", secretA), wechattest.WithApp("wxb", secretB), wechattest.WithApp("wxbad", "the-real-secret-0123456789abcdef"))
+	src, err := wechat.NewSource(wechat.NewClient(wechat.WithBaseURL(up.URL())),
+		wechat.App{ID: "wxa", Secret: secretA, Mode: wechat.Classic},
+		wechat.App{ID: "wxb", Secret: secretB, Mode: wechat.Stable},
+		wechat.App{ID: "wxbad", Secret: secretBad, Mode: wechat.Classic},
+	)
+	if err != nil {
+		t.Fatal(err)
+	}
+	mr := miniredis.RunT(t)
+	rdb := redis.NewClient(&redis.Options{Addr: mr.Addr()})
+	t.Cleanup(func() { rdb.Close() })
+	var logs lockedBuffer
+	log := slog.New(slog.NewTextHandler(&logs, &slog.HandlerOptions{Level: slog.LevelDebug}))
+	cache, err := tokencache.New(rdb, src, tokencache.WithLogger(log))
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { cache.Close() })
+
+	results := make(chan scheduler.Result, 16)
+	s, err := scheduler.New(scheduler.Config{
+		Apps: []string{"wxa", "wxb", "wxbad"}, Refresher: cache, Logger: log,
+		OnResult: func(r scheduler.Result) { results <- r },
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	runTerm := func(want int) map[string]scheduler.Result {
+		ctx, cancel := context.WithCancel(context.Background())
+		done := make(chan error, 1)
+		go func() { done <- s.Run(ctx) }()
+		got := map[string]scheduler.Result{}
+		for len(got) < want {
+			select {
+			case r := <-results:
+				got[r.AppID] = r
+			case <-time.After(10 * time.Second):
+				t.Fatalf("only %d results within 10s", len(got))
+			}
+		}
+		cancel()
+		if err := <-done; err != nil {
+			t.Fatalf("Run: %v", err)
+		}
+		return got
+	}
+
+	first := runTerm(3)
+	for _, app := range []string{"wxa", "wxb"} {
+		r := first[app]
+		if r.Class != scheduler.ClassOK || r.Token.Value == "" || !r.Next.After(time.Now().Add(time.Hour)) {
+			t.Fatalf("%s: class %q err %v next in %v; want ok, due in over an hour", app, r.Class, r.Err, time.Until(r.Next))
+		}
+		if n := up.Stats(app).Minted; n != 1 {
+			t.Fatalf("%s: %d tokens minted; want 1", app, n)
+		}
+	}
+	if r := first["wxbad"]; r.Class != scheduler.ClassConfig || !r.Next.IsZero() {
+		t.Fatalf("wxbad: class %q next %v err %v; want config, stopped", r.Class, r.Next, r.Err)
+	}
+
+	second := runTerm(2) // the lead was lost and regained; Run waits for every call it started
+	for _, app := range []string{"wxa", "wxb"} {
+		if second[app].Token.Value != first[app].Token.Value || up.Stats(app).Minted != 1 {
+			t.Fatalf("%s: the second term fetched again (minted %d)", app, up.Stats(app).Minted)
+		}
+	}
+	if _, ok := second["wxbad"]; ok || up.Stats("wxbad").Refused != 1 {
+		t.Fatal("wxbad was retried in the second term after a configuration error")
+	}
+
+	out := logs.String()
+	for _, secret := range []string{secretA, secretB, secretBad, first["wxa"].Token.Value, first["wxb"].Token.Value} {
+		if strings.Contains(out, secret) {
+			t.Fatalf("logs contain a secret or token %q:\n%s", secret, out)
+		}
+	}
+	if !strings.Contains(out, "level=ERROR") || !strings.Contains(out, "app=wxbad") {
+		t.Fatalf("no ERROR for wxbad in logs:\n%s", out)
+	}
+}
+
+type lockedBuffer struct {
+	mu sync.Mutex
+	b  bytes.Buffer
+}
+
+func (b *lockedBuffer) Write(p []byte) (int, error) {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	return b.b.Write(p)
+}
+
+func (b *lockedBuffer) String() string {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	return b.b.String()
+}
