@@ -15,6 +15,15 @@
 // moment the refresher stops handing the token out (RFC 3339, UTC), a
 // margin before WeChat's own expiry. Every error is {"error":"..."}.
 //
+// Statuses: 400 malformed body or token, 401 missing or wrong key (with
+// WWW-Authenticate: Bearer), 403 app not allowed for the key (also for an
+// unknown app, so a restricted key cannot probe which apps exist), 404
+// unknown app or route, 405 wrong method (with Allow), 413 body over 4 KiB,
+// 415 body not application/json, 429 invalidations over the rate or the
+// app's daily quota/budget exhausted (Retry-After), 502 WeChat failed, 503
+// Redis unreachable with no token in memory, 504 timed out waiting for a
+// fetch.
+//
 // The /v1 routes need "Authorization: Bearer <key>" when API keys are
 // configured. Keys are compared in constant time, against every configured
 // key, through their SHA-256 so not even their length leaks; each key

@@ -9,6 +9,25 @@
 // scrape time from a func the wiring supplies, so 10,000 apps cost no
 // goroutine and no update traffic between scrapes.
 //
+// The series (all prefixed tokenkeeper_):
+//
+//	fetches_total{app,result}            counter: upstream fetches by this process (tokencache FetchEvent.Result)
+//	fetch_duration_seconds{result}       histogram: their duration
+//	lock_waits_total{app}                counter: waits for another holder's fetch
+//	lock_wait_duration_seconds           histogram: their duration
+//	leader                               gauge: 1 while this replica leads
+//	leader_transitions_total             counter: lead gained or lost
+//	scheduler_refreshes_total{class}     counter: scheduler Refresh calls by outcome class
+//	http_requests_total{route,code}      counter: API requests by route pattern and status
+//	http_request_duration_seconds{route} histogram: their duration
+//	token_usable_seconds{app}            gauge, at scrape: usable life left (0 without a token)
+//	token_age_seconds{app}               gauge, at scrape: time since the token was fetched
+//	quota_used_today{app}                gauge, at scrape: fleet-wide fetches this Beijing day
+//	apps                                 gauge, at scrape: apps the source reported
+//
+// Histograms carry no app label, so 10,000 apps add counters, not bucket
+// sets.
+//
 // No label ever carries a token or a secret: labels are app ids, fixed
 // result names, HTTP route patterns and status codes. Every method is safe
 // on a nil *Metrics, so callers need no "metrics enabled?" checks.

@@ -330,6 +330,13 @@ func (s *Scheduler) Run(ctx context.Context) error {
 			return nil
 		case o := <-results:
 			inflight--
+			if ctx.Err() != nil {
+				// Most likely cut short by the lost lead: not a result.
+				s.mu.Lock()
+				o.e.running = false
+				s.mu.Unlock()
+				return nil
+			}
 			s.finish(o)
 		case <-wake:
 		}
