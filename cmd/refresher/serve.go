@@ -37,6 +37,8 @@ const (
 // if set, is called with the bound address once the HTTP API accepts
 // connections (demo mode prints its instructions then).
 func serve(ctx context.Context, cfg *config.Config, log *slog.Logger, stdout io.Writer, onListening func(addr string)) error {
+	// The elector names the identity in its own lines.
+	electorLog := log
 	log = log.With("identity", cfg.Identity)
 
 	client := redis.NewUniversalClient(cfg.RedisOptions())
@@ -91,7 +93,7 @@ func serve(ctx context.Context, cfg *config.Config, log *slog.Logger, stdout io.
 			log.Info("refresher: stopped leading; serving tokens only")
 		},
 		OnNewLeader: func(id string) { log.Info("refresher: leader is now", "leader", id) },
-	}, log))
+	}, electorLog))
 	if err != nil {
 		return fmt.Errorf("%w: %w", errConfigLoad, err)
 	}
