@@ -25,7 +25,9 @@
 //     in this Scheduler's life, with an ERROR log; retrying cannot help
 //     until an operator changes the configuration and restarts;
 //   - transient and unavailable (anything else, including Redis outages and
-//     timeouts): exponential backoff from 1 s to 1 min with jitter.
+//     timeouts), and stale (a success that returned a token already due,
+//     which is what tokencache serves from memory while Redis is down):
+//     exponential backoff from 1 s to 1 min with jitter.
 //
 // Run returns as soon as its context is done, which is how the leader stops
 // refreshing the moment it loses the lead; it may be called again for the

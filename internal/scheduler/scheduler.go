@@ -52,6 +52,11 @@ const (
 	ClassConfig      = "config"
 	ClassUnavailable = "unavailable"
 	ClassTransient   = "transient"
+	// ClassStale: Refresh succeeded but returned a token already due for
+	// refresh. tokencache does so while Redis is unreachable (it serves the
+	// last good token from memory), so it is retried with the transient
+	// backoff rather than every MinDelay.
+	ClassStale = "stale"
 )
 
 // Config configures a Scheduler. Zero durations and counts take the
@@ -360,6 +365,9 @@ func (s *Scheduler) work(ctx context.Context, jobs <-chan *entry, results chan<-
 func (s *Scheduler) finish(o outcome) {
 	now := s.now()
 	class := Class(o.err)
+	if class == ClassOK && !o.tok.RefreshAt.After(now) {
+		class = ClassStale
+	}
 	e := o.e
 
 	s.mu.Lock()
@@ -410,7 +418,7 @@ func (s *Scheduler) nextRun(now time.Time, class string, o outcome, failures int
 		at = at.Add(s.jitter(s.maxJitter))
 	case ClassMinuteLimit:
 		at = now.Add(MinuteLimitDelay).Add(s.jitter(s.maxJitter))
-	default: // transient, unavailable
+	default: // transient, unavailable, stale
 		backoff := BackoffBase << min(failures-1, 16)
 		if backoff > BackoffMax || backoff <= 0 {
 			backoff = BackoffMax
@@ -418,8 +426,8 @@ func (s *Scheduler) nextRun(now time.Time, class string, o outcome, failures int
 		at = now.Add(backoff/2 + s.jitter(backoff/2))
 	}
 	if class == ClassOK || class == ClassHeld {
-		// The only two answers that name a time of their own, which may
-		// already have passed.
+		// The two answers that name a time of their own, which may be
+		// very close.
 		if earliest := now.Add(MinDelay); at.Before(earliest) {
 			at = earliest
 		}

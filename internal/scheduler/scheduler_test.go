@@ -392,13 +392,36 @@ func TestTransientBackoffGrowsWithJitterAndResetsOnSuccess(t *testing.T) {
 	}
 }
 
-func TestTokenAlreadyDueIsNotRetriedInATightLoop(t *testing.T) {
+// A token whose RefreshAt is only just ahead is refreshed no sooner than
+// MinDelay later.
+func TestNearlyDueTokenWaitsAtLeastMinDelay(t *testing.T) {
+	ref := newFakeRefresher(func(ctx context.Context, app string, n int) (tokencache.Token, error) {
+		return tokenAt(t0, 100*time.Millisecond, 10*time.Minute), nil
+	})
+	h := start(t, Config{Apps: []string{"wxa"}, Refresher: ref}, zeroRand)
+	if r := h.result(); r.Class != ClassOK || !r.Next.Equal(t0.Add(MinDelay)) {
+		t.Fatalf("class %q Next %v; want ok at now + MinDelay = %v", r.Class, r.Next, t0.Add(MinDelay))
+	}
+}
+
+// During a Redis outage tokencache's Refresh returns the last good token
+// from memory, already due. That is no success: it backs off like a
+// transient failure instead of retrying every MinDelay.
+func TestDueTokenBacksOffAsStale(t *testing.T) {
 	ref := newFakeRefresher(func(ctx context.Context, app string, n int) (tokencache.Token, error) {
 		return tokenAt(t0, -time.Minute, 10*time.Minute), nil // RefreshAt in the past
 	})
-	h := start(t, Config{Apps: []string{"wxa"}, Refresher: ref}, zeroRand)
-	if r := h.result(); !r.Next.Equal(t0.Add(MinDelay)) {
-		t.Fatalf("Next %v; want now + MinDelay = %v", r.Next, t0.Add(MinDelay))
+	h := start(t, Config{Apps: []string{"wxa"}, Refresher: ref}, maxRand)
+	r := h.result()
+	for k := 1; k <= 8; k++ {
+		want := min(time.Second<<(k-1), time.Minute)
+		if got := r.Next.Sub(h.clock.Now()); r.Class != ClassStale || got != want {
+			t.Fatalf("call %d: class %q retry in %v; want stale in %v", k, r.Class, got, want)
+		}
+		r = h.wakeAndResult()
+	}
+	if st := h.s.Snapshot()[0]; st.ConsecutiveFailures != 9 || st.LastClass != ClassStale {
+		t.Fatalf("snapshot %+v; want 9 consecutive stale results", st)
 	}
 }
 
