@@ -13,6 +13,7 @@ import (
 	"math"
 	"mime"
 	"net/http"
+	"path"
 	"slices"
 	"strconv"
 	"strings"
@@ -214,10 +215,19 @@ func New(cfg Config) (http.Handler, error) {
 	mux.Handle(RouteHealthz, a.route(RouteHealthz, []string{http.MethodGet, http.MethodHead}, a.serveHealthz))
 	mux.Handle(RouteReadyz, a.route(RouteReadyz, []string{http.MethodGet, http.MethodHead}, a.serveReadyz))
 	mux.Handle(RouteMetrics, a.route(RouteMetrics, []string{http.MethodGet, http.MethodHead}, a.serveMetrics))
-	mux.Handle("/", a.route(RouteOther, nil, func(w http.ResponseWriter, r *http.Request) {
+	notFound := a.route(RouteOther, nil, func(w http.ResponseWriter, r *http.Request) {
 		writeError(w, http.StatusNotFound, "no such route: "+r.Method+" "+truncate(r.URL.Path, 100))
-	}))
-	return mux, nil
+	})
+	mux.Handle("/", notFound)
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		// ServeMux answers a path like /v1/apps//token or /a/../b with an
+		// HTML redirect; an API client gets a JSON 404 instead.
+		if p := r.URL.Path; p == "" || p[0] != '/' || path.Clean(p) != p {
+			notFound.ServeHTTP(w, r)
+			return
+		}
+		mux.ServeHTTP(w, r)
+	}), nil
 }
 
 // request carries what the middleware learned for the access log.

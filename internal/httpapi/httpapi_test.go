@@ -339,6 +339,13 @@ func TestUnknownRoute(t *testing.T) {
 	e := newEnv(t, nil)
 	errorOf(t, e.do(req{path: "/v2/apps/wxa/token", key: keyAll}), 404, "no such route: GET /v2/apps/wxa/token")
 	errorOf(t, e.do(req{path: "/v1/apps/wxa/token/extra", key: keyAll}), 404, "no such route")
+	errorOf(t, e.do(req{path: "/v1/apps/wxa/token/", key: keyAll}), 404, "no such route")
+	// Unclean paths get a JSON 404, not ServeMux's HTML redirect.
+	errorOf(t, e.do(req{path: "/v1/apps//token", key: keyAll}), 404, "no such route: GET /v1/apps//token")
+	errorOf(t, e.do(req{path: "/v1/apps/wxa/../wxb/token", key: keyAll}), 404, "no such route")
+	errorOf(t, e.do(req{method: "POST", path: "/v1/apps/./wxa/invalidate", key: keyAll}), 404, "no such route")
+	// An escaped slash stays inside the appid, which is then unknown.
+	errorOf(t, e.do(req{path: "/v1/apps/wx%2Fa/token", key: keyAll}), 404, `unknown app "wx/a"`)
 }
 
 func TestInvalidate(t *testing.T) {
