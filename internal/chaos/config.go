@@ -66,7 +66,7 @@ func DefaultConfig() Config {
 		Grace:         5 * time.Second,
 		Readers:       10,
 		Goroutines:    20,
-		Interval:      200 * time.Millisecond,
+		Interval:      500 * time.Millisecond,
 		Replicas:      3,
 		Faults:        true,
 		RedisOutage:   3 * time.Second,

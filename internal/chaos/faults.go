@@ -181,6 +181,7 @@ func (r *run) injectLeaderKill(ctx context.Context, f *FaultRecord) {
 		f.Detail = "lease held by " + strconv.Quote(leader) + ", which is not a running replica of this run"
 		return
 	}
+	ports, perr := portsTo(rep.proc.pid(), r.up.port)
 	killedAt := time.Now()
 	if err := rep.proc.signal(syscall.SIGKILL); err != nil {
 		f.Detail = err.Error()
@@ -190,13 +191,18 @@ func (r *run) injectLeaderKill(ctx context.Context, f *FaultRecord) {
 	f.Applied = true
 	f.At = killedAt
 	f.Target = fmt.Sprintf("%s (pid %d)", rep.identity, rep.proc.pid())
-	f.Refetch = r.up.appsCalledBetween(killedAt.Add(-r.cfg.Cache.FetchTimeout), killedAt)
+	// A fetch the leader had in flight may have minted a token nobody
+	// stored: that app may need one more fetch.
+	if perr != nil {
+		f.Detail = "cannot tell its fetches in flight: " + perr.Error() + "; "
+	}
+	f.Refetch = r.up.appsInFlight(killedAt, killedAt, ports)
 	next, at, ok := r.watch.waitLeader(ctx, leader, 3*r.cfg.Lease.Duration+2*time.Second)
 	if ok {
 		f.Takeover = at.Sub(killedAt)
-		f.Detail = fmt.Sprintf("%s took the lease %v after the kill", next, f.Takeover.Round(time.Millisecond))
+		f.Detail += fmt.Sprintf("%s took the lease %v after the kill", next, f.Takeover.Round(time.Millisecond))
 	} else {
-		f.Detail = "no other replica took the lease within " + (3*r.cfg.Lease.Duration + 2*time.Second).String()
+		f.Detail += "no other replica took the lease within " + (3*r.cfg.Lease.Duration + 2*time.Second).String()
 	}
 	if err := r.startReplica(rep); err != nil {
 		f.Detail += "; restart failed: " + err.Error()
@@ -206,6 +212,10 @@ func (r *run) injectLeaderKill(ctx context.Context, f *FaultRecord) {
 	sleepCtx(ctx, time.Second)
 	f.Ended = time.Now()
 }
+
+// inFlightSlack is how long after its reply a fetch may still be writing
+// its token to Redis, on a loaded machine.
+const inFlightSlack = 250 * time.Millisecond
 
 // holderHit is what the upstream hook found: the process that sent a
 // token request, frozen before the fake saw the request.
@@ -222,21 +232,11 @@ func (r *run) injectLockHolderStop(ctx context.Context, f *FaultRecord) {
 	var misses atomic.Int64
 	hook := func(app string, port int) bool {
 		h := holderHit{app: app}
-		inode, err := socketInode(port, r.up.port)
+		c, err := r.sender(port)
 		if err == nil {
-			running := r.procs.running()
-			pids := make([]int, 0, len(running))
-			for pid, c := range running {
-				if c != r.redis.cur {
-					pids = append(pids, pid)
-				}
-			}
-			h.pid, err = ownerOf(pids, inode)
-			if err == nil {
-				h.name = running[h.pid].name
-				err = running[h.pid].signal(syscall.SIGSTOP)
-				h.stopped = time.Now()
-			}
+			h.pid, h.name = c.pid(), c.name
+			err = c.signal(syscall.SIGSTOP)
+			h.stopped = time.Now()
 		}
 		if err != nil {
 			return misses.Add(1) >= 20 // give up on this hook only after many misses
@@ -262,8 +262,17 @@ func (r *run) injectLockHolderStop(ctx context.Context, f *FaultRecord) {
 	r.up.hook.Store(nil)
 	f.Applied, f.App, f.At = true, h.app, h.stopped
 	f.Target = fmt.Sprintf("%s (pid %d)", h.name, h.pid)
-	f.Refetch = []string{h.app}
 	lockTTL := r.lockTTL(h.app)
+	// Every fetch the frozen process has in flight (it may hold several
+	// apps' locks) may force that app to fetch once more.
+	f.Refetch = []string{h.app}
+	if ports, err := portsTo(h.pid, r.up.port); err == nil {
+		for _, app := range r.up.appsInFlight(h.stopped, h.stopped, ports) {
+			if app != h.app {
+				f.Refetch = append(f.Refetch, app)
+			}
+		}
+	}
 	r.noteStopped(h.pid, h.stopped, h.stopped.Add(r.cfg.StopFor))
 	leader, _ := r.watch.leader()
 	sleepCtx(context.WithoutCancel(ctx), r.cfg.StopFor) // must resume it even when the run is cut short
@@ -314,7 +323,11 @@ func (r *run) injectRedisOutage(ctx context.Context, f *FaultRecord) {
 	}
 	resumed := time.Now()
 	f.Detail = fmt.Sprintf("paused for %v", resumed.Sub(f.At).Round(time.Millisecond))
-	f.Refetch = r.up.appsCalledBetween(f.At.Add(-r.cfg.Cache.FetchTimeout), resumed.Add(r.cfg.Cache.LockTTL))
+	// Only a fetch in flight when Redis stopped can fail to store its
+	// token (a classic fetch needs Redis for its lock and fencing first):
+	// one whose reply came less than a moment before the pause, so its
+	// write may not have reached Redis.
+	f.Refetch = r.up.appsInFlight(f.At.Add(-inFlightSlack), f.At.Add(inFlightSlack), nil)
 	sleepCtx(ctx, r.settle())
 	f.Ended = time.Now()
 }
@@ -346,4 +359,25 @@ func sleepCtx(ctx context.Context, d time.Duration) bool {
 	case <-ctx.Done():
 		return false
 	}
+}
+
+// sender finds the child that owns the client end of a connection to the
+// fake, by the connection's source port.
+func (r *run) sender(port int) (*child, error) {
+	inode, err := socketInode(port, r.up.port)
+	if err != nil {
+		return nil, err
+	}
+	running := r.procs.running()
+	pids := make([]int, 0, len(running))
+	for pid, c := range running {
+		if c != r.redis.cur {
+			pids = append(pids, pid)
+		}
+	}
+	pid, err := ownerOf(pids, inode)
+	if err != nil {
+		return nil, err
+	}
+	return running[pid], nil
 }

@@ -8,11 +8,11 @@ import (
 	"flag"
 	"fmt"
 	"io"
+	"log/slog"
 	"math/rand/v2"
 	"net/http"
 	"net/url"
 	"os"
-	"sort"
 	"sync"
 	"time"
 
@@ -110,10 +110,27 @@ type ReaderLine struct {
 	RetriedOK     int64            `json:"retried_ok"`
 	Invalidations int64            `json:"invalidations"`
 	Errors        map[string]int64 `json:"errors,omitempty"`
+	ErrorSpans    map[string]Span  `json:"error_spans,omitempty"`
 	MaxGap        time.Duration    `json:"max_gap_ns"`
 	Gaps          []Gap            `json:"gaps,omitempty"`
 	Dead          []DeadCall       `json:"dead,omitempty"`
 	Cache         tokencache.Stats `json:"cache"`
+}
+
+// Span is when something was first and last seen.
+type Span struct {
+	First time.Time `json:"first"`
+	Last  time.Time `json:"last"`
+}
+
+func (s Span) merge(o Span) Span {
+	if s.First.IsZero() || (!o.First.IsZero() && o.First.Before(s.First)) {
+		s.First = o.First
+	}
+	if o.Last.After(s.Last) {
+		s.Last = o.Last
+	}
+	return s
 }
 
 // gapReportMin is the shortest gap a reader reports one by one.
@@ -126,14 +143,17 @@ type readerState struct {
 	retriedOK     int64
 	invalidations int64
 	errors        map[string]int64
+	spans         map[string]Span
 	maxGap        time.Duration
 	gaps          []Gap
 	dead          []DeadCall
 }
 
 func (s *readerState) fail(kind string) {
+	now := time.Now()
 	s.mu.Lock()
 	s.errors[kind]++
+	s.spans[kind] = s.spans[kind].merge(Span{First: now, Last: now})
 	s.mu.Unlock()
 }
 
@@ -184,8 +204,12 @@ func (s *readerState) line(id int, c *tokencache.Cache, final bool) ReaderLine {
 	for k, v := range s.errors {
 		errs[k] = v
 	}
+	spans := make(map[string]Span, len(s.spans))
+	for k, v := range s.spans {
+		spans[k] = v
+	}
 	l := ReaderLine{Reader: id, PID: os.Getpid(), At: time.Now(), Final: final, Calls: s.calls, Retries: s.retries,
-		RetriedOK: s.retriedOK, Invalidations: s.invalidations, Errors: errs, MaxGap: s.maxGap,
+		RetriedOK: s.retriedOK, Invalidations: s.invalidations, Errors: errs, ErrorSpans: spans, MaxGap: s.maxGap,
 		Gaps: s.gaps, Dead: s.dead, Cache: c.Stats()}
 	s.gaps, s.dead = nil, nil
 	return l
@@ -224,13 +248,14 @@ func RunReader(ctx context.Context, rc ReaderConfig, out io.Writer) error {
 		tokencache.WithKeyPrefix(rc.KeyPrefix), tokencache.WithOverlap(rc.Grace), tokencache.WithMargin(rc.Cache.Margin),
 		tokencache.WithNearMaxAge(rc.Cache.NearMaxAge), tokencache.WithRefreshAhead(rc.Cache.RefreshAhead),
 		tokencache.WithLockTTL(rc.Cache.LockTTL), tokencache.WithFetchTimeout(rc.Cache.FetchTimeout),
-		tokencache.WithBackoff(200*time.Millisecond, 2*time.Second))
+		tokencache.WithBackoff(200*time.Millisecond, 2*time.Second),
+		tokencache.WithLogger(slog.New(slog.NewTextHandler(os.Stderr, nil)).With("reader", rc.ID)))
 	if err != nil {
 		return fmt.Errorf("chaos reader: %w", err)
 	}
 	defer cache.Close()
 
-	st := &readerState{errors: make(map[string]int64)}
+	st := &readerState{errors: make(map[string]int64), spans: make(map[string]Span)}
 	enc := json.NewEncoder(out)
 	var encMu sync.Mutex
 	emit := func(final bool) {
@@ -416,14 +441,4 @@ func (b businessCaller) call(ctx context.Context, token string) (int, error) {
 		return 0, errors.New("answer is not JSON")
 	}
 	return r.Errcode, nil
-}
-
-// sortedKeys is for stable printing.
-func sortedKeys(m map[string]int64) []string {
-	keys := make([]string, 0, len(m))
-	for k := range m {
-		keys = append(keys, k)
-	}
-	sort.Strings(keys)
-	return keys
 }

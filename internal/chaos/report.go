@@ -3,6 +3,7 @@ package chaos
 import (
 	"fmt"
 	"io"
+	"slices"
 	"sort"
 	"strings"
 	"time"
@@ -45,13 +46,17 @@ type Report struct {
 
 // FetchReport compares the tokens minted with the ideal.
 type FetchReport struct {
-	Minted      int        `json:"minted"`
-	TokenCalls  int        `json:"token_calls"`
-	Ideal       int        `json:"ideal"`
-	Allowed     int        `json:"allowed"` // ideal + one per fault that may force a refetch
-	PerApp      []AppFetch `json:"per_app"`
-	OverIdeal   int        `json:"apps_over_ideal"`
-	OverAllowed int        `json:"apps_over_allowed"`
+	Minted     int        `json:"minted"`
+	TokenCalls int        `json:"token_calls"`
+	Ideal      int        `json:"ideal"`
+	Allowed    int        `json:"allowed"` // ideal + one per fault that may force a refetch
+	PerApp     []AppFetch `json:"per_app"`
+	OverIdeal  int        `json:"apps_over_ideal"`
+	// Early mints (sooner than one refresh interval after the previous)
+	// and those no fault explains.
+	Early          int `json:"early"`
+	EarlyUnexcused int `json:"early_unexcused"`
+	OverAllowed    int `json:"apps_over_allowed"`
 }
 
 // AppFetch is one app's fetches against its ideal.
@@ -63,6 +68,24 @@ type AppFetch struct {
 	MinIdeal   int       `json:"min_ideal"` // the ideal when the run ends just before a due refresh
 	Allowance  int       `json:"allowance"`
 	First      time.Time `json:"first_call,omitzero"`
+	// Early counts mints sooner than one refresh interval after the
+	// previous one; EarlyUnexcused those no fault of this app explains.
+	Early          int         `json:"early"`
+	EarlyUnexcused []TokenCall `json:"early_unexcused,omitempty"`
+	// Calls is every token request, for runs of at most 50 apps.
+	Calls []TokenCall `json:"calls,omitempty"`
+}
+
+// TokenCall is one token request as the fake's listener saw it.
+type TokenCall struct {
+	At      time.Time `json:"at"`
+	Sender  string    `json:"sender,omitempty"`
+	Outcome string    `json:"outcome"`
+	Minted  int       `json:"minted"`
+	// Early is a mint sooner than one refresh interval after the app's
+	// previous one; Excuse names the fault it is charged to ("" = none).
+	Early  bool   `json:"early,omitempty"`
+	Excuse string `json:"excused_by,omitempty"`
 }
 
 // DataLossWindow is the stretch after a Redis restart and the dead
@@ -82,6 +105,7 @@ type ReaderSummary struct {
 	RetriedOK     int64            `json:"retried_ok"`
 	Invalidations int64            `json:"invalidations"`
 	Errors        map[string]int64 `json:"errors"`
+	ErrorSpans    map[string]Span  `json:"error_spans"`
 	LongestGap    time.Duration    `json:"longest_gap_ns"`
 	LongestGapAt  *Gap             `json:"longest_gap,omitempty"`
 	LongestReader int              `json:"longest_gap_reader,omitempty"`
@@ -131,6 +155,21 @@ func (r *run) report(schedule []*FaultRecord, ended time.Time, readersFinal bool
 	for _, app := range AppIDs(cfg.Apps) {
 		st := r.up.fake.Stats(app)
 		af := AppFetch{App: app, Minted: st.Minted, TokenCalls: len(calls[app]), Allowance: allowance[app]}
+		tcs := make([]TokenCall, 0, len(calls[app]))
+		for _, c := range calls[app] {
+			tcs = append(tcs, TokenCall{At: c.at, Sender: c.who, Outcome: c.outcome, Minted: c.minted})
+		}
+		af.EarlyUnexcused = chargeEarlyMints(tcs, app, schedule, interval)
+		for _, c := range tcs {
+			if c.Early {
+				af.Early++
+			}
+		}
+		if cfg.Apps <= 50 {
+			af.Calls = tcs
+		}
+		rep.Fetches.Early += af.Early
+		rep.Fetches.EarlyUnexcused += len(af.EarlyUnexcused)
 		if len(calls[app]) > 0 {
 			af.First = calls[app][0].at
 			af.Ideal, af.MinIdeal = ideal(ended.Sub(af.First), interval)
@@ -171,6 +210,7 @@ func (r *run) report(schedule []*FaultRecord, ended time.Time, readersFinal bool
 
 	rs := &rep.ReaderView
 	rs.Errors = map[string]int64{}
+	rs.ErrorSpans = map[string]Span{}
 	rs.AllFinal = readersFinal
 	for _, rp := range r.readers {
 		rp.mu.Lock()
@@ -180,7 +220,10 @@ func (r *run) report(schedule []*FaultRecord, ended time.Time, readersFinal bool
 		rs.RetriedOK += l.RetriedOK
 		rs.Invalidations += l.Invalidations
 		for k, v := range l.Errors {
-			rs.Errors[fmt.Sprintf("%s", k)] += v
+			rs.Errors[k] += v
+		}
+		for k, v := range l.ErrorSpans {
+			rs.ErrorSpans[k] = rs.ErrorSpans[k].merge(v)
 		}
 		for _, g := range rp.gaps {
 			if r.frozen(rp.proc.pid(), g.Start, g.End) {
@@ -203,6 +246,46 @@ func (r *run) report(schedule []*FaultRecord, ended time.Time, readersFinal bool
 	}
 	rep.Violations = append(rep.Violations, rep.check(cfg)...)
 	return rep
+}
+
+// earlySlack absorbs the few milliseconds between a client's send time
+// (from which tokencache counts) and the fake's receipt.
+const earlySlack = 500 * time.Millisecond
+
+// chargeEarlyMints marks every mint that came sooner than one refresh
+// interval after the app's previous mint, and charges each to a distinct
+// applied fault that may force this app to refetch and whose window holds
+// it: one refetch per fault, as the ideal allows. It returns the early
+// mints no fault explains.
+func chargeEarlyMints(calls []TokenCall, app string, schedule []*FaultRecord, interval time.Duration) []TokenCall {
+	used := map[*FaultRecord]bool{}
+	var unexcused []TokenCall
+	var prev time.Time
+	for i := range calls {
+		c := &calls[i]
+		for m := 0; m < c.Minted; m++ {
+			if !prev.IsZero() && c.At.Sub(prev) < interval-earlySlack {
+				c.Early = true
+				excuse := ""
+				for _, f := range schedule {
+					if f.Applied && !used[f] && slices.Contains(f.Refetch, app) && !c.At.Before(f.At) && !c.At.After(f.Ended) {
+						used[f] = true
+						excuse = f.Kind
+						break
+					}
+				}
+				if excuse == "" {
+					unexcused = append(unexcused, *c)
+				} else if c.Excuse == "" {
+					c.Excuse = excuse
+				} else {
+					c.Excuse += ", " + excuse
+				}
+			}
+			prev = c.At
+		}
+	}
+	return unexcused
 }
 
 // ideal is how many fetches one perfect process makes for an app in d: the
@@ -231,13 +314,23 @@ func (rep *Report) check(cfg *Config) []string {
 		}
 	}
 	for _, af := range rep.Fetches.PerApp {
-		switch {
-		case af.TokenCalls == 0:
+		if af.TokenCalls == 0 {
 			v = append(v, fmt.Sprintf("app %s: never fetched", af.App))
-		case af.Minted > af.Ideal+af.Allowance:
+			continue
+		}
+		if af.Minted > af.Ideal+af.Allowance {
 			v = append(v, fmt.Sprintf("app %s: %d tokens minted, more than the ideal %d + %d for faults that may force a refetch",
 				af.App, af.Minted, af.Ideal, af.Allowance))
-		case !faulty && af.Minted < af.MinIdeal:
+		}
+		if len(af.EarlyUnexcused) > 0 {
+			var at []string
+			for _, c := range af.EarlyUnexcused {
+				at = append(at, fmt.Sprintf("%s by %s", c.At.Format("15:04:05.000"), c.Sender))
+			}
+			v = append(v, fmt.Sprintf("app %s: %d token(s) minted less than a refresh interval after the previous one with no fault left to explain them: %s",
+				af.App, len(af.EarlyUnexcused), strings.Join(at, ", ")))
+		}
+		if !faulty && af.Minted < af.MinIdeal {
 			v = append(v, fmt.Sprintf("app %s: %d tokens minted, fewer than the ideal %d: a refresh was missed", af.App, af.Minted, af.MinIdeal))
 		}
 	}
@@ -276,13 +369,17 @@ func (rep *Report) WriteText(w io.Writer) {
 		if f.Target != "" {
 			p("            target %s", f.Target)
 		}
-		p("            window to %s: ok %d, 40001 %d, 42001 %d, 40014 %d; may force a refetch of %d app(s)",
-			off(f.Ended), f.Window.OK, f.Window.Superseded, f.Window.Expired, f.Window.Invalid, len(f.Refetch))
+		refetch := fmt.Sprintf("%d app(s)", len(f.Refetch))
+		if len(f.Refetch) <= 5 {
+			refetch = fmt.Sprint(f.Refetch)
+		}
+		p("            window to %s: ok %d, 40001 %d, 42001 %d, 40014 %d; may force a refetch of %s",
+			off(f.Ended), f.Window.OK, f.Window.Superseded, f.Window.Expired, f.Window.Invalid, refetch)
 	}
 	p("")
 	fr := rep.Fetches
-	p("upstream fetches: %d tokens minted (%d token requests); ideal %d, allowed with faults %d; apps over ideal %d, over allowed %d",
-		fr.Minted, fr.TokenCalls, fr.Ideal, fr.Allowed, fr.OverIdeal, fr.OverAllowed)
+	p("upstream fetches: %d tokens minted (%d token requests); ideal %d, allowed with faults %d; apps over ideal %d, over allowed %d; early mints %d, unexplained %d",
+		fr.Minted, fr.TokenCalls, fr.Ideal, fr.Allowed, fr.OverIdeal, fr.OverAllowed, fr.Early, fr.EarlyUnexcused)
 	shown := 0
 	for _, af := range fr.PerApp {
 		if len(fr.PerApp) > 10 && af.Minted <= af.Ideal {
@@ -293,6 +390,18 @@ func (rep *Report) WriteText(w io.Writer) {
 			break
 		}
 		p("  %s: minted %d, token requests %d, ideal %d, + %d for faults", af.App, af.Minted, af.TokenCalls, af.Ideal, af.Allowance)
+		if len(fr.PerApp) <= 5 {
+			for _, c := range af.Calls {
+				note := ""
+				switch {
+				case c.Early && c.Excuse != "":
+					note = "early, charged to " + c.Excuse
+				case c.Early:
+					note = "EARLY, NO FAULT EXPLAINS IT"
+				}
+				p("      %s %-22s %-12s minted %d  %s", off(c.At), c.Sender, c.Outcome, c.Minted, note)
+			}
+		}
 	}
 	p("quota used: %d", rep.QuotaUsed)
 	p("")
@@ -331,7 +440,8 @@ func (rep *Report) WriteText(w io.Writer) {
 	}
 	sort.Strings(keys)
 	for _, k := range keys {
-		p("  error %-50s %d", k, rs.Errors[k])
+		sp := rs.ErrorSpans[k]
+		p("  error %-46s %6d  (%s..%s)", k, rs.Errors[k], off(sp.First), off(sp.Last))
 	}
 	p("")
 	p("leader transitions: %d", len(rep.Leader.Transitions))

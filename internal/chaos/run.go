@@ -96,6 +96,16 @@ func (r *run) run(ctx context.Context) (*Report, error) {
 		return nil, err
 	}
 	defer r.up.close()
+	if cfg.Apps <= 50 {
+		// Name who sent each token request: evidence for the report.
+		r.up.identify = func(port int) string {
+			if c, err := r.sender(port); err == nil {
+				return fmt.Sprintf("%s/%d", c.name, c.pid())
+			}
+			return "?"
+		}
+	}
+	r.up.serve()
 	r.client = redis.NewClient(&redis.Options{Addr: r.redis.addr(), DialTimeout: 200 * time.Millisecond,
 		ReadTimeout: 300 * time.Millisecond, WriteTimeout: 300 * time.Millisecond, MaxRetries: -1})
 	defer r.client.Close()

@@ -68,3 +68,42 @@ func ownerOf(pids []int, inode uint64) (int, error) {
 	}
 	return 0, fmt.Errorf("%w (inode %d)", errNoSuchChild, inode)
 }
+
+// portsTo lists the local ports of pid's TCP connections to remotePort on
+// loopback: which of the fake's connections are that process's.
+func portsTo(pid, remotePort int) (map[int]bool, error) {
+	dir := "/proc/" + strconv.Itoa(pid) + "/fd"
+	ents, err := os.ReadDir(dir)
+	if err != nil {
+		return nil, fmt.Errorf("list sockets of pid %d: %w", pid, err)
+	}
+	inodes := map[uint64]bool{}
+	for _, e := range ents {
+		link, err := os.Readlink(dir + "/" + e.Name())
+		if err != nil {
+			continue
+		}
+		if rest, ok := strings.CutPrefix(link, "socket:["); ok {
+			if n, err := strconv.ParseUint(strings.TrimSuffix(rest, "]"), 10, 64); err == nil {
+				inodes[n] = true
+			}
+		}
+	}
+	f, err := os.Open("/proc/net/tcp")
+	if err != nil {
+		return nil, fmt.Errorf("list sockets of pid %d: %w", pid, err)
+	}
+	defer f.Close()
+	ports := map[int]bool{}
+	sc := bufio.NewScanner(f)
+	for lines := 0; sc.Scan() && lines < 1_000_000; lines++ {
+		fields := strings.Fields(sc.Text())
+		if len(fields) < 10 || fields[0] == "sl" || portOf(fields[2]) != remotePort {
+			continue
+		}
+		if n, err := strconv.ParseUint(fields[9], 10, 64); err == nil && inodes[n] {
+			ports[portOf(fields[1])] = true
+		}
+	}
+	return ports, sc.Err()
+}

@@ -4,6 +4,7 @@ import (
 	"net"
 	"net/http"
 	"os"
+	"slices"
 	"strings"
 	"testing"
 	"time"
@@ -135,5 +136,52 @@ func TestSocketOwnerIsThisProcess(t *testing.T) {
 	}
 	if _, err := socketInode(local, 1); err == nil {
 		t.Fatal("socketInode matched a connection to the wrong remote port")
+	}
+}
+
+func TestAppsInFlight(t *testing.T) {
+	t0 := time.Now()
+	at := func(s float64) time.Time { return t0.Add(time.Duration(s * float64(time.Second))) }
+	u := &upstream{calls: map[string][]tokenCall{
+		"done":    {{at: at(1), end: at(1.01), port: 1}},
+		"flying":  {{at: at(4.9), end: at(5.2), port: 2}},
+		"late":    {{at: at(6), end: at(6.01), port: 3}},
+		"hanging": {{at: at(3), port: 4}}, // no reply yet
+	}}
+	got := u.appsInFlight(at(5), at(5), nil)
+	slices.Sort(got)
+	if want := []string{"flying", "hanging"}; !slices.Equal(got, want) {
+		t.Fatalf("in flight at 5s: %v, want %v", got, want)
+	}
+	if got := u.appsInFlight(at(5), at(5), map[int]bool{4: true}); !slices.Equal(got, []string{"hanging"}) {
+		t.Fatalf("in flight at 5s from port 4: %v, want [hanging]", got)
+	}
+}
+
+func TestChargeEarlyMints(t *testing.T) {
+	t0 := time.Now()
+	at := func(s float64) time.Time { return t0.Add(time.Duration(s * float64(time.Second))) }
+	const interval = 13 * time.Second
+	stop := &FaultRecord{Kind: FaultLockHolderStop, Applied: true, At: at(39), Ended: at(50), Refetch: []string{"a"}}
+	other := &FaultRecord{Kind: FaultUpstreamBusy, Applied: true, At: at(39), Ended: at(50), Refetch: []string{"b"}}
+	calls := []TokenCall{
+		{At: at(0), Minted: 1},
+		{At: at(13), Minted: 1},   // on time
+		{At: at(26), Minted: 0},   // refused: no mint
+		{At: at(26.1), Minted: 1}, // on time
+		{At: at(39), Minted: 1},   // on time (frozen holder)
+		{At: at(42), Minted: 1},   // early: the stop explains it
+		{At: at(43), Minted: 1},   // early again: nothing left to explain it
+		{At: at(60), Minted: 2},   // two at once: the second is early
+	}
+	un := chargeEarlyMints(calls, "a", []*FaultRecord{other, stop}, interval)
+	if len(un) != 2 || !un[0].At.Equal(at(43)) || !un[1].At.Equal(at(60)) {
+		t.Fatalf("unexcused early mints %+v, want the ones at 43s and 60s", un)
+	}
+	if calls[5].Excuse != FaultLockHolderStop || !calls[5].Early {
+		t.Fatalf("mint at 42s: early %v excuse %q, want charged to the stop", calls[5].Early, calls[5].Excuse)
+	}
+	if calls[1].Early || calls[3].Early || calls[4].Early {
+		t.Fatal("an on-time mint was marked early")
 	}
 }

@@ -43,8 +43,12 @@ type DeadCall struct {
 // tokenCall is one request to the token endpoint, as the fake's listener
 // saw it arrive.
 type tokenCall struct {
-	at   time.Time
-	port int // the caller's source port
+	at      time.Time
+	port    int    // the caller's source port
+	who     string // the process that sent it, when it could be found
+	outcome string // what the fake answered
+	minted  int    // tokens the fake minted for it (whether or not the reply arrived)
+	end     time.Time
 }
 
 // upstream is the fake WeChat behind a recording listener: it timestamps
@@ -53,6 +57,7 @@ type tokenCall struct {
 type upstream struct {
 	fake   *wechattest.Server
 	srv    *http.Server
+	ln     net.Listener
 	url    string
 	port   int
 	origin time.Time
@@ -60,12 +65,30 @@ type upstream struct {
 
 	mu      sync.Mutex
 	calls   map[string][]tokenCall // by app
+	minted  map[string]int         // the fake's Minted count per app, as last seen
 	buckets []BusinessCounts       // by bucketWidth since origin
 	dead    []DeadCall
 
 	// hook, if set, is called (once) with the next token request before
 	// the fake sees it; it returns false to stay armed.
 	hook atomic.Pointer[func(app string, port int) bool]
+	// identify, if set, names the process behind a source port.
+	identify func(port int) string
+}
+
+// tokenOutcome summarises a token-endpoint answer from its head.
+func tokenOutcome(head []byte) string {
+	switch {
+	case len(head) == 0:
+		return "no reply"
+	case bytes.HasPrefix(head, []byte(`{"access_token"`)):
+		return "token"
+	case bytes.HasPrefix(head, []byte(`{"errcode"`)):
+		return "errcode " + strconv.Itoa(errcodeOf(head))
+	case bytes.HasPrefix(head, []byte("<html")):
+		return "html"
+	}
+	return "other"
 }
 
 func startUpstream(apps []string, secret string, lifetime, grace time.Duration, quota int) (*upstream, error) {
@@ -73,7 +96,7 @@ func startUpstream(apps []string, secret string, lifetime, grace time.Duration, 
 	for _, a := range apps {
 		opts = append(opts, wechattest.WithApp(a, secret))
 	}
-	u := &upstream{fake: wechattest.NewHandler(opts...), calls: make(map[string][]tokenCall), origin: time.Now(), apps: apps}
+	u := &upstream{fake: wechattest.NewHandler(opts...), calls: make(map[string][]tokenCall), minted: make(map[string]int), origin: time.Now(), apps: apps}
 	ln, err := net.Listen("tcp4", "127.0.0.1:0")
 	if err != nil {
 		return nil, fmt.Errorf("fake wechat: listen: %w", err)
@@ -81,9 +104,12 @@ func startUpstream(apps []string, secret string, lifetime, grace time.Duration, 
 	u.port = ln.Addr().(*net.TCPAddr).Port
 	u.url = "http://" + ln.Addr().String()
 	u.srv = &http.Server{Handler: u, ReadHeaderTimeout: 10 * time.Second}
-	go func() { _ = u.srv.Serve(ln) }()
+	u.ln = ln
 	return u, nil
 }
+
+// serve starts answering; set identify before.
+func (u *upstream) serve() { go func() { _ = u.srv.Serve(u.ln) }() }
 
 func (u *upstream) close() {
 	u.fake.Close() // releases latency waits first
@@ -95,13 +121,23 @@ func (u *upstream) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	case wechat.EndpointToken:
 		app := r.URL.Query().Get("appid")
 		port := remotePort(r.RemoteAddr)
-		u.mu.Lock()
-		u.calls[app] = append(u.calls[app], tokenCall{at: time.Now(), port: port})
-		u.mu.Unlock()
+		at := time.Now()
 		if h := u.hook.Swap(nil); h != nil && !(*h)(app, port) {
 			u.hook.CompareAndSwap(nil, h)
 		}
-		u.fake.Handler().ServeHTTP(w, r)
+		who := ""
+		if u.identify != nil {
+			who = u.identify(port)
+		}
+		u.mu.Lock()
+		u.calls[app] = append(u.calls[app], tokenCall{at: at, port: port, who: who})
+		i := len(u.calls[app]) - 1
+		u.mu.Unlock()
+		rec := &recordingWriter{ResponseWriter: w}
+		// Deferred: a handler that drops the connection may end by
+		// panicking with http.ErrAbortHandler.
+		defer u.recordTokenAnswer(app, i, rec)
+		u.fake.Handler().ServeHTTP(rec, r)
 	case "/cgi-bin/get_api_domain_ip":
 		rec := &recordingWriter{ResponseWriter: w}
 		u.fake.Handler().ServeHTTP(rec, r)
@@ -109,6 +145,23 @@ func (u *upstream) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	default:
 		u.fake.Handler().ServeHTTP(w, r)
 	}
+}
+
+func (u *upstream) recordTokenAnswer(app string, i int, rec *recordingWriter) {
+	outcome := tokenOutcome(rec.head.Bytes())
+	minted := u.fake.Stats(app).Minted
+	u.mu.Lock()
+	defer u.mu.Unlock()
+	u.calls[app][i].outcome = outcome
+	// Two requests of one app at once (a lock failure, or the
+	// transport resending a GET after a lost reply) may both have
+	// minted by now: the first to get here takes both, so the count
+	// is exact even when the split between them is not.
+	if minted > u.minted[app] {
+		u.calls[app][i].minted = minted - u.minted[app]
+		u.minted[app] = minted
+	}
+	u.calls[app][i].end = time.Now()
 }
 
 func (u *upstream) recordBusiness(at time.Time, body []byte, token string) {
@@ -168,17 +221,19 @@ func (u *upstream) tokenCalls() map[string][]tokenCall {
 	return m
 }
 
-// appsCalledBetween lists the apps with a token request in [from, to].
-func (u *upstream) appsCalledBetween(from, to time.Time) []string {
+// appsInFlight lists the apps with a token request that started by to
+// and whose reply was written after from, from one of ports (nil: any).
+func (u *upstream) appsInFlight(from, to time.Time, ports map[int]bool) []string {
 	u.mu.Lock()
 	defer u.mu.Unlock()
 	var apps []string
 	for app, calls := range u.calls {
 		for _, c := range calls {
-			if !c.at.Before(from) && !c.at.After(to) {
-				apps = append(apps, app)
-				break
+			if c.at.After(to) || (!c.end.IsZero() && c.end.Before(from)) || (ports != nil && !ports[c.port]) {
+				continue
 			}
+			apps = append(apps, app)
+			break
 		}
 	}
 	return apps
@@ -189,6 +244,10 @@ type recordingWriter struct {
 	http.ResponseWriter
 	head bytes.Buffer
 }
+
+// Unwrap lets http.ResponseController reach the connection (the fake
+// hijacks it to drop a reply).
+func (w *recordingWriter) Unwrap() http.ResponseWriter { return w.ResponseWriter }
 
 func (w *recordingWriter) Write(p []byte) (int, error) {
 	if room := 64 - w.head.Len(); room > 0 {
