@@ -47,10 +47,12 @@ type Cache struct {
 	flight singleflight.Group
 	stats  counters
 
-	ctx    context.Context // cancelled by Close; parent of background work
-	cancel context.CancelFunc
-	wg     sync.WaitGroup
-	pubsub *redis.PubSub
+	ctx     context.Context // cancelled by Close; parent of background work
+	cancel  context.CancelFunc
+	closeMu sync.Mutex
+	closed  bool
+	wg      sync.WaitGroup // background refreshes, fetch flights, the listener
+	pubsub  *redis.PubSub
 }
 
 // appState is everything the cache keeps for one app.
@@ -121,10 +123,29 @@ func New(client redis.UniversalClient, src Source, opts ...Option) (*Cache, erro
 // Close stops background work and the subscription. The Redis client is the
 // caller's and stays open.
 func (c *Cache) Close() error {
+	c.closeMu.Lock()
+	if c.closed {
+		c.closeMu.Unlock()
+		return nil
+	}
+	c.closed = true
+	c.closeMu.Unlock()
 	c.cancel()
 	err := c.pubsub.Close()
 	c.wg.Wait()
 	return err
+}
+
+// track registers one piece of background work with Close, unless the cache
+// is closed already.
+func (c *Cache) track() bool {
+	c.closeMu.Lock()
+	defer c.closeMu.Unlock()
+	if c.closed {
+		return false
+	}
+	c.wg.Add(1)
+	return true
 }
 
 // Token returns a live token for appID. In steady state it answers from
@@ -228,11 +249,18 @@ func (c *Cache) Invalidate(ctx context.Context, appID, bad string) (Token, error
 
 // Refresh makes sure appID has a token that is not due for refresh,
 // fetching one (once for the whole fleet) if needed. The refresher's
-// scheduler calls it ahead of expiry.
+// scheduler calls it ahead of expiry. During a Redis outage it returns the
+// last good token, which may be due, with a nil error: nothing can be
+// refreshed safely until Redis is back.
 func (c *Cache) Refresh(ctx context.Context, appID string) (Token, error) {
 	st, err := c.app(appID)
 	if err != nil {
 		return Token{}, err
+	}
+	// Most calls find the token not yet due: one GET, no lock.
+	now := c.opt.now()
+	if tok, found, err := c.read(ctx, st, now); err == nil && found && satisfied(tok, condDue, "", now) {
+		return tok, nil
 	}
 	return c.fetch(ctx, st, condDue, "")
 }

@@ -49,6 +49,11 @@ const maxFleetAttempts = 8
 func (c *Cache) fetch(ctx context.Context, st *appState, cond condition, bad string) (Token, error) {
 	key := st.id + "\x00" + string(cond) + "\x00" + bad
 	ch := c.flight.DoChan(key, func() (any, error) {
+		// Close waits for flights: they outlive the callers that started them.
+		if !c.track() {
+			return Token{}, ErrClosed
+		}
+		defer c.wg.Done()
 		// The flight serves every caller that joins it, so it must not die
 		// with the first caller's context; it is bounded on its own.
 		fctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 3*c.opt.lockTTL)
@@ -300,12 +305,11 @@ func (c *Cache) refreshInBackground(st *appState, now time.Time) {
 	if now.UnixMilli() < st.holdUntil.Load() || !st.refreshing.CompareAndSwap(false, true) {
 		return
 	}
-	if c.ctx.Err() != nil {
+	if !c.track() {
 		st.refreshing.Store(false)
 		return
 	}
 	c.stats.background.Add(1)
-	c.wg.Add(1)
 	go func() {
 		defer c.wg.Done()
 		defer st.refreshing.Store(false)

@@ -1,9 +1,14 @@
 package tokencache
 
 import (
+	"fmt"
+	"io"
+	"log/slog"
 	"strconv"
 	"strings"
 	"time"
+
+	"github.com/tokenkeeper/tokenkeeper/pkg/wechat"
 )
 
 // Token is a token as the cache hands it out.
@@ -32,6 +37,23 @@ func (t Token) ExpiresIn(now time.Time) time.Duration {
 		return 0
 	}
 	return d
+}
+
+// String, Format and LogValue show the token's fingerprint, never its value,
+// so a Token printed or logged by accident leaks nothing.
+func (t Token) String() string {
+	return "tokencache.Token{" + wechat.Fingerprint(t.Value) + " v" + strconv.FormatInt(t.Version, 10) +
+		" usable until " + t.UsableUntil.UTC().Format(time.RFC3339) + "}"
+}
+
+// Format implements fmt.Formatter so every verb, %#v and %d included,
+// prints String.
+func (t Token) Format(f fmt.State, _ rune) { _, _ = io.WriteString(f, t.String()) }
+
+// LogValue implements slog.LogValuer.
+func (t Token) LogValue() slog.Value {
+	return slog.GroupValue(slog.String("fingerprint", wechat.Fingerprint(t.Value)), slog.Int64("version", t.Version),
+		slog.Time("usable_until", t.UsableUntil))
 }
 
 const recordTag = "tk1"

@@ -74,7 +74,7 @@ if used == 1 then redis.call('PEXPIRE', KEYS[3], ARGV[7]) end
 local budget = tonumber(ARGV[6])
 if budget > 0 and used > budget then
   redis.call('DECR', KEYS[3])
-  return {'budget', used - 1}
+  return {'budget', tostring(used - 1)}
 end
 forgetIntent(KEYS[2], ARGV[2], now)
 redis.call('ZADD', KEYS[2], ARGV[3], ARGV[2])
@@ -83,7 +83,7 @@ redis.call('PEXPIRE', KEYS[2], math.max(1, tonumber(last[2]) - now))
 if rec and ARGV[8] == '1' then
   cap(KEYS[1], rec, now, ARGV[4], ARGV[5], ARGV[11], ARGV[12])
 end
-return {'go', used, cur or ''}
+return {'go', tostring(used), cur or ''}
 `)
 
 // commitFetch stores a fetched token: a compare-and-set on the version the

@@ -1,0 +1,209 @@
+package tokencache
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"sync"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"github.com/alicebob/miniredis/v2"
+	"github.com/redis/go-redis/v9"
+
+	"github.com/tokenkeeper/tokenkeeper/pkg/wechat"
+)
+
+// testClock is a settable clock shared by a cache and miniredis.
+type testClock struct {
+	mu sync.Mutex
+	t  time.Time
+	m  *miniredis.Miniredis
+}
+
+func (c *testClock) Now() time.Time {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return c.t
+}
+
+// Advance moves the clock and miniredis's TTLs together.
+func (c *testClock) Advance(d time.Duration) {
+	c.mu.Lock()
+	c.t = c.t.Add(d)
+	c.mu.Unlock()
+	if c.m != nil {
+		c.m.FastForward(d)
+	}
+}
+
+// scriptedSource mints "tok-N" tokens and records every call. Errors queued
+// in errs are returned first, one per call; block, if set, is waited on
+// before answering.
+type scriptedSource struct {
+	mu        sync.Mutex
+	calls     int
+	expiresIn time.Duration
+	errs      []error
+	block     chan struct{}
+	started   chan struct{} // receives once per call, if set
+	prefix    string
+	mode      wechat.Mode
+}
+
+func (s *scriptedSource) Fetch(ctx context.Context, appID string) (wechat.Token, error) {
+	s.mu.Lock()
+	s.calls++
+	n := s.calls
+	var err error
+	if len(s.errs) > 0 {
+		err, s.errs = s.errs[0], s.errs[1:]
+	}
+	block, started := s.block, s.started
+	s.mu.Unlock()
+
+	if started != nil {
+		started <- struct{}{}
+	}
+	if block != nil {
+		select {
+		case <-block:
+		case <-ctx.Done():
+			return wechat.Token{}, ctx.Err()
+		}
+	}
+	if err != nil {
+		return wechat.Token{}, err
+	}
+	exp := s.expiresIn
+	if exp == 0 {
+		exp = 7200 * time.Second
+	}
+	return wechat.Token{Value: fmt.Sprintf("%stok-%d", s.prefix, n), ExpiresIn: exp}, nil
+}
+
+func (s *scriptedSource) Mode(string) wechat.Mode { return s.mode }
+
+func (s *scriptedSource) Calls() int {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.calls
+}
+
+func (s *scriptedSource) QueueErr(err ...error) {
+	s.mu.Lock()
+	s.errs = append(s.errs, err...)
+	s.mu.Unlock()
+}
+
+// commandCounter counts the commands a go-redis client sends.
+type commandCounter struct{ n atomic.Int64 }
+
+func (c *commandCounter) DialHook(next redis.DialHook) redis.DialHook { return next }
+func (c *commandCounter) ProcessHook(next redis.ProcessHook) redis.ProcessHook {
+	return func(ctx context.Context, cmd redis.Cmder) error {
+		c.n.Add(1)
+		return next(ctx, cmd)
+	}
+}
+func (c *commandCounter) ProcessPipelineHook(next redis.ProcessPipelineHook) redis.ProcessPipelineHook {
+	return func(ctx context.Context, cmds []redis.Cmder) error {
+		c.n.Add(int64(len(cmds)))
+		return next(ctx, cmds)
+	}
+}
+
+type fixture struct {
+	cmds  *commandCounter
+	m     *miniredis.Miniredis
+	clock *testClock
+	src   *scriptedSource
+	rdb   *redis.Client
+	cache *Cache
+}
+
+var t0 = time.Date(2026, 11, 20, 4, 0, 0, 0, time.UTC) // noon in Beijing
+
+func newFixture(t *testing.T, opts ...Option) *fixture {
+	t.Helper()
+	m := miniredis.RunT(t)
+	m.SetTime(t0)
+	f := &fixture{m: m, clock: &testClock{t: t0, m: m}, src: &scriptedSource{}}
+	f.rdb = redis.NewClient(&redis.Options{Addr: m.Addr()})
+	f.cmds = &commandCounter{}
+	f.rdb.AddHook(f.cmds)
+	t.Cleanup(func() { _ = f.rdb.Close() })
+	f.cache = f.newCache(t, opts...)
+	return f
+}
+
+// newCache builds another process's cache on the same Redis, clock and
+// source.
+func (f *fixture) newCache(t *testing.T, opts ...Option) *Cache {
+	t.Helper()
+	base := []Option{WithClock(f.clock.Now), WithBackoff(time.Second, 8*time.Second)}
+	c, err := New(f.rdb, f.src, append(base, opts...)...)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = c.Close() })
+	return c
+}
+
+func (f *fixture) record(t *testing.T, app string) (Token, time.Duration) {
+	t.Helper()
+	key := "tokenkeeper:{" + app + "}:token"
+	s, err := f.m.Get(key)
+	if err != nil {
+		t.Fatalf("record %s: %v", key, err)
+	}
+	tok, err := decodeRecord(key, s)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return tok, f.m.TTL(key)
+}
+
+func mustToken(t *testing.T, c *Cache, app string) Token {
+	t.Helper()
+	tok, err := c.Token(context.Background(), app)
+	if err != nil {
+		t.Fatalf("Token(%s): %v", app, err)
+	}
+	return tok
+}
+
+// waitFor waits for cond, checking after each signal from ch or every
+// millisecond of a bounded budget: used only where the event is a
+// background goroutine's effect on shared state that has no signal of its
+// own.
+func waitFor(t *testing.T, what string, cond func() bool) {
+	t.Helper()
+	deadline := time.Now().Add(5 * time.Second)
+	for !cond() {
+		if time.Now().After(deadline) {
+			t.Fatalf("timed out waiting for %s", what)
+		}
+		time.Sleep(time.Millisecond)
+	}
+}
+
+var errBoom = errors.New("boom")
+
+// syncWriter serializes writes from concurrent loggers into a builder.
+type syncWriter struct {
+	mu sync.Mutex
+	b  interface{ Write([]byte) (int, error) }
+}
+
+func (w *syncWriter) Write(p []byte) (int, error) {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	return w.b.Write(p)
+}
+
+func newTestLogger(b interface{ Write([]byte) (int, error) }) *slog.Logger {
+	return slog.New(slog.NewTextHandler(&syncWriter{b: b}, &slog.HandlerOptions{Level: slog.LevelDebug}))
+}
