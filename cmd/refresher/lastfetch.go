@@ -41,7 +41,14 @@ type lastFetchWriter struct {
 	done     chan struct{}
 	dropped  atomic.Int64
 	now      func() time.Time
+	// ctx is cancelled closeGrace after Close, so that shutdown never
+	// waits long on a Redis that does not answer.
+	ctx    context.Context
+	cancel context.CancelFunc
 }
+
+// closeGrace is how long Close lets queued records be written.
+const closeGrace = time.Second
 
 func newLastFetchWriter(client redis.UniversalClient, cfg *config.Config, log *slog.Logger) *lastFetchWriter {
 	w := &lastFetchWriter{
@@ -50,6 +57,7 @@ func newLastFetchWriter(client redis.UniversalClient, cfg *config.Config, log *s
 		stop:   make(chan struct{}),
 		done:   make(chan struct{}),
 	}
+	w.ctx, w.cancel = context.WithCancel(context.Background())
 	go w.loop()
 	return w
 }
@@ -58,6 +66,10 @@ func newLastFetchWriter(client redis.UniversalClient, cfg *config.Config, log *s
 func (w *lastFetchWriter) Record(ev tokencache.FetchEvent) {
 	select {
 	case <-w.stop:
+		return
+	default:
+	}
+	select {
 	case w.events <- ev:
 	default:
 		w.dropped.Add(1)
@@ -67,7 +79,10 @@ func (w *lastFetchWriter) Record(ev tokencache.FetchEvent) {
 // Close writes what is queued (bounded) and stops.
 func (w *lastFetchWriter) Close() {
 	w.stopOnce.Do(func() { close(w.stop) })
+	grace := time.AfterFunc(closeGrace, w.cancel)
 	<-w.done
+	grace.Stop()
+	w.cancel()
 	if n := w.dropped.Load(); n > 0 {
 		w.log.Warn("refresher: last-fetch records dropped because Redis was slow", "dropped", n)
 	}
@@ -83,6 +98,10 @@ func (w *lastFetchWriter) loop() {
 			for {
 				select {
 				case ev := <-w.events:
+					if w.ctx.Err() != nil {
+						w.dropped.Add(1)
+						continue
+					}
 					w.write(ev)
 				default:
 					return
@@ -101,7 +120,7 @@ func (w *lastFetchWriter) write(ev tokencache.FetchEvent) {
 	if err != nil {
 		return
 	}
-	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
+	ctx, cancel := context.WithTimeout(w.ctx, 2*time.Second)
 	defer cancel()
 	if err := w.client.Set(ctx, w.cfg.LastFetchKey(ev.AppID), data, lastFetchTTL).Err(); err != nil {
 		w.log.Debug("refresher: could not record the last fetch", "app", ev.AppID, "err", err)

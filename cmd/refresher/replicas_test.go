@@ -278,8 +278,8 @@ func TestReplicasElectOneLeaderAndHandOver(t *testing.T) {
 	}
 	killTakeover := time.Since(killAt)
 	t.Logf("SIGKILL of leader %s: %s took over after %v (lease %v, retry %v)", first, second, killTakeover.Round(time.Millisecond), testLease, testRetry)
-	if limit := testLease + testRetry + testRetry/5 + 300*time.Millisecond; killTakeover > limit {
-		t.Errorf("takeover after SIGKILL took %v, want <= lease + retry period + jitter (+300ms slack) = %v", killTakeover, limit)
+	if limit := testLease + testRetry + testRetry/5 + 500*time.Millisecond; killTakeover > limit {
+		t.Errorf("takeover after SIGKILL took %v, want <= lease + retry period + jitter (+500ms slack for a loaded machine) = %v", killTakeover, limit)
 	}
 
 	runFor(4 * time.Second)

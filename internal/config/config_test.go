@@ -106,6 +106,8 @@ func TestValidationErrors(t *testing.T) {
 		{"bad duration from env", "", append([]string{"TOKENKEEPER_LEASE_DURATION=soon"}, withEnv...), "lease.duration", `"soon" is not a duration`},
 		{"lease duration <= renew deadline", "lease: {duration: 10s, renew_deadline: 10s, retry_period: 2s}\n", withEnv, "lease.duration", "must be greater than lease.renew_deadline"},
 		{"renew deadline <= retry period", "lease: {duration: 15s, renew_deadline: 2s, retry_period: 2s}\n", withEnv, "lease.renew_deadline", "must be greater than lease.retry_period"},
+		{"env integer", "", append([]string{"TOKENKEEPER_CACHE_DAILY_BUDGET=lots"}, withEnv...), "cache.daily_budget", `"lots" is not an integer`},
+		{"env bool", "", append([]string{"TOKENKEEPER_REDIS_TLS=yes please"}, withEnv...), "redis.tls", `"yes please" is not true or false`},
 		{"no redis addr", "", append([]string{"TOKENKEEPER_REDIS_ADDRS= , "}, withEnv...), "redis.addrs", "no Redis address"},
 		{"bad redis addr", "", append([]string{"TOKENKEEPER_REDIS_ADDRS=nocolon"}, withEnv...), "redis.addrs[0]", "not host:port"},
 		{"bad log level", "log: {level: loud}\n", withEnv, "log.level", `unknown level "loud"`},

@@ -136,12 +136,25 @@ func Load(o Options) (cfg *Config, err error) {
 			return nil, fmt.Errorf("config: %s is not valid YAML: %w", describeFile(file), unwrapAll(err))
 		}
 	}
-	for key := range defaults {
+	var envProblems []Problem
+	for key, def := range defaults {
 		name := EnvName(key)
-		if val := env[name]; val != "" {
-			v.Set(key, val)
-			used[name] = true
+		val := env[name]
+		if val == "" {
+			continue
 		}
+		used[name] = true
+		// Type errors are reported here, naming the variable, rather than
+		// by the decoder, which knows only the key.
+		if reason := checkScalar(def, val); reason != "" {
+			envProblems = append(envProblems, Problem{Field: key, Env: name, Reason: reason})
+			continue
+		}
+		v.Set(key, val)
+	}
+	if len(envProblems) > 0 {
+		sort.Slice(envProblems, func(i, j int) bool { return envProblems[i].Field < envProblems[j].Field })
+		return nil, &Error{File: file, Problems: envProblems}
 	}
 	if o.Flags != nil {
 		for name, key := range flagKeys {
@@ -296,4 +309,23 @@ func applyEnvLists(raw *rawConfig, env map[string]string, used map[string]bool) 
 			k.Apps = splitList(apps)
 		}
 	}
+}
+
+// checkScalar says why val cannot be a value of def's type ("" if it can).
+func checkScalar(def any, val string) string {
+	var err error
+	switch def.(type) {
+	case int:
+		_, err = strconv.Atoi(strings.TrimSpace(val))
+	case bool:
+		_, err = strconv.ParseBool(strings.TrimSpace(val))
+	case float64:
+		_, err = strconv.ParseFloat(strings.TrimSpace(val), 64)
+	default:
+		return ""
+	}
+	if err != nil {
+		return fmt.Sprintf("%q is not %s", val, map[string]string{"int": "an integer", "bool": "true or false", "float64": "a number"}[fmt.Sprintf("%T", def)])
+	}
+	return ""
 }
