@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
+	"strconv"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -385,30 +386,78 @@ func validAppID(id string) error {
 	return nil
 }
 
-// listen applies change messages: the near copy stops serving hits at once
-// (it is kept, with a shortened life, as the last good token for outages)
-// and everyone waiting for another process's fetch wakes up.
+// listen applies change messages and wakes everyone waiting for another
+// process's fetch.
 func (c *Cache) listen() {
 	defer c.wg.Done()
 	for msg := range c.pubsub.Channel() {
-		appID, _, _ := strings.Cut(msg.Payload, " ")
-		st, ok := (*c.apps.Load())[appID]
+		ann, ok := parseAnnouncement(msg.Payload)
+		if !ok {
+			c.log.Warn("tokencache: ignoring a malformed change message", "channel", msg.Channel)
+			continue
+		}
+		st, ok := (*c.apps.Load())[ann.app]
 		if !ok {
 			continue
 		}
 		if e := st.near.Load(); e != nil {
-			now := c.opt.now()
-			stale := *e
-			stale.loadedAt = time.Time{}
-			// The message may announce a fetch that invalidates this token;
-			// it is still accepted for the overlap from that fetch on.
-			if limit := now.Add(c.opt.capWindow() / 2); limit.Before(stale.tok.UsableUntil) {
-				stale.tok.UsableUntil = limit
+			if next, changed := ann.apply(e, c.opt.capWindow()); changed {
+				st.near.CompareAndSwap(e, next)
 			}
-			st.near.CompareAndSwap(e, &stale)
 		}
 		st.notify()
 	}
+}
+
+// announcement is a change message: the record of app as it now is.
+type announcement struct {
+	app         string
+	version     int64
+	usableUntil time.Time
+	fetchedAt   time.Time
+}
+
+func parseAnnouncement(s string) (announcement, bool) {
+	f := strings.Fields(s)
+	if len(f) != 4 {
+		return announcement{}, false
+	}
+	var n [3]int64
+	for i := range n {
+		v, err := strconv.ParseInt(f[i+1], 10, 64)
+		if err != nil {
+			return announcement{}, false
+		}
+		n[i] = v
+	}
+	return announcement{app: f[0], version: n[0], usableUntil: time.UnixMilli(n[1]), fetchedAt: time.UnixMilli(n[2])}, true
+}
+
+// apply returns what the near copy e becomes after the announcement.
+//   - Same record (version and fetch time): it was capped or its cap
+//     lifted; take its usable end as Redis now has it.
+//   - An older record: a message overtaken by what we already hold.
+//   - Anything else is a newer token (after a Redis data loss its version
+//     may be lower, its fetch time is not): the copy stops serving hits at
+//     once. It is kept as the last good token for a Redis outage, but only
+//     as long as a token invalidated by that newer fetch may be handed out.
+func (a announcement) apply(e *nearEntry, capWindow time.Duration) (*nearEntry, bool) {
+	next := *e
+	switch {
+	case a.version == e.tok.Version && a.fetchedAt.Equal(e.tok.FetchedAt):
+		next.tok.UsableUntil = a.usableUntil
+		if next.tok.RefreshAt.After(a.usableUntil) {
+			next.tok.RefreshAt = a.usableUntil
+		}
+	case a.version < e.tok.Version && a.fetchedAt.Before(e.tok.FetchedAt):
+		return e, false
+	default:
+		next.loadedAt = time.Time{}
+		if limit := a.fetchedAt.Add(capWindow); limit.Before(next.tok.UsableUntil) {
+			next.tok.UsableUntil = limit
+		}
+	}
+	return &next, true
 }
 
 func (st *appState) changedChan() <-chan struct{} {

@@ -231,7 +231,7 @@ func (c *Cache) fetchLocked(ctx context.Context, st *appState, cond condition, b
 		[]string{st.recordKey, st.intentsKey, st.versionKey},
 		now.UnixMilli(), id, expected, recordTail(tok), tok.UsableUntil.UnixMilli(),
 		recordTail(contended), contended.UsableUntil.UnixMilli(), flag(classic),
-		sendCapUntil, sendCapRefresh, c.channel, st.id,
+		sendCapUntil, sendCapRefresh, c.channel, st.id, tok.FetchedAt.UnixMilli(),
 	).Slice()
 	if err != nil {
 		// We cannot know whether the write happened. If it did not, the

@@ -10,7 +10,9 @@ import "github.com/redis/go-redis/v9"
 // and passes it in, so no float formatting can corrupt a record.
 //
 // A record is "tk1|version|usable_until|refresh_at|expires_at|fetched_at|token"
-// (see the package doc). Capping a record lowers usable_until (and
+// (see the package doc). Every change is announced on the events channel as
+// "app version usable_until fetched_at" (the record as it now is; a deleted
+// one has usable_until in the past). Capping a record lowers usable_until (and
 // refresh_at) to a bound passed by the client, sets the key's TTL to match,
 // deletes it if the bound has passed, and announces the change.
 const luaPrelude = `
@@ -23,8 +25,8 @@ end
 local function format(rec)
   return 'tk1|' .. rec.v .. '|' .. rec.u .. '|' .. rec.r .. '|' .. rec.e .. '|' .. rec.f .. '|' .. rec.t
 end
-local function announce(channel, app, version)
-  redis.call('PUBLISH', channel, app .. ' ' .. version)
+local function announce(channel, app, rec)
+  redis.call('PUBLISH', channel, app .. ' ' .. rec.v .. ' ' .. rec.u .. ' ' .. rec.f)
 end
 local function cap(key, rec, now, capUntil, capRefresh, channel, app)
   if tonumber(capUntil) >= tonumber(rec.u) then return false end
@@ -36,7 +38,7 @@ local function cap(key, rec, now, capUntil, capRefresh, channel, app)
     if tonumber(rec.r) > tonumber(rec.u) then rec.r = rec.u end
     redis.call('SET', key, format(rec), 'PX', tonumber(capUntil) - now)
   end
-  announce(channel, app, rec.v)
+  announce(channel, app, rec)
   return true
 end
 local function forgetIntent(intents, id, now)
@@ -98,7 +100,7 @@ return {'go', tostring(used), cur or ''}
 // ARGV: now, fetch id, expected version ("0" for none), record tail,
 //
 //	usable until, contended record tail, contended usable until, classic,
-//	cap until, cap refresh, channel, app
+//	cap until, cap refresh, channel, app, fetched at
 //
 // A record tail is the record without "tk1|version|".
 // Returns {"stored", version, contended 0/1} | {"refused", current version} |
@@ -123,7 +125,7 @@ if usable <= now then
 end
 local v = redis.call('INCR', KEYS[3])
 redis.call('SET', KEYS[1], 'tk1|' .. v .. '|' .. tail, 'PX', usable - now)
-announce(ARGV[11], ARGV[12], v)
+announce(ARGV[11], ARGV[12], {v = v, u = usable, f = ARGV[13]})
 return {'stored', v, contended}
 `)
 
@@ -156,7 +158,7 @@ if ARGV[7] ~= '' and rec.v == ARGV[6] and rec.u == ARGV[7] and redis.call('ZCARD
   if tonumber(ARGV[8]) > now then
     rec.u, rec.r = ARGV[8], ARGV[9]
     redis.call('SET', KEYS[1], format(rec), 'PX', tonumber(ARGV[8]) - now)
-    announce(ARGV[10], ARGV[11], rec.v)
+    announce(ARGV[10], ARGV[11], rec)
     return 'restored'
   end
 end

@@ -1,0 +1,237 @@
+package tokencache
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/tokenkeeper/tokenkeeper/pkg/lock"
+	"github.com/tokenkeeper/tokenkeeper/pkg/wechat"
+)
+
+// grantAll is a lock that every caller gets, as when a holder was paused
+// past the lock's expiry and another took it: two holders at once.
+type grantAll struct{}
+
+func (grantAll) TryLock(context.Context, string, time.Duration) (lock.Lock, error) {
+	return grantedLock{}, nil
+}
+
+type grantedLock struct{}
+
+func (grantedLock) Unlock(context.Context) error { return nil }
+func (grantedLock) Until() time.Time             { return time.Time{} }
+
+// lostReply is what the wechat client returns when the request went out and
+// no answer came back.
+var lostReply = fmt.Errorf("connection closed: %w", errors.Join(wechat.ErrTransient, wechat.ErrOutcomeUnknown))
+
+// capWindow of the default options: overlap 5m - margin 1m - near max age 10s.
+const defaultCapWindow = 230 * time.Second
+
+func TestLostReplyCapsTheStoredToken(t *testing.T) {
+	f := newFixture(t)
+	first := mustToken(t, f.cache, "wx1")
+	f.src.QueueErr(lostReply)
+	_, err := f.cache.Invalidate(context.Background(), "wx1", first.Value)
+	if !errors.Is(err, wechat.ErrOutcomeUnknown) {
+		t.Fatalf("err = %v", err)
+	}
+	// The lost fetch may have minted a token that kills first in 5 minutes:
+	// first must leave Redis, and every near cache, before that.
+	rec, ttl := f.record(t, "wx1")
+	if rec.Value != first.Value || !rec.UsableUntil.Equal(t0.Add(defaultCapWindow)) || ttl != defaultCapWindow {
+		t.Fatalf("record %v ttl %v; want %s capped to now+%v", rec, ttl, first, defaultCapWindow)
+	}
+	if !rec.RefreshAt.Before(rec.UsableUntil) {
+		t.Fatalf("refresh at %v not before usable end %v", rec.RefreshAt, rec.UsableUntil)
+	}
+}
+
+func TestErrcodeReplyLiftsTheCap(t *testing.T) {
+	f := newFixture(t)
+	first := mustToken(t, f.cache, "wx1")
+	// WeChat answered 45009: nothing was minted, so first lives on in full.
+	f.src.QueueErr(&wechat.Error{Code: 45009, Endpoint: wechat.EndpointToken})
+	if _, err := f.cache.Invalidate(context.Background(), "wx1", first.Value); !errors.Is(err, wechat.ErrQuota) {
+		t.Fatalf("err = %v", err)
+	}
+	rec, ttl := f.record(t, "wx1")
+	if !rec.UsableUntil.Equal(first.UsableUntil) || ttl != 7140*time.Second {
+		t.Fatalf("record usable %v ttl %v; want the original %v", rec.UsableUntil, ttl, first.UsableUntil)
+	}
+}
+
+func TestLateWriterIsRefusedAndCapsTheNewerToken(t *testing.T) {
+	f := newFixture(t, WithLocker(grantAll{}))
+	other := f.newCache(t, WithLocker(grantAll{}))
+	first := mustToken(t, f.cache, "wx1")
+
+	// A fetches and stalls before writing; its lock "expires".
+	aBlock := make(chan struct{})
+	f.src.block = aBlock
+	f.src.started = make(chan struct{}, 4)
+	aDone := make(chan error, 1)
+	go func() {
+		_, err := f.cache.Invalidate(context.Background(), "wx1", first.Value)
+		aDone <- err
+	}()
+	<-f.src.started
+	aSentAt := f.clock.Now()
+	f.clock.Advance(time.Minute)
+
+	// B, holding the lock now, fetches and stores.
+	f.src.mu.Lock()
+	f.src.block = nil
+	f.src.mu.Unlock()
+	b, err := other.Invalidate(context.Background(), "wx1", first.Value)
+	if err != nil {
+		t.Fatal(err)
+	}
+	// A wakes up: its compare-and-set must fail, and since its fetch may
+	// have come after B's, B's token is capped relative to A's send.
+	close(aBlock)
+	if err := <-aDone; err != nil {
+		t.Fatalf("late writer: %v (it should return the stored token)", err)
+	}
+	rec, _ := f.record(t, "wx1")
+	if rec.Value != b.Value || rec.Version != b.Version {
+		t.Fatalf("stored %v; the late writer overwrote %v", rec, b)
+	}
+	if want := aSentAt.Add(defaultCapWindow); !rec.UsableUntil.Equal(want) {
+		t.Fatalf("B's token usable until %v, want capped to %v", rec.UsableUntil, want)
+	}
+	if s := f.cache.Stats(); s.Refused != 1 {
+		t.Fatalf("Refused = %d, want 1", s.Refused)
+	}
+}
+
+func TestWriterSeeingAnotherFetchInFlightCapsItsToken(t *testing.T) {
+	f := newFixture(t, WithLocker(grantAll{}))
+	other := f.newCache(t, WithLocker(grantAll{}))
+	first := mustToken(t, f.cache, "wx1")
+
+	// A's fetch is in flight (sent, no reply yet) ...
+	aBlock := make(chan struct{})
+	f.src.block = aBlock
+	f.src.started = make(chan struct{}, 4)
+	aDone := make(chan error, 1)
+	go func() {
+		_, err := f.cache.Invalidate(context.Background(), "wx1", first.Value)
+		aDone <- err
+	}()
+	<-f.src.started
+	f.src.mu.Lock()
+	f.src.block = nil
+	f.src.mu.Unlock()
+	// ... when B stores: A's fetch may mint after B's, so B's token is
+	// stored capped.
+	bSentAt := f.clock.Now()
+	if _, err := other.Invalidate(context.Background(), "wx1", first.Value); err != nil {
+		t.Fatal(err)
+	}
+	rec, _ := f.record(t, "wx1")
+	if want := bSentAt.Add(defaultCapWindow); !rec.UsableUntil.Equal(want) {
+		t.Fatalf("contended token usable until %v, want %v", rec.UsableUntil, want)
+	}
+	close(aBlock)
+	<-aDone
+}
+
+func TestAnnouncementsUpdateNearCopiesPrecisely(t *testing.T) {
+	base := Token{Value: "a", Version: 5, FetchedAt: t0, RefreshAt: t0.Add(time.Hour), UsableUntil: t0.Add(2 * time.Hour)}
+	e := &nearEntry{tok: base, loadedAt: t0}
+	w := defaultCapWindow
+	// Same record, capped.
+	next, ok := announcement{version: 5, fetchedAt: t0, usableUntil: t0.Add(time.Minute)}.apply(e, w)
+	if !ok || !next.tok.UsableUntil.Equal(t0.Add(time.Minute)) || !next.tok.RefreshAt.Equal(t0.Add(time.Minute)) || next.loadedAt.IsZero() {
+		t.Fatalf("cap: %+v", next)
+	}
+	// Overtaken message.
+	if _, ok := (announcement{version: 4, fetchedAt: t0.Add(-time.Hour)}).apply(e, w); ok {
+		t.Fatal("an older record changed the copy")
+	}
+	// Newer token: stop serving hits, keep as last good within the cap window.
+	next, ok = announcement{version: 6, fetchedAt: t0.Add(time.Minute), usableUntil: t0.Add(3 * time.Hour)}.apply(e, w)
+	if !ok || !next.loadedAt.IsZero() || !next.tok.UsableUntil.Equal(t0.Add(time.Minute+w)) {
+		t.Fatalf("newer: %+v", next)
+	}
+	// After a Redis data loss the version restarts, the fetch time does not.
+	next, ok = announcement{version: 1, fetchedAt: t0.Add(time.Minute), usableUntil: t0.Add(3 * time.Hour)}.apply(e, w)
+	if !ok || !next.loadedAt.IsZero() {
+		t.Fatalf("after data loss: %+v", next)
+	}
+	for _, bad := range []string{"", "wx1", "wx1 x 1 2", "wx1 1 2 3 4"} {
+		if _, ok := parseAnnouncement(bad); ok {
+			t.Errorf("parsed malformed announcement %q", bad)
+		}
+	}
+}
+
+func TestRecordRoundTripAndCorruption(t *testing.T) {
+	tok := Token{Value: "TOKEN_abc-123", Version: 7, UsableUntil: t0.Add(time.Hour), RefreshAt: t0.Add(50 * time.Minute), ExpiresAt: t0.Add(61 * time.Minute), FetchedAt: t0}
+	got, err := decodeRecord("k", encodeRecord(tok))
+	if err != nil || got.Value != tok.Value || got.Version != 7 || !got.UsableUntil.Equal(tok.UsableUntil) || !got.FetchedAt.Equal(t0) {
+		t.Fatalf("round trip: %v, %v", got, err)
+	}
+	long := make([]byte, maxTokenLen+1)
+	for i := range long {
+		long[i] = 'a'
+	}
+	for _, tc := range []struct{ in, reason string }{
+		{"", "unknown format"},
+		{"<html>", "unknown format"},
+		{"tk2|1|2|3|4|5|x", "unknown format"},
+		{"tk1|1|2|3|4", "missing field expires_at"},
+		{"tk1|x|2|3|4|5|t", "field version is not a non-negative integer"},
+		{"tk1|1|2|3|4|-5|t", "field fetched_at is not a non-negative integer"},
+		{"tk1|1|2|1|4|1|", "empty access_token"},
+		{"tk1|0|2|1|4|1|t", "version 0"},
+		{"tk1|1|5|1|4|1|t", "usable_until after expires_at"},
+		{"tk1|1|3|4|5|1|t", "refresh_at after usable_until"},
+		{"tk1|1|3|2|5|6|t", "fetched_at after expires_at"},
+		{"tk1|1|3|2|5|1|a b", "outside printable ASCII"},
+		{"tk1|1|3|2|5|1|" + string(long), "longer than 2048"},
+	} {
+		_, err := decodeRecord("k", tc.in)
+		if !errors.Is(err, ErrCorruptRecord) || !contains(err.Error(), tc.reason) {
+			t.Errorf("%.20q: err = %v, want %q", tc.in, err, tc.reason)
+		}
+	}
+}
+
+func TestTokenNeverPrintsItsValue(t *testing.T) {
+	tok := Token{Value: "SECRET-TOKEN-VALUE", Version: 3}
+	for _, s := range []string{fmt.Sprint(tok), fmt.Sprintf("%v %+v %#v %s %d %q", tok, tok, tok, tok, tok, tok), fmt.Sprint([]Token{tok})} {
+		if contains(s, tok.Value) {
+			t.Fatalf("printed the token: %s", s)
+		}
+	}
+}
+
+func FuzzDecodeRecord(f *testing.F) {
+	f.Add("tk1|1|2|1|4|1|tok")
+	f.Add("tk1|99|1700000000000|1699999990000|1700000060000|1699990000000|ACCESS_token-1")
+	f.Add("tk1|1|2|3|4")
+	f.Add("<html>")
+	f.Fuzz(func(t *testing.T, s string) {
+		tok, err := decodeRecord("k", s)
+		if err != nil {
+			if !errors.Is(err, ErrCorruptRecord) || contains(err.Error(), s) && len(s) > 16 {
+				t.Fatalf("bad error for %q: %v", s, err)
+			}
+			return
+		}
+		if tok.Value == "" || tok.Version <= 0 || tok.UsableUntil.After(tok.ExpiresAt) || tok.RefreshAt.After(tok.UsableUntil) {
+			t.Fatalf("accepted an invalid record %q: %+v", s, tok.LogValue())
+		}
+		if again, err := decodeRecord("k", encodeRecord(tok)); err != nil || again.Value != tok.Value || again.Version != tok.Version {
+			t.Fatalf("re-encoding %q: %v", s, err)
+		}
+	})
+}
+
+func contains(s, sub string) bool { return strings.Contains(s, sub) }
