@@ -169,6 +169,13 @@ func (c *Client) fetch(ctx context.Context, endpoint, method, query string, body
 		return Token{}, &ConfigError{Reason: endpoint + ": cannot build request: " + scrub(err, secret).Error()}
 	}
 	req.URL.RawQuery = query
+	// A connection of its own for every fetch: Go's transport silently
+	// re-sends a GET whose reused keep-alive connection closes without a
+	// reply, and for a classic fetch that mints a second token (and
+	// invalidates the first) behind the caller's back. Fetches happen a few
+	// times a day, so the lost reuse costs nothing; a lost reply then
+	// surfaces as ErrOutcomeUnknown, which the caller can act on.
+	req.Close = true
 	req.Header.Set("Accept", "application/json")
 	if body != nil {
 		req.Header.Set("Content-Type", "application/json")
