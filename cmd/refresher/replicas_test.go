@@ -313,6 +313,15 @@ func TestReplicasElectOneLeaderAndHandOver(t *testing.T) {
 	chk.Stop()
 	elapsed := time.Since(start)
 
+	// The survivor leads, runs the scheduler, and is the only one saying so.
+	survivor := f.index(third)
+	if !strings.Contains(f.procs[survivor].stderr.String(), "started leading; running the refresh scheduler") {
+		t.Errorf("%s holds the lease but never started its scheduler", third)
+	}
+	if g := f.leaderGauges(); len(g) != 1 || g[third] != "1" {
+		t.Errorf("leader gauges of live replicas %v, want only %s = 1", g, third)
+	}
+
 	// The fake's view of the whole run.
 	a, b := f.fake.Stats("wxa"), f.fake.Stats("wxb")
 	t.Logf("run %v; wxa %+v; wxb %+v; checker: %d business calls, %d API errors", elapsed.Round(time.Millisecond), a, b, chk.calls.Load(), chk.apiErrors.Load())

@@ -445,3 +445,21 @@ func TestValidDefaultsAgreeWithTokencache(t *testing.T) {
 		client.Close()
 	}
 }
+
+func TestRedisTLSServerName(t *testing.T) {
+	c, err := load(t, validYAML, "WX2_SECRET=x", "TOKENKEEPER_REDIS_TLS=true", "TOKENKEEPER_REDIS_ADDRS=redis.example.com:6380")
+	if err != nil {
+		t.Fatal(err)
+	}
+	ro := c.RedisOptions()
+	if ro.TLSConfig == nil || ro.TLSConfig.ServerName != "redis.example.com" || ro.TLSConfig.MinVersion == 0 {
+		t.Fatalf("TLS config %+v: want the server's host name checked, TLS >= 1.2", ro.TLSConfig)
+	}
+	c, err = load(t, validYAML, "WX2_SECRET=x", "TOKENKEEPER_REDIS_TLS=true", "TOKENKEEPER_REDIS_ADDRS=a:1,b:2")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if ro := c.RedisOptions(); ro.TLSConfig == nil || ro.TLSConfig.ServerName != "" {
+		t.Fatalf("cluster TLS config %+v: go-redis names each node itself", ro.TLSConfig)
+	}
+}
