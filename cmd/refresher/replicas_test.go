@@ -84,13 +84,16 @@ type fleet struct {
 	procs   []*proc
 }
 
-func newFleet(t *testing.T, n int) *fleet {
+// newFleet prepares n replicas against a fake whose tokens live lifetime
+// (the cache timings stay those of testLifetime: a longer-lived token is
+// simply refreshed less often).
+func newFleet(t *testing.T, n int, lifetime time.Duration) *fleet {
 	t.Helper()
 	f := &fleet{t: t, redis: redistest.Start(t)}
 	f.client = f.redis.Client()
 	secretA, secretB := "secret-a-"+fmt.Sprint(rand.Int64()), "secret-b-"+fmt.Sprint(rand.Int64())
 	f.fake = wechattest.New(t, wechattest.WithApp("wxa", secretA), wechattest.WithApp("wxb", secretB),
-		wechattest.WithLifetime(testLifetime), wechattest.WithGrace(testGrace))
+		wechattest.WithLifetime(lifetime), wechattest.WithGrace(testGrace))
 	dir := t.TempDir()
 	secretFile := filepath.Join(dir, "wxa.secret")
 	if err := os.WriteFile(secretFile, []byte(secretA+"\n"), 0o600); err != nil {
@@ -223,7 +226,7 @@ func TestReplicasElectOneLeaderAndHandOver(t *testing.T) {
 	if testing.Short() {
 		t.Skip("process test (about 20 s)")
 	}
-	f := newFleet(t, 3)
+	f := newFleet(t, 3, testLifetime)
 	start := time.Now()
 	for i := range f.procs {
 		f.start(i)

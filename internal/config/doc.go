@@ -5,8 +5,11 @@
 // # Sources and precedence
 //
 // Defaults < YAML file (--config, or TOKENKEEPER_CONFIG) < environment <
-// flags. Every key works from the environment alone, so a container needs no
-// file at all.
+// flags (RegisterFlags: --identity, --redis-addrs, --wechat-base-url,
+// --http-addr, --log-level, --log-format). Every key works from the
+// environment alone, so a container needs no file at all. A key the file
+// misspells is an error, not silently ignored; testdata/config in the
+// repository holds commented examples.
 //
 // # Environment scheme
 //
