@@ -14,6 +14,7 @@ import (
 	"net"
 	"os"
 	"os/exec"
+	"path/filepath"
 	"strconv"
 	"sync"
 	"testing"
@@ -101,12 +102,27 @@ func (s *Server) Stop() {
 func (s *Server) Restart() {
 	s.tb.Helper()
 	s.Stop()
+	_ = os.Remove(filepath.Join(s.dir, "dump.rdb"))
 	if err := s.Resume(); err != nil {
 		s.tb.Fatalf("redistest: restart: %v", err)
 	}
 }
 
-// Resume starts a stopped server again on the same port, with no data.
+// StopKeepingData saves the data set to disk and then kills the server: an
+// outage after which Resume brings the same data back (keys keep their
+// absolute expiry), as with a Redis that persists.
+func (s *Server) StopKeepingData() error {
+	c := redis.NewClient(&redis.Options{Addr: s.Addr()})
+	defer c.Close()
+	if err := c.Save(context.Background()).Err(); err != nil {
+		return fmt.Errorf("redistest: SAVE before stopping: %w", err)
+	}
+	s.Stop()
+	return nil
+}
+
+// Resume starts a stopped server again on the same port, with the data the
+// last StopKeepingData saved, or none.
 func (s *Server) Resume() error {
 	var err error
 	for attempt := 0; attempt < 20; attempt++ {

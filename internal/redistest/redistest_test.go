@@ -3,6 +3,7 @@ package redistest
 import (
 	"context"
 	"testing"
+	"time"
 )
 
 func TestStartRestartLosesData(t *testing.T) {
@@ -28,5 +29,30 @@ func TestStartRestartLosesData(t *testing.T) {
 	}
 	if err := c.Ping(ctx).Err(); err != nil {
 		t.Fatalf("ping after resume: %v", err)
+	}
+}
+
+func TestStopKeepingDataKeepsKeysAndTTLs(t *testing.T) {
+	s := Start(t)
+	c := s.Client()
+	ctx := context.Background()
+	if err := c.Set(ctx, "k", "v", time.Hour).Err(); err != nil {
+		t.Fatal(err)
+	}
+	if err := s.StopKeepingData(); err != nil {
+		t.Fatal(err)
+	}
+	if err := s.Resume(); err != nil {
+		t.Fatal(err)
+	}
+	if v, err := c.Get(ctx, "k").Result(); err != nil || v != "v" {
+		t.Fatalf("after resume: %q, %v", v, err)
+	}
+	if ttl := c.TTL(ctx, "k").Val(); ttl <= 0 || ttl > time.Hour {
+		t.Fatalf("TTL after resume = %v", ttl)
+	}
+	s.Restart()
+	if n := c.Exists(ctx, "k").Val(); n != 0 {
+		t.Fatal("Restart kept data")
 	}
 }

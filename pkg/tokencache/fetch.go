@@ -249,7 +249,13 @@ func (c *Cache) fetchLocked(ctx context.Context, st *appState, cond condition, b
 		}
 		c.storeNear(st, tok, now)
 		c.emit(st, "ok", took, nil)
-		c.log.Info("tokencache: fetched and stored a new token", "app", st.id, "token", wechat.Fingerprint(tok.Value),
+		msg := "tokencache: fetched and stored a new token"
+		if tok.Value == prev.Value {
+			// A stable refresh while more than the overlap remains returns the
+			// same token with a shorter expires_in; the next try gets a new one.
+			msg = "tokencache: refreshed; upstream returned the same token"
+		}
+		c.log.Info(msg, "app", st.id, "token", wechat.Fingerprint(tok.Value),
 			"version", tok.Version, "expires_in", up.ExpiresIn, "contended", out[2].(int64) == 1)
 		return tok, nil
 	default: // "refused" or "stale"

@@ -1,0 +1,404 @@
+package tokencache_test
+
+import (
+	"context"
+	"encoding/json"
+	"net/http"
+	"sync"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"github.com/redis/go-redis/v9"
+
+	"github.com/tokenkeeper/tokenkeeper/internal/redistest"
+	"github.com/tokenkeeper/tokenkeeper/pkg/tokencache"
+	"github.com/tokenkeeper/tokenkeeper/pkg/wechat"
+	"github.com/tokenkeeper/tokenkeeper/pkg/wechattest"
+)
+
+// Short real-time lifetimes for the fake and matching cache timings:
+// 3 s tokens, 2 s overlap. A token is usable for 2.7 s (margin 0.3 s) and
+// due after 1.7 s (refresh ahead 1 s); a fetch caps what it may invalidate
+// to 1.4 s after its send (overlap - margin - near max age).
+const (
+	lifetime = 3 * time.Second
+	grace    = 2 * time.Second
+	dueAfter = 1700 * time.Millisecond
+	appID    = "wxherd"
+	secret   = "herd-secret-0123456789abcdef"
+)
+
+func cacheOptions() []tokencache.Option {
+	return []tokencache.Option{
+		tokencache.WithOverlap(grace),
+		tokencache.WithMargin(300 * time.Millisecond),
+		tokencache.WithNearMaxAge(300 * time.Millisecond),
+		tokencache.WithRefreshAhead(time.Second),
+		tokencache.WithLockTTL(1500 * time.Millisecond),
+		tokencache.WithFetchTimeout(time.Second),
+		tokencache.WithBackoff(100*time.Millisecond, time.Second),
+	}
+}
+
+// hookedSource wraps the real client so a test can stall a fetch before it
+// is sent or after its reply came back.
+type hookedSource struct {
+	inner  *wechat.Source
+	calls  atomic.Int64
+	before func(call int64) // may block; ctx is ignored on purpose (a frozen process)
+	after  func(call int64)
+}
+
+func (s *hookedSource) Fetch(ctx context.Context, app string) (wechat.Token, error) {
+	n := s.calls.Add(1)
+	if s.before != nil {
+		s.before(n)
+		ctx = context.WithoutCancel(ctx) // a frozen process sends whatever its deadline said
+	}
+	tok, err := s.inner.Fetch(ctx, app)
+	if s.after != nil {
+		s.after(n)
+	}
+	return tok, err
+}
+
+type herd struct {
+	t      *testing.T
+	fake   *wechattest.Server
+	redis  *redistest.Server
+	src    *hookedSource
+	caches []*tokencache.Cache
+	httpc  *http.Client
+
+	ok, superseded, expired, otherCode, transportErrs, tokenErrs atomic.Int64
+	mu                                                           sync.Mutex
+	errSamples                                                   []string
+}
+
+func newHerd(t *testing.T, instances int) *herd {
+	t.Helper()
+	h := &herd{t: t, redis: redistest.Start(t)}
+	h.fake = wechattest.New(t, wechattest.WithApp(appID, secret), wechattest.WithLifetime(lifetime), wechattest.WithGrace(grace))
+	client := wechat.NewClient(wechat.WithBaseURL(h.fake.URL()))
+	inner, err := wechat.NewSource(client, wechat.App{ID: appID, Secret: secret, Mode: wechat.Classic})
+	if err != nil {
+		t.Fatal(err)
+	}
+	h.src = &hookedSource{inner: inner}
+	for i := 0; i < instances; i++ {
+		rdb := redis.NewClient(&redis.Options{Addr: h.redis.Addr(), MaxRetries: -1, DialTimeout: 200 * time.Millisecond})
+		t.Cleanup(func() { _ = rdb.Close() })
+		c, err := tokencache.New(rdb, h.src, cacheOptions()...)
+		if err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(func() { _ = c.Close() })
+		h.caches = append(h.caches, c)
+	}
+	h.httpc = &http.Client{Timeout: 2 * time.Second, Transport: &http.Transport{MaxIdleConnsPerHost: 64}}
+	t.Cleanup(h.httpc.CloseIdleConnections)
+	return h
+}
+
+// run starts per goroutines on every instance, each taking the token and
+// calling the fake's business API with it every period, as an app would
+// (on 40001/42001 it reports the token and retries once), until stop is
+// closed or d has passed.
+func (h *herd) run(d time.Duration, per int, period time.Duration, stop <-chan struct{}) {
+	deadline := time.Now().Add(d)
+	var wg sync.WaitGroup
+	for _, c := range h.caches {
+		for g := 0; g < per; g++ {
+			wg.Add(1)
+			go func(c *tokencache.Cache) {
+				defer wg.Done()
+				tick := time.NewTicker(period)
+				defer tick.Stop()
+				for time.Now().Before(deadline) {
+					h.call(c)
+					select {
+					case <-tick.C:
+					case <-stop:
+						return
+					}
+				}
+			}(c)
+		}
+	}
+	wg.Wait()
+}
+
+func (h *herd) call(c *tokencache.Cache) {
+	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
+	defer cancel()
+	tok, err := c.Token(ctx, appID)
+	if err != nil {
+		h.tokenErrs.Add(1)
+		h.mu.Lock()
+		if len(h.errSamples) < 5 {
+			h.errSamples = append(h.errSamples, err.Error())
+		}
+		h.mu.Unlock()
+		return
+	}
+	if code := h.business(ctx, tok.Value); code == 40001 || code == 42001 {
+		if fresh, err := c.Invalidate(ctx, appID, tok.Value); err == nil {
+			h.business(ctx, fresh.Value)
+		}
+	}
+}
+
+func (h *herd) business(ctx context.Context, token string) int {
+	req, _ := http.NewRequestWithContext(ctx, http.MethodGet, h.fake.URL()+"/cgi-bin/get_api_domain_ip?access_token="+token, nil)
+	resp, err := h.httpc.Do(req)
+	if err != nil {
+		// The loopback call itself failed (a starved test machine): it says
+		// nothing about the token, and is reported, not judged.
+		h.transportErrs.Add(1)
+		return -2
+	}
+	defer resp.Body.Close()
+	var body struct {
+		ErrCode int `json:"errcode"`
+	}
+	_ = json.NewDecoder(resp.Body).Decode(&body)
+	switch body.ErrCode {
+	case 0:
+		h.ok.Add(1)
+	case 40001:
+		h.superseded.Add(1)
+	case 42001:
+		h.expired.Add(1)
+	default:
+		h.otherCode.Add(1)
+	}
+	return body.ErrCode
+}
+
+// assertNoDeadToken checks the invariant from the fake's own counters.
+func (h *herd) assertNoDeadToken() {
+	h.t.Helper()
+	st := h.fake.Stats(appID)
+	if st.BusinessSuperseded != 0 || st.BusinessExpired != 0 || st.BusinessInvalid != 0 || h.otherCode.Load() != 0 {
+		h.t.Errorf("business calls on a dead token: 40001=%d 42001=%d 40014=%d other errcodes=%d (ok=%d)",
+			st.BusinessSuperseded, st.BusinessExpired, st.BusinessInvalid, h.otherCode.Load(), st.BusinessOK)
+	}
+	if n := h.transportErrs.Load(); n > 0 {
+		h.t.Logf("%d business calls failed on loopback before reaching the fake (not judged)", n)
+	}
+	if st.BusinessOK == 0 {
+		h.t.Error("no business call succeeded: the test proved nothing")
+	}
+}
+
+// assertFetches states the fetch accounting: every token minted upstream was
+// stored as a version, except wasted ones, each caused by the fault.
+func (h *herd) assertFetches(wasted int) {
+	h.t.Helper()
+	st := h.fake.Stats(appID)
+	rec, found, err := h.caches[0].Peek(context.Background(), appID)
+	if err != nil || !found {
+		h.t.Fatalf("peek: %v %v", found, err)
+	}
+	if int64(st.Minted) != rec.Version+int64(wasted) {
+		h.t.Errorf("minted %d, stored %d versions: want exactly %d fetch(es) wasted by the fault", st.Minted, rec.Version, wasted)
+	}
+}
+
+func (h *herd) refused() int64 {
+	var n int64
+	for _, c := range h.caches {
+		n += c.Stats().Refused
+	}
+	return n
+}
+
+func TestHerdFetchesOncePerRefresh(t *testing.T) {
+	h := newHerd(t, 20)
+	start := time.Now()
+	h.run(4*time.Second, 20, 150*time.Millisecond, nil)
+	elapsed := time.Since(start)
+
+	st := h.fake.Stats(appID)
+	// One fetch at cold start and one per refresh window (1.7 s) after it.
+	// Exactly one of each across 400 goroutines in 20 processes: no fetch is
+	// wasted, so every token minted is a version that was stored.
+	minRotations := int(elapsed / dueAfter)
+	if st.Minted < 1+minRotations-1 || st.Minted > 1+minRotations+1 {
+		t.Errorf("minted %d tokens in %v, want 1 + %d±1", st.Minted, elapsed, minRotations)
+	}
+	rec, found, err := h.caches[0].Peek(context.Background(), appID)
+	if err != nil || !found {
+		t.Fatalf("peek: %v %v", found, err)
+	}
+	if int64(st.Minted) != rec.Version || h.refused() != 0 {
+		t.Errorf("minted %d, stored versions %d, refused writes %d: a fetch was wasted", st.Minted, rec.Version, h.refused())
+	}
+	if n := h.tokenErrs.Load(); n != 0 {
+		t.Errorf("%d callers got an error, e.g. %v", n, h.errSamples)
+	}
+	h.assertNoDeadToken()
+	t.Logf("%v: minted %d, business ok %d", elapsed.Round(time.Millisecond), st.Minted, st.BusinessOK)
+
+	// Now let the token expire with nobody asking, and bring all 400 back
+	// at once: one fetch.
+	for {
+		if _, found, err := h.caches[0].Peek(context.Background(), appID); err == nil && !found {
+			break
+		}
+		time.Sleep(20 * time.Millisecond) // waiting for Redis to expire the key
+	}
+	before := h.fake.Stats(appID).Minted
+	var wg sync.WaitGroup
+	for _, c := range h.caches {
+		for g := 0; g < 20; g++ {
+			wg.Add(1)
+			go func(c *tokencache.Cache) { defer wg.Done(); h.call(c) }(c)
+		}
+	}
+	wg.Wait()
+	if n := h.fake.Stats(appID).Minted - before; n != 1 || h.tokenErrs.Load() != 0 {
+		t.Errorf("after expiry: %d fetches for 400 callers (want 1), %d errors %v", n, h.tokenErrs.Load(), h.errSamples)
+	}
+	h.assertNoDeadToken()
+}
+
+// A lock holder frozen before it sends, past the lock's expiry, then sending
+// anyway (the worst case: its deadline check passed just before it froze).
+func TestStalledLockHolderBeforeFetch(t *testing.T) {
+	h := newHerd(t, 3)
+	release := make(chan struct{})
+	stalled := make(chan struct{})
+	h.src.before = func(n int64) {
+		if n == 2 { // the first refresh
+			close(stalled)
+			<-release
+		}
+	}
+	stop := make(chan struct{})
+	done := make(chan struct{})
+	go func() { h.run(7*time.Second, 5, 50*time.Millisecond, stop); close(done) }()
+	<-stalled
+	// Hold it past the lock TTL (1.5 s): another process takes over.
+	time.Sleep(2 * time.Second) // the fault itself: a frozen process, not synchronization
+	close(release)
+	<-done
+	st := h.fake.Stats(appID)
+	h.assertNoDeadToken()
+	h.assertFetches(1) // the frozen holder's token, refused at its write
+	if h.refused() != 1 {
+		t.Errorf("refused writes = %d, want 1 (the frozen holder)", h.refused())
+	}
+	t.Logf("minted %d, business ok %d, reader errors %d", st.Minted, st.BusinessOK, h.tokenErrs.Load())
+}
+
+// A lock holder whose reply came back, frozen before it writes.
+func TestStalledLockHolderAfterFetch(t *testing.T) {
+	h := newHerd(t, 3)
+	release := make(chan struct{})
+	stalled := make(chan struct{})
+	h.src.after = func(n int64) {
+		if n == 2 {
+			close(stalled)
+			<-release
+		}
+	}
+	stop := make(chan struct{})
+	done := make(chan struct{})
+	go func() { h.run(7*time.Second, 5, 50*time.Millisecond, stop); close(done) }()
+	<-stalled
+	time.Sleep(2 * time.Second) // the fault itself: a frozen process
+	close(release)
+	<-done
+	h.assertNoDeadToken()
+	h.assertFetches(1) // the frozen holder's token, refused at its write
+	if h.refused() != 1 {
+		t.Errorf("refused writes = %d, want 1 (the frozen holder)", h.refused())
+	}
+	t.Logf("minted %d, reader errors %d", h.fake.Stats(appID).Minted, h.tokenErrs.Load())
+}
+
+func TestLostUpstreamReply(t *testing.T) {
+	h := newHerd(t, 3)
+	lost := make(chan struct{})
+	h.src.before = func(n int64) {
+		if n == 2 {
+			h.fake.InjectFault(wechattest.Fault{Kind: wechattest.FaultLostReply, AppID: appID})
+			close(lost)
+		}
+	}
+	h.run(6*time.Second, 5, 50*time.Millisecond, nil)
+	<-lost
+	h.assertNoDeadToken()
+	st := h.fake.Stats(appID)
+	rec, _, _ := h.caches[0].Peek(context.Background(), appID)
+	// Every mint but the lost one was stored.
+	if int64(st.Minted) != rec.Version+1 {
+		t.Errorf("minted %d, stored %d versions: want exactly one unstored (the lost reply)", st.Minted, rec.Version)
+	}
+	t.Logf("minted %d, reader errors %d", st.Minted, h.tokenErrs.Load())
+}
+
+func TestRedisRestartLosingAllData(t *testing.T) {
+	h := newHerd(t, 3)
+	done := make(chan struct{})
+	go func() { h.run(6*time.Second, 5, 50*time.Millisecond, nil); close(done) }()
+	time.Sleep(2500 * time.Millisecond) // let it reach steady state: the schedule of the fault
+	before := h.fake.Stats(appID).Minted
+	h.redis.Restart()
+	<-done
+	h.assertNoDeadToken()
+	st := h.fake.Stats(appID)
+	rec, _, _ := h.caches[0].Peek(context.Background(), appID)
+	// After the restart the versions start again at 1, and every mint after
+	// it was stored once.
+	if int64(st.Minted-before) != rec.Version {
+		t.Errorf("after the restart: minted %d, stored %d versions", st.Minted-before, rec.Version)
+	}
+	t.Logf("minted %d (%d before the restart), reader errors %d", st.Minted, before, h.tokenErrs.Load())
+}
+
+func TestRedisOutageWhileTokenIsValid(t *testing.T) {
+	h := newHerd(t, 3)
+	done := make(chan struct{})
+	go func() { h.run(5*time.Second, 5, 50*time.Millisecond, nil); close(done) }()
+	// Take Redis away right after a fresh token is stored: it stays usable
+	// for 2.7 s, longer than the outage.
+	waitForVersion(t, h.caches[0], 2)
+	before := h.fake.Stats(appID).Minted
+	errsBefore := h.tokenErrs.Load()
+	if err := h.redis.StopKeepingData(); err != nil {
+		t.Fatal(err)
+	}
+	time.Sleep(time.Second) // the outage itself
+	during := h.fake.Stats(appID).Minted - before
+	errsDuring := h.tokenErrs.Load() - errsBefore
+	if err := h.redis.Resume(); err != nil {
+		t.Fatal(err)
+	}
+	<-done
+	h.assertNoDeadToken()
+	h.assertFetches(0)
+	if during != 0 {
+		t.Errorf("%d upstream fetches during the outage: a Redis error was taken for a miss", during)
+	}
+	if errsDuring != 0 {
+		t.Errorf("%d reader errors during the outage while the token was valid", errsDuring)
+	}
+}
+
+func waitForVersion(t *testing.T, c *tokencache.Cache, v int64) {
+	t.Helper()
+	deadline := time.Now().Add(10 * time.Second)
+	for {
+		tok, found, err := c.Peek(context.Background(), appID)
+		if err == nil && found && tok.Version >= v {
+			return
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("version %d never stored", v)
+		}
+		time.Sleep(5 * time.Millisecond) // polling Redis for a state another process makes
+	}
+}
