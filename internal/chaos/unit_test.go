@@ -1,6 +1,7 @@
 package chaos
 
 import (
+	"io"
 	"net"
 	"net/http"
 	"os"
@@ -183,5 +184,26 @@ func TestChargeEarlyMints(t *testing.T) {
 	}
 	if calls[1].Early || calls[3].Early || calls[4].Early {
 		t.Fatal("an on-time mint was marked early")
+	}
+}
+
+func TestReaderFlagsRoundTrip(t *testing.T) {
+	d := DefaultConfig()
+	want := ReaderConfig{ID: 7, RedisAddr: "127.0.0.1:1", UpstreamURL: "http://127.0.0.1:2", Apps: 1000, Goroutines: 20,
+		Interval: 300 * time.Millisecond, MaxDuration: 3 * time.Minute, ReportEvery: time.Second, KeyPrefix: "x:",
+		Grace: d.Grace, Cache: d.Cache}
+	args := want.args()
+	if args[0] != "reader" {
+		t.Fatalf("args start with %q, want the reader subcommand", args[0])
+	}
+	got, err := ParseReaderFlags(args[1:], io.Discard)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got != want {
+		t.Fatalf("round trip: got %+v, want %+v", got, want)
+	}
+	if _, err := ParseReaderFlags([]string{"--redis", "127.0.0.1:1"}, io.Discard); err == nil {
+		t.Fatal("a reader without --upstream was accepted")
 	}
 }
