@@ -46,7 +46,10 @@ type FaultRecord struct {
 	// Takeover is how long until another replica held the lease (leader
 	// faults only).
 	Takeover time.Duration `json:"takeover_ns,omitempty"`
-	DataLoss bool          `json:"data_loss,omitempty"`
+	// EarlyMints is how many early mints (sooner than one refresh
+	// interval after the app's previous) were charged to this fault.
+	EarlyMints int  `json:"early_mints_charged"`
+	DataLoss   bool `json:"data_loss,omitempty"`
 }
 
 // plan lays out the schedule: whole cycles spread between a warm-up and a

@@ -140,6 +140,11 @@ func (r *run) report(schedule []*FaultRecord, ended time.Time, readersFinal bool
 		}
 	}
 	rep.Leader.Transitions = r.watch.history()
+	for _, f := range schedule {
+		if f.At.IsZero() && f.Detail == "" {
+			f.Detail = "not reached: the run ended first"
+		}
+	}
 
 	// Fetches per app against the ideal.
 	allowance := map[string]int{}
@@ -270,6 +275,7 @@ func chargeEarlyMints(calls []TokenCall, app string, schedule []*FaultRecord, in
 				for _, f := range schedule {
 					if f.Applied && !used[f] && slices.Contains(f.Refetch, app) && !c.At.Before(f.At) && !c.At.After(f.Ended) {
 						used[f] = true
+						f.EarlyMints++
 						excuse = f.Kind
 						break
 					}
@@ -325,7 +331,17 @@ func (rep *Report) check(cfg *Config) []string {
 		if len(af.EarlyUnexcused) > 0 {
 			var at []string
 			for _, c := range af.EarlyUnexcused {
-				at = append(at, fmt.Sprintf("%s by %s", c.At.Format("15:04:05.000"), c.Sender))
+				var in []string
+				for _, f := range rep.Faults {
+					if f.Applied && !c.At.Before(f.At) && !c.At.After(f.Ended) {
+						in = append(in, fmt.Sprintf("%s of t=%.2fs, already charged with %d", f.Kind, f.At.Sub(rep.Started).Seconds(), f.EarlyMints))
+					}
+				}
+				where := "inside no fault window"
+				if len(in) > 0 {
+					where = "inside the window of " + strings.Join(in, "; ")
+				}
+				at = append(at, fmt.Sprintf("t=%.2fs by %s (%s)", c.At.Sub(rep.Started).Seconds(), c.Sender, where))
 			}
 			v = append(v, fmt.Sprintf("app %s: %d token(s) minted less than a refresh interval after the previous one with no fault left to explain them: %s",
 				af.App, len(af.EarlyUnexcused), strings.Join(at, ", ")))
@@ -373,8 +389,8 @@ func (rep *Report) WriteText(w io.Writer) {
 		if len(f.Refetch) <= 5 {
 			refetch = fmt.Sprint(f.Refetch)
 		}
-		p("            window to %s: ok %d, 40001 %d, 42001 %d, 40014 %d; may force a refetch of %s",
-			off(f.Ended), f.Window.OK, f.Window.Superseded, f.Window.Expired, f.Window.Invalid, refetch)
+		p("            window to %s: ok %d, 40001 %d, 42001 %d, 40014 %d; may force a refetch of %s; early mints charged %d",
+			off(f.Ended), f.Window.OK, f.Window.Superseded, f.Window.Expired, f.Window.Invalid, refetch, f.EarlyMints)
 	}
 	p("")
 	fr := rep.Fetches
