@@ -167,6 +167,13 @@ func (c *Config) validate() error {
 	if c.StopFor <= c.Cache.LockTTL {
 		errs = append(errs, fmt.Errorf("stop-for %v: must exceed the lock TTL %v, or the frozen holder never loses its lock", c.StopFor, c.Cache.LockTTL))
 	}
+	// The outage measures serving through a Redis outage while tokens are
+	// valid: it must end before a token refreshed just before it would
+	// run out (its usable life after the refresh fell due).
+	if margin := min(c.Cache.Margin, c.TokenLifetime/5); c.Faults && c.RedisOutage >= c.TokenLifetime-margin-c.RefreshInterval() {
+		errs = append(errs, fmt.Errorf("redis outage %v: must be shorter than the %v a due token stays usable, or tokens run out during it",
+			c.RedisOutage, c.TokenLifetime-margin-c.RefreshInterval()))
+	}
 	// tokencache checks these too, but in every child: say it once here.
 	if c.Grace <= c.Cache.Margin+c.Cache.NearMaxAge {
 		errs = append(errs, fmt.Errorf("grace %v: must exceed margin %v + near max age %v (tokencache's overlap rule)", c.Grace, c.Cache.Margin, c.Cache.NearMaxAge))

@@ -207,3 +207,34 @@ func TestReaderFlagsRoundTrip(t *testing.T) {
 		t.Fatal("a reader without --upstream was accepted")
 	}
 }
+
+func TestConfigValidation(t *testing.T) {
+	valid := func() Config {
+		c := DefaultConfig()
+		c.ReaderBin, c.RefresherBin, c.WorkDir = "/bin/chaos", "/bin/refresher", t.TempDir()
+		c.fillDefaults()
+		return c
+	}
+	c := valid()
+	if err := c.validate(); err != nil {
+		t.Fatalf("default config refused: %v", err)
+	}
+	for name, tc := range map[string]struct {
+		change func(*Config)
+		want   string
+	}{
+		"outage outlives the tokens": {func(c *Config) { c.RedisOutage = 6 * time.Second }, "redis outage 6s"},
+		"holder frozen too briefly":  {func(c *Config) { c.StopFor = c.Cache.LockTTL }, "stop-for 3s"},
+		"grace too short":            {func(c *Config) { c.Grace = 2 * time.Second }, "grace 2s"},
+		"fetch outlives lock":        {func(c *Config) { c.Cache.FetchTimeout = c.Cache.LockTTL }, "fetch timeout 3s"},
+		"replicas without binary":    {func(c *Config) { c.RefresherBin = "" }, "refresher binary"},
+		"lease not decreasing":       {func(c *Config) { c.Lease.RenewDeadline = c.Lease.Duration }, "must be decreasing"},
+	} {
+		c := valid()
+		tc.change(&c)
+		err := c.validate()
+		if err == nil || !strings.Contains(err.Error(), tc.want) {
+			t.Errorf("%s: err = %v, want one mentioning %q", name, err, tc.want)
+		}
+	}
+}
