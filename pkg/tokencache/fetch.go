@@ -117,6 +117,12 @@ var errNotStored = errors.New("fetched token was not stored")
 // lock runs out, then looks again. ok reports a token that satisfies cond.
 func (c *Cache) waitForHolder(ctx context.Context, st *appState, changed <-chan struct{}, cond condition, bad string) (Token, bool, error) {
 	c.stats.lockWaits.Add(1)
+	// Look once before waiting: the holder may have stored its token and
+	// announced it before our TryLock failed (it releases the lock only
+	// after announcing), and that announcement will not come again.
+	if tok, ok, err := c.lookAgain(ctx, st, cond, bad); ok || err != nil {
+		return tok, ok, err
+	}
 	start := time.Now()
 	wait := c.opt.lockTTL
 	if ttl, err := c.client.PTTL(ctx, st.lockName).Result(); err == nil && ttl > 0 && ttl < wait {
@@ -133,6 +139,10 @@ func (c *Cache) waitForHolder(ctx context.Context, st *appState, changed <-chan 
 	if h := c.opt.hooks.OnLockWait; h != nil {
 		h(st.id, time.Since(start))
 	}
+	return c.lookAgain(ctx, st, cond, bad)
+}
+
+func (c *Cache) lookAgain(ctx context.Context, st *appState, cond condition, bad string) (Token, bool, error) {
 	now := c.opt.now()
 	tok, found, err := c.read(ctx, st, now)
 	if err != nil && !errors.Is(err, ErrCorruptRecord) {
@@ -213,8 +223,7 @@ func (c *Cache) fetchLocked(ctx context.Context, st *appState, cond condition, b
 	// A token's life counts from when we sent the request, on our clock:
 	// never later than WeChat's count.
 	fetchedAt := sendAt
-	refreshAt, usable := c.opt.lifetimes(fetchedAt, up.ExpiresIn)
-	tok := Token{Value: up.Value, UsableUntil: usable, RefreshAt: refreshAt, ExpiresAt: fetchedAt.Add(up.ExpiresIn), FetchedAt: fetchedAt}
+	tok := c.newToken(up, fetchedAt)
 	contended := tok
 	sendCapUntil, sendCapRefresh := c.capAt(sendAt)
 	if ms := sendCapUntil; ms < contended.UsableUntil.UnixMilli() {
@@ -293,8 +302,7 @@ func (c *Cache) fetchUnlocked(ctx context.Context, st *appState) (Token, error) 
 			return Token{}, fmt.Errorf("tokencache: app %q: redis unavailable and stable fetch failed: %w", st.id, err)
 		}
 		fetchedAt := sendAt
-		refreshAt, usable := c.opt.lifetimes(fetchedAt, up.ExpiresIn)
-		tok := Token{Value: up.Value, UsableUntil: usable, RefreshAt: refreshAt, ExpiresAt: fetchedAt.Add(up.ExpiresIn), FetchedAt: fetchedAt}
+		tok := c.newToken(up, fetchedAt)
 		st.near.Store(&nearEntry{tok: tok}) // zero loadedAt: serves only as last good
 		c.emit(st, "ok", c.opt.now().Sub(sendAt), nil)
 		return tok, nil
@@ -429,6 +437,15 @@ func checkUpstream(t wechat.Token) error {
 		return fmt.Errorf("%w: source returned expires_in %v", wechat.ErrMalformedReply, t.ExpiresIn)
 	}
 	return nil
+}
+
+// newToken is the Token for a fetch sent at fetchedAt, with every time at
+// the millisecond precision of the Redis record, so the copy a writer keeps
+// is identical to what its readers decode and its announcement names.
+func (c *Cache) newToken(up wechat.Token, fetchedAt time.Time) Token {
+	ms := func(t time.Time) time.Time { return time.UnixMilli(t.UnixMilli()) }
+	refreshAt, usable := c.opt.lifetimes(fetchedAt, up.ExpiresIn)
+	return Token{Value: up.Value, UsableUntil: ms(usable), RefreshAt: ms(refreshAt), ExpiresAt: ms(fetchedAt.Add(up.ExpiresIn)), FetchedAt: ms(fetchedAt)}
 }
 
 // recordTail is a record without its "tk1|version|" head; the version is
