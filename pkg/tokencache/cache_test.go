@@ -351,34 +351,3 @@ func TestOptionsAreValidated(t *testing.T) {
 	}
 }
 
-// Waiters must be woken by the holder's announcement, never wait out the
-// lock: with a one-minute lock and callers that give up after 5 s, a single
-// missed wake-up is a caller error.
-func TestWaitersAreWokenNotTimedOut(t *testing.T) {
-	opts := []Option{WithLockTTL(time.Minute), WithFetchTimeout(30 * time.Second)}
-	f := newFixture(t, opts...)
-	caches := []*Cache{f.cache}
-	for i := 0; i < 9; i++ {
-		caches = append(caches, f.newCache(t, opts...))
-	}
-	for round := 0; round < 5; round++ {
-		cur := mustToken(t, f.cache, "wx1")
-		f.m.Del("tokenkeeper:{wx1}:token")
-		var wg sync.WaitGroup
-		for i := 0; i < 200; i++ {
-			wg.Add(1)
-			go func(c *Cache) {
-				defer wg.Done()
-				ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
-				defer cancel()
-				if _, err := c.Invalidate(ctx, "wx1", cur.Value); err != nil {
-					t.Errorf("round %d: %v", round, err)
-				}
-			}(caches[i%len(caches)])
-		}
-		wg.Wait()
-	}
-	if n := f.src.Calls(); n != 6 {
-		t.Fatalf("upstream fetches = %d, want 6 (1 + one per round)", n)
-	}
-}

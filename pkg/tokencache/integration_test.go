@@ -402,3 +402,57 @@ func waitForVersion(t *testing.T, c *tokencache.Cache, v int64) {
 		time.Sleep(5 * time.Millisecond) // polling Redis for a state another process makes
 	}
 }
+
+// Waiters must be woken by the holder's announcement, never wait out the
+// lock: with a one-minute lock and callers that give up after 5 s, a single
+// missed wake-up is a caller error. (A waiter that took the change channel
+// after the announcement arrived, and then failed TryLock because the holder
+// had not released yet, used to sleep for the lock's whole TTL.)
+func TestWaitersAreWokenNotTimedOut(t *testing.T) {
+	redisSrv := redistest.Start(t)
+	fake := wechattest.New(t, wechattest.WithApp(appID, secret))
+	src, err := wechat.NewSource(wechat.NewClient(wechat.WithBaseURL(fake.URL())), wechat.App{ID: appID, Secret: secret})
+	if err != nil {
+		t.Fatal(err)
+	}
+	var caches []*tokencache.Cache
+	var admin *redis.Client
+	for i := 0; i < 20; i++ {
+		rdb := redis.NewClient(&redis.Options{Addr: redisSrv.Addr()})
+		t.Cleanup(func() { _ = rdb.Close() })
+		c, err := tokencache.New(rdb, src, tokencache.WithLockTTL(time.Minute), tokencache.WithFetchTimeout(30*time.Second))
+		if err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(func() { _ = c.Close() })
+		caches, admin = append(caches, c), rdb
+	}
+	ctx := context.Background()
+	const rounds = 8
+	for round := 0; round < rounds; round++ {
+		cur, err := caches[0].Token(ctx, appID)
+		if err != nil {
+			t.Fatal(err)
+		}
+		admin.Del(ctx, "tokenkeeper:{"+appID+"}:token")
+		var wg sync.WaitGroup
+		for i := 0; i < 400; i++ {
+			wg.Add(1)
+			go func(c *tokencache.Cache) {
+				defer wg.Done()
+				ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+				defer cancel()
+				if _, err := c.Invalidate(ctx, appID, cur.Value); err != nil {
+					t.Errorf("round %d: %v", round, err)
+				}
+			}(caches[i%len(caches)])
+		}
+		wg.Wait()
+		if t.Failed() {
+			return
+		}
+	}
+	if n := fake.Stats(appID).Minted; n != 1+rounds {
+		t.Fatalf("upstream fetches = %d, want %d (1 + one per round)", n, 1+rounds)
+	}
+}
