@@ -350,4 +350,3 @@ func TestOptionsAreValidated(t *testing.T) {
 		}
 	}
 }
-
