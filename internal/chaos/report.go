@@ -20,6 +20,7 @@ type Report struct {
 	TokenLifetime   time.Duration `json:"token_lifetime_ns"`
 	Grace           time.Duration `json:"grace_ns"`
 	RefreshInterval time.Duration `json:"refresh_interval_ns"`
+	UsableLife      time.Duration `json:"usable_life_ns"`
 	Started         time.Time     `json:"started"`
 	Ended           time.Time     `json:"ended"`
 	Interrupted     bool          `json:"interrupted,omitempty"`
@@ -52,6 +53,9 @@ type FetchReport struct {
 	Allowed    int        `json:"allowed"` // ideal + one per fault that may force a refetch
 	PerApp     []AppFetch `json:"per_app"`
 	OverIdeal  int        `json:"apps_over_ideal"`
+	UnderIdeal int        `json:"apps_under_ideal"` // late refreshes add up: fine while no app goes a usable life without a mint
+	// LongestWithoutMint is the longest any app went without a new token.
+	LongestWithoutMint time.Duration `json:"longest_without_mint_ns"`
 	// Early mints (sooner than one refresh interval after the previous)
 	// and those no fault explains.
 	Early          int `json:"early"`
@@ -61,13 +65,19 @@ type FetchReport struct {
 
 // AppFetch is one app's fetches against its ideal.
 type AppFetch struct {
-	App        string    `json:"app"`
-	Minted     int       `json:"minted"`
-	TokenCalls int       `json:"token_calls"`
-	Ideal      int       `json:"ideal"`
-	MinIdeal   int       `json:"min_ideal"` // the ideal when the run ends just before a due refresh
-	Allowance  int       `json:"allowance"`
-	First      time.Time `json:"first_call,omitzero"`
+	App        string `json:"app"`
+	Minted     int    `json:"minted"`
+	TokenCalls int    `json:"token_calls"`
+	Ideal      int    `json:"ideal"`
+	MinIdeal   int    `json:"min_ideal"` // the ideal when the run ends just before a due refresh
+	// LongestWithoutMint is the longest stretch between two mints (or from
+	// the last to the end): beyond the usable life the app had no token.
+	// Refreshes come a little after they fall due, so over a long run an
+	// app may get fewer fetches than the ideal; this is what must hold.
+	LongestWithoutMint     time.Duration `json:"longest_without_mint_ns"`
+	LongestWithoutMintFrom time.Time     `json:"longest_without_mint_from,omitzero"`
+	Allowance              int           `json:"allowance"`
+	First                  time.Time     `json:"first_call,omitzero"`
 	// Early counts mints sooner than one refresh interval after the
 	// previous one; EarlyUnexcused those no fault of this app explains.
 	Early          int         `json:"early"`
@@ -119,12 +129,13 @@ type LeaderReport struct {
 	Takeovers   []time.Duration `json:"takeovers_ns"`
 }
 
-func (r *run) report(schedule []*FaultRecord, ended time.Time, readersFinal bool, interrupted bool) *Report {
+func (r *run) report(schedule []*FaultRecord, runOver, ended time.Time, readersFinal bool, interrupted bool) *Report {
 	cfg := r.cfg
 	rep := &Report{
 		Apps: cfg.Apps, Readers: cfg.Readers, Goroutines: cfg.Goroutines, Replicas: cfg.Replicas,
 		TokenLifetime: cfg.TokenLifetime, Grace: cfg.Grace, RefreshInterval: cfg.RefreshInterval(),
-		Started: r.started, Ended: ended, Interrupted: interrupted, WorkDir: cfg.WorkDir, Faults: schedule,
+		UsableLife: cfg.TokenLifetime - min(cfg.Cache.Margin, cfg.TokenLifetime/5),
+		Started:    r.started, Ended: ended, Interrupted: interrupted, WorkDir: cfg.WorkDir, Faults: schedule,
 	}
 	for _, f := range schedule {
 		if !f.At.IsZero() {
@@ -175,6 +186,22 @@ func (r *run) report(schedule []*FaultRecord, ended time.Time, readersFinal bool
 		}
 		rep.Fetches.Early += af.Early
 		rep.Fetches.EarlyUnexcused += len(af.EarlyUnexcused)
+		var prev time.Time
+		for _, c := range tcs {
+			if c.Minted == 0 {
+				continue
+			}
+			if !prev.IsZero() && c.At.Sub(prev) > af.LongestWithoutMint {
+				af.LongestWithoutMint, af.LongestWithoutMintFrom = c.At.Sub(prev), prev
+			}
+			prev = c.At
+		}
+		if !prev.IsZero() && runOver.Sub(prev) > af.LongestWithoutMint {
+			af.LongestWithoutMint, af.LongestWithoutMintFrom = runOver.Sub(prev), prev
+		}
+		if af.LongestWithoutMint > rep.Fetches.LongestWithoutMint {
+			rep.Fetches.LongestWithoutMint = af.LongestWithoutMint
+		}
 		if len(calls[app]) > 0 {
 			af.First = calls[app][0].at
 			af.Ideal, af.MinIdeal = ideal(ended.Sub(af.First), interval)
@@ -188,6 +215,9 @@ func (r *run) report(schedule []*FaultRecord, ended time.Time, readersFinal bool
 		}
 		if af.Minted > af.Ideal+af.Allowance {
 			rep.Fetches.OverAllowed++
+		}
+		if af.Minted < af.MinIdeal {
+			rep.Fetches.UnderIdeal++
 		}
 		rep.Fetches.PerApp = append(rep.Fetches.PerApp, af)
 	}
@@ -346,8 +376,9 @@ func (rep *Report) check(cfg *Config) []string {
 			v = append(v, fmt.Sprintf("app %s: %d token(s) minted less than a refresh interval after the previous one with no fault left to explain them: %s",
 				af.App, len(af.EarlyUnexcused), strings.Join(at, ", ")))
 		}
-		if !faulty && af.Minted < af.MinIdeal {
-			v = append(v, fmt.Sprintf("app %s: %d tokens minted, fewer than the ideal %d: a refresh was missed", af.App, af.Minted, af.MinIdeal))
+		if af.LongestWithoutMint > rep.UsableLife {
+			v = append(v, fmt.Sprintf("app %s: no token minted for %v from t=%.2fs, longer than a token's usable life %v: a refresh was missed",
+				af.App, af.LongestWithoutMint.Round(time.Millisecond), af.LongestWithoutMintFrom.Sub(rep.Started).Seconds(), rep.UsableLife))
 		}
 	}
 	if n := len(rep.DeadOutside); n > 0 {
@@ -419,6 +450,8 @@ func (rep *Report) WriteText(w io.Writer) {
 			}
 		}
 	}
+	p("longest any app went without a new token: %v (usable life %v); apps under the ideal (late refreshes): %d",
+		fr.LongestWithoutMint.Round(time.Millisecond), rep.UsableLife, fr.UnderIdeal)
 	p("quota used: %d", rep.QuotaUsed)
 	p("")
 	b := rep.Business

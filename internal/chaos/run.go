@@ -6,6 +6,7 @@ import (
 	"crypto/rand"
 	"encoding/hex"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"os"
 	"os/exec"
@@ -134,6 +135,11 @@ func (r *run) run(ctx context.Context) (*Report, error) {
 			return nil, fmt.Errorf("chaos: no refresher replica took the lease %q within 20s (logs: %s)", leaseKey(cfg), r.replicaLogs())
 		}
 		r.logf("replicas %d started; leader %s", cfg.Replicas, leader)
+		// Readers start once the leader has fetched every app, so that
+		// what they report is the faults, not a cold start.
+		if n, err := r.waitStored(ctx, 60*time.Second); err != nil {
+			return nil, fmt.Errorf("chaos: the leader stored %d of %d apps' tokens within 60s: %v (logs: %s)", n, cfg.Apps, err, r.replicaLogs())
+		}
 	}
 
 	r.started = time.Now()
@@ -175,9 +181,10 @@ func (r *run) run(ctx context.Context) (*Report, error) {
 	interrupted := ctx.Err() != nil
 	r.logf("%s run over%s; stopping readers and replicas", r.offset(time.Now()), map[bool]string{true: " (interrupted)", false: ""}[interrupted])
 
+	runOver := time.Now()
 	readersStopped := r.stopChildren()
 	ended := time.Now()
-	return r.report(schedule, ended, readersStopped, interrupted), nil
+	return r.report(schedule, runOver, ended, readersStopped, interrupted), nil
 }
 
 func newSecret() string {
@@ -321,5 +328,38 @@ func (r *run) printSchedule(s []*FaultRecord) {
 	r.logf("schedule (offsets from the readers' start, run length %v):", r.cfg.Duration)
 	for _, f := range s {
 		r.logf("  t=%6.2fs  %s%s", f.Planned.Seconds(), f.Kind, appSuffix(f.App))
+	}
+}
+
+// waitStored waits until every app has a token record in Redis; it
+// returns how many had one at the last look.
+func (r *run) waitStored(ctx context.Context, d time.Duration) (int, error) {
+	deadline := time.Now().Add(d)
+	apps := AppIDs(r.cfg.Apps)
+	for {
+		pipe := r.client.Pipeline()
+		cmds := make([]*redis.IntCmd, len(apps))
+		for i, app := range apps {
+			cmds[i] = pipe.Exists(ctx, r.cfg.KeyPrefix+"{"+app+"}:token")
+		}
+		_, err := pipe.Exec(ctx)
+		n := 0
+		for _, c := range cmds {
+			if c.Val() == 1 {
+				n++
+			}
+		}
+		if err == nil && n == len(apps) {
+			return n, nil
+		}
+		if time.Now().After(deadline) {
+			if err == nil {
+				err = errors.New("timed out")
+			}
+			return n, err
+		}
+		if !sleepCtx(ctx, 200*time.Millisecond) {
+			return n, ctx.Err()
+		}
 	}
 }
