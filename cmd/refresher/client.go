@@ -3,18 +3,15 @@ package main
 import (
 	"context"
 	"encoding/json"
-	"errors"
 	"fmt"
 	"io"
 	"slices"
 	"strings"
-	"text/tabwriter"
 	"time"
 
-	"github.com/redis/go-redis/v9"
-
+	"github.com/tokenkeeper/tokenkeeper/internal/backend"
 	"github.com/tokenkeeper/tokenkeeper/internal/config"
-	"github.com/tokenkeeper/tokenkeeper/pkg/lock"
+	"github.com/tokenkeeper/tokenkeeper/internal/status"
 	"github.com/tokenkeeper/tokenkeeper/pkg/tokencache"
 	"github.com/tokenkeeper/tokenkeeper/pkg/wechat"
 )
@@ -28,21 +25,6 @@ type tokenJSON struct {
 	ExpiresIn   int    `json:"expires_in"`
 	ExpiresAt   string `json:"expires_at"`
 	Version     int64  `json:"version"`
-}
-
-func openCache(cfg *config.Config) (*tokencache.Cache, redis.UniversalClient, error) {
-	client := redis.NewUniversalClient(cfg.RedisOptions())
-	src, err := wechat.NewSource(wechat.NewClient(cfg.WeChatClientOptions()...), cfg.WeChatApps()...)
-	if err != nil {
-		client.Close()
-		return nil, nil, fmt.Errorf("%w: %w", errConfigLoad, err)
-	}
-	cache, err := tokencache.New(client, src, cfg.CacheOptions()...)
-	if err != nil {
-		client.Close()
-		return nil, nil, fmt.Errorf("%w: %w", errConfigLoad, err)
-	}
-	return cache, client, nil
 }
 
 func checkApp(cfg *config.Config, app string) error {
@@ -73,7 +55,7 @@ func cmdToken(ctx context.Context, cfg *config.Config, app string, stdout io.Wri
 	if err := checkApp(cfg, app); err != nil {
 		return err
 	}
-	cache, client, err := openCache(cfg)
+	cache, client, err := backend.Open(cfg)
 	if err != nil {
 		return err
 	}
@@ -95,7 +77,7 @@ func cmdInvalidate(ctx context.Context, cfg *config.Config, app, bad string, std
 	if strings.TrimSpace(bad) == "" {
 		return usagef("invalidate: empty token")
 	}
-	cache, client, err := openCache(cfg)
+	cache, client, err := backend.Open(cfg)
 	if err != nil {
 		return err
 	}
@@ -111,66 +93,5 @@ func cmdInvalidate(ctx context.Context, cfg *config.Config, app, bad string, std
 }
 
 func cmdStatus(ctx context.Context, cfg *config.Config, stdout io.Writer) error {
-	cache, client, err := openCache(cfg)
-	if err != nil {
-		return err
-	}
-	defer client.Close()
-	defer cache.Close()
-	ctx, cancel := context.WithTimeout(ctx, 5*time.Second)
-	defer cancel()
-
-	if err := client.Ping(ctx).Err(); err != nil {
-		return fmt.Errorf("redis %s unreachable: %w", strings.Join(cfg.Redis.Addrs, ","), err)
-	}
-	// An elector that never runs only reads the lease.
-	probe, err := lock.NewElector(cfg.ElectorConfig(client, lock.LeaderCallbacks{}, nil))
-	if err != nil {
-		return err
-	}
-	leader, err := probe.Leader(ctx)
-	if err != nil {
-		return err
-	}
-	if leader == "" {
-		leader = "(none: no replica holds the lease)"
-	}
-	fmt.Fprintf(stdout, "leader: %s\n\n", leader)
-
-	now := time.Now()
-	tw := tabwriter.NewWriter(stdout, 2, 4, 2, ' ', 0)
-	fmt.Fprintln(tw, "APP\tMODE\tTOKEN\tVERSION\tUSABLE FOR\tLAST FETCH\tFETCHES TODAY")
-	for _, app := range cfg.Apps {
-		token, version, usable := "-", "-", "-"
-		tok, found, err := cache.Peek(ctx, app.ID)
-		switch {
-		case err != nil:
-			token = "error: " + err.Error()
-		case found:
-			token = wechat.Fingerprint(tok.Value)
-			version = fmt.Sprint(tok.Version)
-			usable = tok.ExpiresIn(now).Truncate(time.Second).String()
-		}
-		last := "-"
-		data, err := client.Get(ctx, cfg.LastFetchKey(app.ID)).Bytes()
-		switch {
-		case errors.Is(err, redis.Nil):
-		case err != nil:
-			last = "error: " + err.Error()
-		default:
-			var rec lastFetchRecord
-			if json.Unmarshal(data, &rec) == nil {
-				last = fmt.Sprintf("%s %s ago by %s", rec.Result, now.Sub(rec.At).Truncate(time.Second), rec.By)
-				if rec.Error != "" {
-					last += ": " + rec.Error
-				}
-			}
-		}
-		fetches := "-"
-		if n, err := cache.FetchesToday(ctx, app.ID); err == nil {
-			fetches = fmt.Sprint(n)
-		}
-		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%s\t%s\n", app.ID, app.Mode, token, version, usable, last, fetches)
-	}
-	return tw.Flush()
+	return status.Print(ctx, cfg, stdout)
 }

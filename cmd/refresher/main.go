@@ -29,6 +29,7 @@ import (
 
 	"github.com/spf13/pflag"
 
+	"github.com/tokenkeeper/tokenkeeper/internal/backend"
 	"github.com/tokenkeeper/tokenkeeper/internal/config"
 )
 
@@ -77,7 +78,7 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 		return 0
 	case errors.Is(err, pflag.ErrHelp):
 		return 0
-	case errors.As(err, &ue), errors.As(err, &ce), errors.Is(err, errConfigLoad):
+	case errors.As(err, &ue), errors.As(err, &ce), errors.Is(err, backend.ErrConfig):
 		fmt.Fprintln(stderr, "refresher:", err)
 		return 2
 	default:
@@ -85,8 +86,6 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 		return 1
 	}
 }
-
-var errConfigLoad = errors.New("configuration")
 
 func dispatch(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	cmd := "serve"
@@ -144,7 +143,7 @@ func dispatch(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 		if errors.As(err, &ce) {
 			return err
 		}
-		return fmt.Errorf("%w: %w", errConfigLoad, err)
+		return backend.Configf(err)
 	}
 	if cmd == "config" || (cmd == "serve" && *printConfig) {
 		return cfg.Print(stdout)

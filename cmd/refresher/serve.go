@@ -16,10 +16,12 @@ import (
 	"github.com/redis/go-redis/v9"
 	"golang.org/x/time/rate"
 
+	"github.com/tokenkeeper/tokenkeeper/internal/backend"
 	"github.com/tokenkeeper/tokenkeeper/internal/config"
 	"github.com/tokenkeeper/tokenkeeper/internal/httpapi"
 	"github.com/tokenkeeper/tokenkeeper/internal/metrics"
 	"github.com/tokenkeeper/tokenkeeper/internal/scheduler"
+	"github.com/tokenkeeper/tokenkeeper/internal/status"
 	"github.com/tokenkeeper/tokenkeeper/pkg/lock"
 	"github.com/tokenkeeper/tokenkeeper/pkg/tokencache"
 	"github.com/tokenkeeper/tokenkeeper/pkg/wechat"
@@ -46,7 +48,7 @@ func serve(ctx context.Context, cfg *config.Config, log *slog.Logger, stdout io.
 
 	src, err := wechat.NewSource(wechat.NewClient(cfg.WeChatClientOptions()...), cfg.WeChatApps()...)
 	if err != nil {
-		return fmt.Errorf("%w: %w", errConfigLoad, err)
+		return backend.Configf(err)
 	}
 
 	reg := prometheus.NewRegistry()
@@ -56,7 +58,7 @@ func serve(ctx context.Context, cfg *config.Config, log *slog.Logger, stdout io.
 		return err
 	}
 
-	lastFetch := newLastFetchWriter(client, cfg, log)
+	lastFetch := status.NewWriter(client, cfg, log)
 	defer lastFetch.Close()
 	hooks := m.Hooks()
 	hooks.OnFetch = func(ev tokencache.FetchEvent) {
@@ -65,7 +67,7 @@ func serve(ctx context.Context, cfg *config.Config, log *slog.Logger, stdout io.
 	}
 	cache, err := tokencache.New(client, src, append(cfg.CacheOptions(), tokencache.WithLogger(log), tokencache.WithHooks(hooks))...)
 	if err != nil {
-		return fmt.Errorf("%w: %w", errConfigLoad, err)
+		return backend.Configf(err)
 	}
 	defer cache.Close()
 	m.SetAppSource(appGauges(cache, cfg.AppIDs()))
@@ -95,7 +97,7 @@ func serve(ctx context.Context, cfg *config.Config, log *slog.Logger, stdout io.
 		OnNewLeader: func(id string) { log.Info("refresher: leader is now", "leader", id) },
 	}, electorLog))
 	if err != nil {
-		return fmt.Errorf("%w: %w", errConfigLoad, err)
+		return backend.Configf(err)
 	}
 
 	api, err := httpapi.New(httpapi.Config{
@@ -121,7 +123,7 @@ func serve(ctx context.Context, cfg *config.Config, log *slog.Logger, stdout io.
 		InvalidateRate: rate.Limit(cfg.HTTP.InvalidateRate),
 	})
 	if err != nil {
-		return fmt.Errorf("%w: %w", errConfigLoad, err)
+		return backend.Configf(err)
 	}
 
 	ln, err := net.Listen("tcp", cfg.HTTP.Addr)

@@ -1,8 +1,7 @@
-package main
+package status
 
 import (
 	"context"
-	"encoding/json"
 	"log/slog"
 	"sync"
 	"sync/atomic"
@@ -14,33 +13,20 @@ import (
 	"github.com/tokenkeeper/tokenkeeper/pkg/tokencache"
 )
 
-// lastFetchRecord is what `refresher status` shows of an app's last
-// upstream fetch. Error is the fetch error's text, which the wechat package
-// guarantees holds no secret.
-type lastFetchRecord struct {
-	Result string    `json:"result"`
-	At     time.Time `json:"at"`
-	Error  string    `json:"error,omitempty"`
-	By     string    `json:"by,omitempty"` // the replica that fetched
-}
-
-// lastFetchTTL keeps a record of an app nobody fetches any more from
-// lingering forever.
-const lastFetchTTL = 7 * 24 * time.Hour
-
-// lastFetchWriter writes fetch results to Redis from tokencache's OnFetch
-// hook, which must not block: events go through a small buffer to one
-// goroutine, and are dropped (counted) if Redis is too slow to keep up.
-type lastFetchWriter struct {
+// Writer writes fetch results to Redis from tokencache's OnFetch hook,
+// which must not block: events go through a small buffer to one
+// goroutine, and are dropped (counted, and logged at Close) if Redis is
+// too slow to keep up.
+type Writer struct {
 	client   redis.UniversalClient
 	cfg      *config.Config
 	log      *slog.Logger
+	now      func() time.Time
 	events   chan tokencache.FetchEvent
 	stop     chan struct{}
 	stopOnce sync.Once
 	done     chan struct{}
 	dropped  atomic.Int64
-	now      func() time.Time
 	// ctx is cancelled closeGrace after Close, so that shutdown never
 	// waits long on a Redis that does not answer.
 	ctx    context.Context
@@ -50,8 +36,13 @@ type lastFetchWriter struct {
 // closeGrace is how long Close lets queued records be written.
 const closeGrace = time.Second
 
-func newLastFetchWriter(client redis.UniversalClient, cfg *config.Config, log *slog.Logger) *lastFetchWriter {
-	w := &lastFetchWriter{
+// writeTimeout bounds one record's SET.
+const writeTimeout = 2 * time.Second
+
+// NewWriter starts a Writer that records as cfg.Identity under
+// cfg.LastFetchKey. The caller must Close it.
+func NewWriter(client redis.UniversalClient, cfg *config.Config, log *slog.Logger) *Writer {
+	w := &Writer{
 		client: client, cfg: cfg, log: log, now: time.Now,
 		events: make(chan tokencache.FetchEvent, 64),
 		stop:   make(chan struct{}),
@@ -62,8 +53,8 @@ func newLastFetchWriter(client redis.UniversalClient, cfg *config.Config, log *s
 	return w
 }
 
-// Record queues ev; it never blocks.
-func (w *lastFetchWriter) Record(ev tokencache.FetchEvent) {
+// Record queues ev; it never blocks. After Close it does nothing.
+func (w *Writer) Record(ev tokencache.FetchEvent) {
 	select {
 	case <-w.stop:
 		return
@@ -76,8 +67,12 @@ func (w *lastFetchWriter) Record(ev tokencache.FetchEvent) {
 	}
 }
 
-// Close writes what is queued (bounded) and stops.
-func (w *lastFetchWriter) Close() {
+// Dropped is how many records were not written because the buffer was
+// full or Close's grace ran out.
+func (w *Writer) Dropped() int64 { return w.dropped.Load() }
+
+// Close writes what is queued (for at most about a second) and stops.
+func (w *Writer) Close() {
 	w.stopOnce.Do(func() { close(w.stop) })
 	grace := time.AfterFunc(closeGrace, w.cancel)
 	<-w.done
@@ -88,7 +83,7 @@ func (w *lastFetchWriter) Close() {
 	}
 }
 
-func (w *lastFetchWriter) loop() {
+func (w *Writer) loop() {
 	defer close(w.done)
 	for {
 		select {
@@ -111,25 +106,14 @@ func (w *lastFetchWriter) loop() {
 	}
 }
 
-func (w *lastFetchWriter) write(ev tokencache.FetchEvent) {
-	rec := lastFetchRecord{Result: ev.Result, At: w.now().UTC().Truncate(time.Millisecond), By: w.cfg.Identity}
+func (w *Writer) write(ev tokencache.FetchEvent) {
+	rec := Record{Result: ev.Result, At: w.now().UTC().Truncate(time.Millisecond), By: w.cfg.Identity}
 	if ev.Err != nil {
-		rec.Error = truncate(ev.Err.Error(), 300)
+		rec.Error = truncate(ev.Err.Error(), MaxErrorLen)
 	}
-	data, err := json.Marshal(rec)
-	if err != nil {
-		return
-	}
-	ctx, cancel := context.WithTimeout(w.ctx, 2*time.Second)
+	ctx, cancel := context.WithTimeout(w.ctx, writeTimeout)
 	defer cancel()
-	if err := w.client.Set(ctx, w.cfg.LastFetchKey(ev.AppID), data, lastFetchTTL).Err(); err != nil {
+	if err := w.client.Set(ctx, w.cfg.LastFetchKey(ev.AppID), rec.Encode(), RecordTTL).Err(); err != nil {
 		w.log.Debug("refresher: could not record the last fetch", "app", ev.AppID, "err", err)
 	}
-}
-
-func truncate(s string, n int) string {
-	if len(s) <= n {
-		return s
-	}
-	return s[:n] + "..."
 }

@@ -1,0 +1,65 @@
+package backend_test
+
+import (
+	"context"
+	"errors"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/alicebob/miniredis/v2"
+
+	"github.com/tokenkeeper/tokenkeeper/internal/backend"
+	"github.com/tokenkeeper/tokenkeeper/internal/config"
+	"github.com/tokenkeeper/tokenkeeper/pkg/wechattest"
+)
+
+func load(t *testing.T, yaml string) *config.Config {
+	t.Helper()
+	cfg, err := config.Load(config.Options{File: "(test)", YAML: []byte(yaml), Environ: []string{}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	return cfg
+}
+
+func TestOpenServesTokensFromTheConfiguredUpstream(t *testing.T) {
+	mr := miniredis.RunT(t)
+	fake := wechattest.New(t, wechattest.WithApp("wx1", "backend-test-secret-1"))
+	cfg := load(t, `
+redis: {addrs: ["`+mr.Addr()+`"]}
+wechat: {base_url: "`+fake.URL()+`"}
+apps: [{id: wx1, secret: backend-test-secret-1}]
+cache: {key_prefix: "bt:"}
+`)
+	cache, client, err := backend.Open(cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer client.Close()
+	defer cache.Close()
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	tok, err := cache.Token(ctx, "wx1")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if tok.Value != fake.CurrentToken("wx1") {
+		t.Errorf("token is not the fake's current one")
+	}
+	if !mr.Exists("bt:{wx1}:token") {
+		t.Errorf("no record under the configured key prefix; keys %v", mr.Keys())
+	}
+}
+
+func TestConfigErrorsAreErrConfig(t *testing.T) {
+	cfg := load(t, `apps: [{id: wx1, secret: backend-test-secret-2}]`)
+	cfg.Cache.KeyPrefix = "{bad}" // config validation bypassed: tokencache refuses it
+	_, _, err := backend.Open(cfg)
+	if !errors.Is(err, backend.ErrConfig) || !strings.HasPrefix(err.Error(), "configuration: ") || !strings.Contains(err.Error(), "key prefix") {
+		t.Fatalf("err %v: want ErrConfig naming the key prefix", err)
+	}
+	if strings.Contains(err.Error(), "backend-test-secret-2") {
+		t.Fatal("error shows the secret")
+	}
+}
