@@ -180,20 +180,24 @@ func (r *run) injectLeaderKill(ctx context.Context, f *FaultRecord) {
 		return
 	}
 	rep := r.replicaByIdentity(leader)
-	if rep == nil || rep.proc == nil || rep.proc.exited() {
+	var proc *child
+	if rep != nil {
+		proc = rep.current()
+	}
+	if proc == nil || proc.exited() {
 		f.Detail = "lease held by " + strconv.Quote(leader) + ", which is not a running replica of this run"
 		return
 	}
-	ports, perr := portsTo(rep.proc.pid(), r.up.port)
+	ports, perr := portsTo(proc.pid(), r.up.port)
 	killedAt := time.Now()
-	if err := rep.proc.signal(syscall.SIGKILL); err != nil {
+	if err := proc.signal(syscall.SIGKILL); err != nil {
 		f.Detail = err.Error()
 		return
 	}
-	rep.proc.wait(5 * time.Second)
+	proc.wait(5 * time.Second)
 	f.Applied = true
 	f.At = killedAt
-	f.Target = fmt.Sprintf("%s (pid %d)", rep.identity, rep.proc.pid())
+	f.Target = fmt.Sprintf("%s (pid %d)", rep.identity, proc.pid())
 	// A fetch the leader had in flight may have minted a token nobody
 	// stored: that app may need one more fetch.
 	if perr != nil {
@@ -210,7 +214,7 @@ func (r *run) injectLeaderKill(ctx context.Context, f *FaultRecord) {
 	if err := r.startReplica(rep); err != nil {
 		f.Detail += "; restart failed: " + err.Error()
 	} else {
-		f.Detail += fmt.Sprintf("; restarted as pid %d", rep.proc.pid())
+		f.Detail += fmt.Sprintf("; restarted as pid %d", rep.current().pid())
 	}
 	sleepCtx(ctx, time.Second)
 	f.Ended = time.Now()
@@ -227,7 +231,6 @@ type holderHit struct {
 	pid     int
 	name    string
 	stopped time.Time
-	err     error
 }
 
 func (r *run) injectLockHolderStop(ctx context.Context, f *FaultRecord) {
@@ -244,7 +247,6 @@ func (r *run) injectLockHolderStop(ctx context.Context, f *FaultRecord) {
 		if err != nil {
 			return misses.Add(1) >= 20 // give up on this hook only after many misses
 		}
-		h.err = err
 		hits <- h
 		return true
 	}
@@ -256,13 +258,21 @@ func (r *run) injectLockHolderStop(ctx context.Context, f *FaultRecord) {
 	select {
 	case h = <-hits:
 	case <-wait.C:
-		f.Detail = fmt.Sprintf("no token request whose sender could be found (%d misses)", misses.Load())
-		return
 	case <-ctx.Done():
-		f.Detail = "run ended first"
-		return
 	}
 	r.up.hook.Store(nil)
+	if h.pid == 0 {
+		// A hook that was already running may still freeze someone: it
+		// must be resumed, so wait for it briefly.
+		late := time.NewTimer(500 * time.Millisecond)
+		defer late.Stop()
+		select {
+		case h = <-hits:
+		case <-late.C:
+			f.Detail = fmt.Sprintf("no token request whose sender could be found in time (%d misses)", misses.Load())
+			return
+		}
+	}
 	f.Applied, f.App, f.At = true, h.app, h.stopped
 	f.Target = fmt.Sprintf("%s (pid %d)", h.name, h.pid)
 	lockTTL := r.lockTTL(h.app)

@@ -20,7 +20,15 @@ type replica struct {
 	identity string
 	config   string
 	log      string
-	proc     *child
+
+	mu   sync.Mutex // proc changes on a restart, while other faults look
+	proc *child
+}
+
+func (rep *replica) current() *child {
+	rep.mu.Lock()
+	defer rep.mu.Unlock()
+	return rep.proc
 }
 
 // replicaConfigYAML is the refresher's config (notes/refresher-contract.md)

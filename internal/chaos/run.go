@@ -198,7 +198,9 @@ func (r *run) startReplica(rep *replica) error {
 	if err != nil {
 		return err
 	}
+	rep.mu.Lock()
 	rep.proc = c
+	rep.mu.Unlock()
 	return nil
 }
 
@@ -221,7 +223,7 @@ func (r *run) replicaByIdentity(id string) *replica {
 
 func (r *run) replicaByPID(pid int) *replica {
 	for _, rep := range r.replicas {
-		if rep.proc != nil && rep.proc.pid() == pid {
+		if c := rep.current(); c != nil && c.pid() == pid {
 			return rep
 		}
 	}
@@ -302,9 +304,9 @@ func (r *run) stopChildren() bool {
 	}
 	wg.Wait()
 	for _, rep := range r.replicas {
-		if rep.proc != nil {
+		if c := rep.current(); c != nil {
 			wg.Add(1)
-			go func() { defer wg.Done(); rep.proc.terminate(10 * time.Second) }()
+			go func() { defer wg.Done(); c.terminate(10 * time.Second) }()
 		}
 	}
 	wg.Wait()
