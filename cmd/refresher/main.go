@@ -25,12 +25,15 @@ import (
 	"log/slog"
 	"os"
 	"os/signal"
+	"strings"
 	"syscall"
 
 	"github.com/spf13/pflag"
 
 	"github.com/tokenkeeper/tokenkeeper/internal/backend"
 	"github.com/tokenkeeper/tokenkeeper/internal/config"
+	"github.com/tokenkeeper/tokenkeeper/internal/status"
+	"github.com/tokenkeeper/tokenkeeper/internal/tokencmd"
 )
 
 func main() {
@@ -152,13 +155,24 @@ func dispatch(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 	for _, name := range cfg.UnusedEnv {
 		log.Warn("refresher: environment variable set but not read (a typo, or an app that is not listed?)", "var", name)
 	}
+	// token, invalidate and status talk to Redis directly with the
+	// replicas' configuration: they need no running replica.
 	switch cmd {
 	case "token":
-		return cmdToken(ctx, cfg, pos[0], stdout)
+		if err := checkApp(cfg, pos[0]); err != nil {
+			return err
+		}
+		return tokencmd.Token(ctx, cfg, pos[0], stdout)
 	case "invalidate":
-		return cmdInvalidate(ctx, cfg, pos[0], pos[1], stdout)
+		if err := checkApp(cfg, pos[0]); err != nil {
+			return err
+		}
+		if strings.TrimSpace(pos[1]) == "" {
+			return usagef("invalidate: empty token")
+		}
+		return tokencmd.Invalidate(ctx, cfg, pos[0], pos[1], stdout)
 	case "status":
-		return cmdStatus(ctx, cfg, stdout)
+		return status.Print(ctx, cfg, stdout)
 	}
 	return serve(ctx, cfg, log, stdout, nil)
 }
