@@ -13,6 +13,7 @@ import (
 	"github.com/spf13/pflag"
 
 	"github.com/tokenkeeper/tokenkeeper/internal/config"
+	"github.com/tokenkeeper/tokenkeeper/internal/refresher"
 	"github.com/tokenkeeper/tokenkeeper/pkg/wechattest"
 )
 
@@ -97,9 +98,9 @@ func runDemo(ctx context.Context, fs *pflag.FlagSet, printConfig bool, stdout, s
 	log.Info("demo: embedded Redis and fake WeChat started", "redis", mr.Addr(), "wechat", fake.URL(),
 		"token_lifetime", demoLifetime, "overlap", demoGrace)
 
-	return serve(ctx, cfg, log, stdout, func(addr string) {
+	return serve(ctx, cfg, log, refresher.WithOnListening(func(addr string) {
 		printDemoHelp(stdout, addr, apiKey, mr.Addr())
-	})
+	}))
 }
 
 func printDemoHelp(w io.Writer, addr, apiKey, redisAddr string) {

@@ -174,7 +174,7 @@ func dispatch(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 	case "status":
 		return status.Print(ctx, cfg, stdout)
 	}
-	return serve(ctx, cfg, log, stdout, nil)
+	return serve(ctx, cfg, log)
 }
 
 func newLogger(cfg *config.Config, w io.Writer) *slog.Logger {

@@ -1,0 +1,11 @@
+// Package refresher is one replica of tokenkeeper's central control
+// server (中控服务器): it wires the token cache, the leader election, the
+// refresh scheduler, the HTTP API, the Prometheus metrics and the
+// last-fetch recorder together, and runs them until its context ends.
+//
+// Every replica serves tokens over HTTP from the shared Redis. The
+// replica holding the lease also runs the scheduler, which refreshes each
+// app's token ahead of expiry; when it loses the lease the scheduler's
+// context ends. Shutdown releases the lease first, so a standby takes
+// over at once, while the HTTP server drains; both are bounded.
+package refresher
