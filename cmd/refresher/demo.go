@@ -2,133 +2,26 @@ package main
 
 import (
 	"context"
-	"crypto/rand"
-	"encoding/hex"
-	"fmt"
 	"io"
-	"net"
-	"time"
 
-	"github.com/alicebob/miniredis/v2"
 	"github.com/spf13/pflag"
 
-	"github.com/tokenkeeper/tokenkeeper/internal/config"
+	"github.com/tokenkeeper/tokenkeeper/internal/demo"
 	"github.com/tokenkeeper/tokenkeeper/internal/refresher"
-	"github.com/tokenkeeper/tokenkeeper/pkg/wechattest"
 )
 
-// Demo timings: the fake's tokens live 60 s with a 20 s overlap, so a
-// newcomer sees a refresh within a minute. The cache is tuned to match
-// (overlap 20s > margin 5s + near max age 2s): a token is usable for
-// 55 s and refreshed 20 s before that, i.e. every ~35 s.
-const (
-	demoLifetime = 60 * time.Second
-	demoGrace    = 20 * time.Second
-)
-
-const demoYAML = `
-identity: demo
-redis:
-  addrs: [%q]
-wechat:
-  base_url: %q
-  timeout: 5s
-apps:
-  - id: wxdemo1
-    secret: %q
-    mode: classic
-  - id: wxdemo2
-    secret: %q
-    mode: stable
-cache:
-  refresh_ahead: 20s
-  margin: 5s
-  overlap: 20s
-  near_max_age: 2s
-  lock_ttl: 5s
-  fetch_timeout: 3s
-lease:
-  duration: 6s
-  renew_deadline: 4s
-  retry_period: 1s
-http:
-  addr: "127.0.0.1:8080"
-  api_keys:
-    - name: demo
-      key: %q
-      apps: ["*"]
-`
-
-func randomHex(n int) string {
-	b := make([]byte, n)
-	_, _ = rand.Read(b)
-	return hex.EncodeToString(b)
-}
-
-// runDemo serves with an embedded miniredis and an embedded fake WeChat.
+// runDemo serves with an embedded Redis and an embedded fake WeChat.
 func runDemo(ctx context.Context, fs *pflag.FlagSet, printConfig bool, stdout, stderr io.Writer) error {
-	mr := miniredis.NewMiniRedis()
-	// Leases, locks and tokens expire by TTL; miniredis only honours TTLs
-	// against the clock when told to.
-	mr.ClockTTL(true)
-	if err := mr.Start(); err != nil {
-		return fmt.Errorf("demo: start the embedded Redis: %w", err)
-	}
-	defer mr.Close()
-
-	secret1, secret2 := randomHex(16), randomHex(16)
-	fake := wechattest.NewServer(
-		wechattest.WithApp("wxdemo1", secret1),
-		wechattest.WithApp("wxdemo2", secret2),
-		wechattest.WithLifetime(demoLifetime),
-		wechattest.WithGrace(demoGrace),
-	)
-	defer fake.Close()
-
-	apiKey := "demo-" + randomHex(16)
-	yaml := fmt.Sprintf(demoYAML, mr.Addr(), fake.URL(), secret1, secret2, apiKey)
-	cfg, err := config.Load(config.Options{File: "(demo)", YAML: []byte(yaml), Environ: []string{}, Flags: fs})
+	env, err := demo.Start(fs)
 	if err != nil {
 		return err
 	}
+	defer env.Close()
 	if printConfig {
-		return cfg.Print(stdout)
+		return env.Config.Print(stdout)
 	}
-	log := newLogger(cfg, stderr)
-	log.Info("demo: embedded Redis and fake WeChat started", "redis", mr.Addr(), "wechat", fake.URL(),
-		"token_lifetime", demoLifetime, "overlap", demoGrace)
-
-	return serve(ctx, cfg, log, refresher.WithOnListening(func(addr string) {
-		printDemoHelp(stdout, addr, apiKey, mr.Addr())
-	}))
-}
-
-func printDemoHelp(w io.Writer, addr, apiKey, redisAddr string) {
-	host, port, _ := net.SplitHostPort(addr)
-	if ip := net.ParseIP(host); ip == nil || ip.IsUnspecified() {
-		host = "127.0.0.1"
-	}
-	base := "http://" + net.JoinHostPort(host, port)
-	fmt.Fprintf(w, `
-tokenkeeper demo is running: one replica, an embedded Redis, a fake WeChat
-whose tokens live %v (a refresh every ~35 s; watch for "fetched and stored a new token").
-
-API key: %s
-
-Try:
-  curl -s -H 'Authorization: Bearer %[2]s' %[3]s/v1/apps/wxdemo1/token
-  curl -s -H 'Authorization: Bearer %[2]s' %[3]s/v1/apps/wxdemo2/token
-  curl -s -X POST -H 'Authorization: Bearer %[2]s' -H 'Content-Type: application/json' \
-       -d '{"access_token":"<the token that failed>"}' %[3]s/v1/apps/wxdemo1/invalidate
-  curl -s %[3]s/metrics | grep ^tokenkeeper_
-  curl -s %[3]s/readyz
-
-Status (leader, token fingerprints, last fetch), from another terminal; status
-reads Redis only and never fetches, so the secrets it asks for are placeholders:
-  TOKENKEEPER_REDIS_ADDRS=%[4]s TOKENKEEPER_APPS=wxdemo1:classic,wxdemo2:stable \
-  TOKENKEEPER_APPS_WXDEMO1_SECRET=unused TOKENKEEPER_APPS_WXDEMO2_SECRET=unused \
-  go run ./cmd/refresher status
-
-Stop with Ctrl-C.
-`, demoLifetime, apiKey, base, redisAddr)
+	log := newLogger(env.Config, stderr)
+	log.Info("demo: embedded Redis and fake WeChat started", "redis", env.RedisAddr, "wechat", env.WeChatURL,
+		"token_lifetime", demo.Lifetime, "overlap", demo.Grace)
+	return serve(ctx, env.Config, log, refresher.WithOnListening(func(addr string) { env.WriteHelp(stdout, addr) }))
 }
