@@ -15,6 +15,11 @@
 //
 // Exit codes: 0 ok (including a clean shutdown on SIGINT/SIGTERM), 1
 // runtime error, 2 bad usage or configuration.
+//
+// This command only parses arguments, handles signals and maps errors to
+// exit codes. The work is done by internal/refresher (a replica),
+// internal/tokencmd (token, invalidate), internal/status (status, and the
+// last-fetch records replicas write) and internal/demo (serve --demo).
 package main
 
 import (
