@@ -28,12 +28,14 @@ import (
 )
 
 // leakYAML configures one replica with three apps whose secrets come from
-// the three sources (inline, file, environment) and two API keys (inline,
-// environment). wxbad's configured secret is one the fake refuses (40125).
+// the three sources (inline, file, environment), two API keys (inline,
+// environment) and a Redis password (file). wxbad's configured secret is
+// one the fake refuses (40125).
 const leakYAML = `
 identity: leaky
 redis:
   addrs: [%q]
+  password_file: %q
 wechat:
   base_url: %q
   timeout: 2s
@@ -195,18 +197,24 @@ func jsonBody(key string) map[string]string {
 // so a secret sent to Redis is caught even if it is never stored or has
 // expired by the time the keys are read. The transcript is complete once
 // the returned stop has been called.
-func monitorRedis(t *testing.T, addr string) (stop func() string) {
+func monitorRedis(t *testing.T, addr, password string) (stop func() string) {
 	t.Helper()
 	conn, err := net.DialTimeout("tcp", addr, 2*time.Second)
 	if err != nil {
 		t.Fatal(err)
 	}
-	if _, err := conn.Write([]byte("*1\r\n$7\r\nMONITOR\r\n")); err != nil {
-		t.Fatal(err)
-	}
 	rd := bufio.NewReader(conn)
-	if line, err := rd.ReadString('\n'); err != nil || line != "+OK\r\n" {
-		t.Fatalf("MONITOR: %q %v", line, err)
+	for _, cmd := range [][]string{{"AUTH", password}, {"MONITOR"}} {
+		req := fmt.Sprintf("*%d\r\n", len(cmd))
+		for _, arg := range cmd {
+			req += fmt.Sprintf("$%d\r\n%s\r\n", len(arg), arg)
+		}
+		if _, err := conn.Write([]byte(req)); err != nil {
+			t.Fatal(err)
+		}
+		if line, err := rd.ReadString('\n'); err != nil || line != "+OK\r\n" {
+			t.Fatalf("%s: %q %v", cmd[0], line, err)
+		}
 	}
 	var sb strings.Builder
 	done := make(chan struct{})
@@ -295,14 +303,23 @@ func TestSecretsNeverLeak(t *testing.T) {
 	secret1, secret2 := distinctive("wxs1SECRET"), distinctive("wxs2SECRET")
 	badSecret, realBadSecret := distinctive("wxbadCONFIGURED"), distinctive("wxbadREAL")
 	apiKey, narrowKey := distinctive("apikeyALL-"), distinctive("apikeyNARROW-")
+	redisPassword, wrongRedisPassword := distinctive("redisPASSWORD-"), distinctive("wrongREDISPASSWORD-")
 	secrets := map[string]string{
 		"wxs1 secret (inline)": secret1, "wxs2 secret (file)": secret2, "wxbad secret (env)": badSecret,
 		"wxbad real secret": realBadSecret, "API key (inline)": apiKey, "narrow API key (env)": narrowKey,
+		"Redis password (file)": redisPassword, "wrong Redis password (env)": wrongRedisPassword,
 	}
 
+	// redistest starts redis-server without a password; it gets one at
+	// once, before anything else connects.
 	rs := redistest.Start(t)
-	client := rs.Client()
-	stopMonitor := monitorRedis(t, rs.Addr())
+	ctx := context.Background()
+	if err := rs.Client().ConfigSet(ctx, "requirepass", redisPassword).Err(); err != nil {
+		t.Fatal(err)
+	}
+	client := redis.NewClient(&redis.Options{Addr: rs.Addr(), Password: redisPassword})
+	defer client.Close()
+	stopMonitor := monitorRedis(t, rs.Addr(), redisPassword)
 	fake := wechattest.New(t, wechattest.WithApp("wxs1", secret1), wechattest.WithApp("wxs2", secret2),
 		wechattest.WithApp("wxbad", realBadSecret), wechattest.WithLifetime(time.Minute), wechattest.WithGrace(testGrace))
 	snapshotTokens := func() { h.token(fake.CurrentToken("wxs1"), fake.CurrentStableToken("wxs2")) }
@@ -312,9 +329,13 @@ func TestSecretsNeverLeak(t *testing.T) {
 	if err := os.WriteFile(secretFile, []byte(secret2+"\n"), 0o600); err != nil {
 		t.Fatal(err)
 	}
+	passwordFile := filepath.Join(dir, "redis.password")
+	if err := os.WriteFile(passwordFile, []byte(redisPassword+"\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
 	addr := freeAddr(t)
 	cfgPath := filepath.Join(dir, "leaky.yaml")
-	yaml := fmt.Sprintf(leakYAML, rs.Addr(), fake.URL(), secret1, secretFile, addr, apiKey)
+	yaml := fmt.Sprintf(leakYAML, rs.Addr(), passwordFile, fake.URL(), secret1, secretFile, addr, apiKey)
 	if err := os.WriteFile(cfgPath, []byte(yaml), 0o600); err != nil {
 		t.Fatal(err)
 	}
@@ -323,7 +344,7 @@ func TestSecretsNeverLeak(t *testing.T) {
 
 	// cli runs the binary and files its output: stdout holds the token
 	// by design only for token and invalidate.
-	cli := func(wantCode int, args ...string) (stdout string) {
+	cli := func(wantCode int, args ...string) (stdout, stderr string) {
 		t.Helper()
 		code, out, errOut := runBin(t, env, args...)
 		where := "refresher " + strings.Join(args, " ")
@@ -343,7 +364,7 @@ func TestSecretsNeverLeak(t *testing.T) {
 		} else {
 			h.log(where+" (stdout)", out)
 		}
-		return out
+		return out, errOut
 	}
 
 	replica := startProc(t, "leaky", env, "serve", "--config", cfgPath)
@@ -420,6 +441,24 @@ func TestSecretsNeverLeak(t *testing.T) {
 
 	// The CLI, against the same Redis and fake.
 	cli(0, "status", "--config", cfgPath)
+	// A wrong Redis password (from the environment this time).
+	wrongPath := filepath.Join(dir, "wrong-password.yaml")
+	wrongYAML := strings.Replace(yaml, "password_file: "+fmt.Sprintf("%q", passwordFile), "password_env: WRONG_REDIS_PASSWORD", 1)
+	if wrongYAML == yaml {
+		t.Fatal("could not swap the Redis password source")
+	}
+	if err := os.WriteFile(wrongPath, []byte(wrongYAML), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	func() {
+		saved := env
+		defer func() { env = saved }()
+		env = append(append([]string{}, env...), "WRONG_REDIS_PASSWORD="+wrongRedisPassword)
+		if out, errOut := cli(1, "status", "--config", wrongPath); out != "" || !strings.Contains(errOut, "WRONGPASS") {
+			t.Errorf("status with a wrong Redis password: stdout %q, stderr %q; want only a WRONGPASS error", out, errOut)
+		}
+		cli(0, "config", "--config", wrongPath)
+	}()
 	cli(0, "token", "wxs1", "--config", cfgPath)
 	cli(0, "token", "wxs2", "--config", cfgPath)
 	cli(1, "token", "wxbad", "--config", cfgPath)
@@ -429,7 +468,7 @@ func TestSecretsNeverLeak(t *testing.T) {
 	cli(0, "config", "--config", cfgPath)
 	fake.InjectFault(wechattest.Fault{Kind: wechattest.FaultHTML502, AppID: "wxs1"})
 	for i := 0; i < 20 && fake.PendingFaults() > 0; i++ {
-		out := cli(-1, "token", "wxs1", "--config", cfgPath)
+		out, _ := cli(-1, "token", "wxs1", "--config", cfgPath)
 		var tr tokenReply
 		_ = json.Unmarshal([]byte(out), &tr)
 		cli(-1, "invalidate", "wxs1", tr.AccessToken, "--config", cfgPath)
