@@ -96,7 +96,7 @@ func TestValidationErrors(t *testing.T) {
 	}{
 		{"missing secret", "!apps:\n  - id: wx1\nhttp: {api_keys: []}\n", nil, "apps[0] (wx1).secret", "missing: set exactly one of secret, secret_env, secret_file"},
 		{"two secret sources", "!apps:\n  - {id: wx1, secret: a, secret_file: /x}\nhttp: {api_keys: []}\n", nil, "apps[0] (wx1).secret", "2 sources given"},
-		{"secret_env unset", "!apps:\n  - {id: wx1, secret_env: NOPE}\n", nil, "apps[0] (wx1).secret", "NOPE, which is not set"},
+		{"secret_env unset", "!apps:\n  - {id: wx1, secret_env: NOPE}\n", nil, "apps[0] (wx1).secret", `"NOPE", which is not set`},
 		{"secret_file missing", "!apps:\n  - {id: wx1, secret_file: /nope}\n", nil, "apps[0] (wx1).secret", "/nope"},
 		{"unknown mode", "!apps:\n  - {id: wx1, secret: a, mode: turbo}\n", nil, "apps[0] (wx1).mode", `unknown mode "turbo"`},
 		{"no apps", "!redis: {addrs: [\"h:1\"]}\n", nil, "apps", "no app configured"},
@@ -461,5 +461,30 @@ func TestRedisTLSServerName(t *testing.T) {
 	}
 	if ro := c.RedisOptions(); ro.TLSConfig == nil || ro.TLSConfig.ServerName != "" {
 		t.Fatalf("cluster TLS config %+v: go-redis names each node itself", ro.TLSConfig)
+	}
+}
+
+// Someone pastes the AppSecret into the wrong setting: the error that
+// rejects it names the setting, never the whole value.
+func TestRejectedValuesAreNotEchoedInFull(t *testing.T) {
+	const pasted = "0123456789abcdef0123456789abcdef"
+	cases := map[string]string{
+		"mode":       "apps:\n  - {id: wx1, secret: x, mode: " + pasted + "}\nredis: {addrs: [\"127.0.0.1:6379\"]}\n",
+		"log level":  "apps:\n  - {id: wx1, secret: x}\nredis: {addrs: [\"127.0.0.1:6379\"]}\nlog: {level: " + pasted + "}\n",
+		"secret_env": "apps:\n  - {id: wx1, secret_env: " + pasted + "}\nredis: {addrs: [\"127.0.0.1:6379\"]}\n",
+		"a key":      pasted + ": 1\napps:\n  - {id: wx1, secret: x}\n",
+	}
+	for name, yaml := range cases {
+		_, err := config.Load(config.Options{YAML: []byte(yaml), Environ: []string{}})
+		if err == nil {
+			t.Errorf("%s: accepted", name)
+			continue
+		}
+		if strings.Contains(err.Error(), pasted[:12]) {
+			t.Errorf("%s: the error echoes the value: %v", name, err)
+		}
+		if !strings.Contains(err.Error(), `"0123…" (32 characters`) {
+			t.Errorf("%s: the error does not show the value's start and length: %v", name, err)
+		}
 	}
 }

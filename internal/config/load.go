@@ -166,7 +166,7 @@ func Load(o Options) (cfg *Config, err error) {
 
 	var raw rawConfig
 	if err := v.UnmarshalExact(&raw); err != nil {
-		return nil, fmt.Errorf("config: %s (with the environment and flags applied): %w", describeFile(file), unwrapAll(err))
+		return nil, fmt.Errorf("config: %s (with the environment and flags applied): %s", describeFile(file), shortenInvalidKeys(unwrapAll(err).Error()))
 	}
 	applyEnvLists(&raw, env, used)
 
@@ -202,6 +202,26 @@ func describeFile(file string) string {
 
 // unwrapAll keeps viper's wrapping out of messages that already say what
 // went wrong, while keeping the cause's own text (which holds the line).
+// shortenInvalidKeys passes the key names in a decoder's "has invalid keys:
+// a, b" through shown: a misspelt key is worth naming, a secret pasted where
+// a key goes is not.
+func shortenInvalidKeys(msg string) string {
+	const marker = "has invalid keys: "
+	lines := strings.Split(msg, "\n")
+	for i, line := range lines {
+		head, keys, ok := strings.Cut(line, marker)
+		if !ok {
+			continue
+		}
+		names := strings.Split(keys, ", ")
+		for j, k := range names {
+			names[j] = shown(k)
+		}
+		lines[i] = head + marker + strings.Join(names, ", ")
+	}
+	return strings.Join(lines, "\n")
+}
+
 func unwrapAll(err error) error {
 	var pe viper.ConfigParseError
 	if errors.As(err, &pe) {
@@ -325,7 +345,7 @@ func checkScalar(def any, val string) string {
 		return ""
 	}
 	if err != nil {
-		return fmt.Sprintf("%q is not %s", val, map[string]string{"int": "an integer", "bool": "true or false", "float64": "a number"}[fmt.Sprintf("%T", def)])
+		return fmt.Sprintf("%s is not %s", shown(val), map[string]string{"int": "an integer", "bool": "true or false", "float64": "a number"}[fmt.Sprintf("%T", def)])
 	}
 	return ""
 }

@@ -2,7 +2,9 @@ package config
 
 import (
 	"crypto/subtle"
+	"errors"
 	"fmt"
+	"io/fs"
 	"log/slog"
 	"net"
 	"net/url"
@@ -10,6 +12,7 @@ import (
 	"strconv"
 	"strings"
 	"time"
+	"unicode/utf8"
 
 	"github.com/tokenkeeper/tokenkeeper/pkg/wechat"
 )
@@ -67,7 +70,7 @@ func resolve(raw *rawConfig, env map[string]string, read func(string) ([]byte, e
 	dur := func(key, s string) time.Duration {
 		d, err := time.ParseDuration(strings.TrimSpace(s))
 		if err != nil {
-			add(key, EnvName(key), "%q is not a duration (write e.g. 300ms, 15s, 5m)", s)
+			add(key, EnvName(key), "%s is not a duration (write e.g. 300ms, 15s, 5m)", shown(s))
 		}
 		return d
 	}
@@ -105,7 +108,7 @@ func resolve(raw *rawConfig, env map[string]string, read func(string) ([]byte, e
 		app := App{ID: id}
 		mode, err := wechat.ParseMode(strings.TrimSpace(a.Mode))
 		if err != nil {
-			add(field+".mode", AppEnv(id)+"MODE", "unknown mode %q: want classic or stable", a.Mode)
+			add(field+".mode", AppEnv(id)+"MODE", "unknown mode %s: want classic or stable", shown(a.Mode))
 		}
 		app.Mode = mode
 		app.Secret, app.SecretFrom = resolveSecret(secretSpec{
@@ -161,7 +164,7 @@ func resolve(raw *rawConfig, env map[string]string, read func(string) ([]byte, e
 	case "error":
 		c.Log.Level = slog.LevelError
 	default:
-		add("log.level", EnvName("log.level"), "unknown level %q: want debug, info, warn or error", raw.Log.Level)
+		add("log.level", EnvName("log.level"), "unknown level %s: want debug, info, warn or error", shown(raw.Log.Level))
 	}
 	return c, ps
 }
@@ -210,7 +213,7 @@ func resolveSecret(s secretSpec, env map[string]string, read func(string) ([]byt
 	case s.envRef != "":
 		val := env[s.envRef]
 		if val == "" {
-			add(s.field, s.envBase+"_ENV", "%s names the environment variable %s, which is not set or empty", names[1], s.envRef)
+			add(s.field, s.envBase+"_ENV", "%s names the environment variable %s, which is not set or empty", names[1], shown(s.envRef))
 			return "", ""
 		}
 		return wechat.Secret(val), "env " + s.envRef
@@ -218,12 +221,12 @@ func resolveSecret(s secretSpec, env map[string]string, read func(string) ([]byt
 		data, err := read(s.file)
 		if err != nil {
 			// A read error names the path, never the content.
-			add(s.field, s.envBase+"_FILE", "%s: %v", names[2], err)
+			add(s.field, s.envBase+"_FILE", "%s %s: %s", names[2], shown(s.file), readFailure(err))
 			return "", ""
 		}
 		val := strings.TrimRight(string(data), "\r\n")
 		if strings.TrimSpace(val) == "" {
-			add(s.field, s.envBase+"_FILE", "%s %q is empty", names[2], s.file)
+			add(s.field, s.envBase+"_FILE", "%s %s is empty", names[2], shown(s.file))
 			return "", ""
 		}
 		return wechat.Secret(val), "file " + s.file
@@ -256,7 +259,7 @@ func (c *Config) problems() []Problem {
 	}
 	for i, a := range c.Redis.Addrs {
 		if host, port, err := net.SplitHostPort(a); err != nil || host == "" || !validPort(port) {
-			add(fmt.Sprintf("redis.addrs[%d]", i), EnvName("redis.addrs"), "%q is not host:port", a)
+			add(fmt.Sprintf("redis.addrs[%d]", i), EnvName("redis.addrs"), "%s is not host:port", shown(a))
 		}
 	}
 	if c.Redis.DB < 0 {
@@ -268,7 +271,7 @@ func (c *Config) problems() []Problem {
 
 	// WeChat.
 	if u, err := url.Parse(c.WeChat.BaseURL); err != nil || (u.Scheme != "http" && u.Scheme != "https") || u.Host == "" {
-		add("wechat.base_url", EnvName("wechat.base_url"), "%q is not an http(s) URL", c.WeChat.BaseURL)
+		add("wechat.base_url", EnvName("wechat.base_url"), "%s is not an http(s) URL", shown(c.WeChat.BaseURL))
 	}
 	if c.WeChat.Timeout <= 0 {
 		add("wechat.timeout", EnvName("wechat.timeout"), "%v: must be positive", c.WeChat.Timeout)
@@ -301,7 +304,7 @@ func (c *Config) problems() []Problem {
 
 	// Cache (the same rules tokencache.New enforces, named by field).
 	if c.Cache.KeyPrefix == "" || strings.ContainsAny(c.Cache.KeyPrefix, "{}") {
-		add("cache.key_prefix", EnvName("cache.key_prefix"), "%q: must be non-empty and contain no '{' or '}' (they would break the per-app hash tag)", c.Cache.KeyPrefix)
+		add("cache.key_prefix", EnvName("cache.key_prefix"), "%s: must be non-empty and contain no '{' or '}' (they would break the per-app hash tag)", shown(c.Cache.KeyPrefix))
 	}
 	for _, d := range []struct {
 		key string
@@ -341,7 +344,7 @@ func (c *Config) problems() []Problem {
 	// HTTP.
 	if host, port, err := net.SplitHostPort(c.HTTP.Addr); err != nil || !validPort(port) {
 		_ = host
-		add("http.addr", EnvName("http.addr"), "%q is not host:port (e.g. 127.0.0.1:8080 or :8080)", c.HTTP.Addr)
+		add("http.addr", EnvName("http.addr"), "%s is not host:port (e.g. 127.0.0.1:8080 or :8080)", shown(c.HTTP.Addr))
 	}
 	if !(c.HTTP.InvalidateRate > 0) {
 		add("http.invalidate_rate", EnvName("http.invalidate_rate"), "%v: must be positive (passive refreshes per app per second)", c.HTTP.InvalidateRate)
@@ -365,7 +368,7 @@ func (c *Config) problems() []Problem {
 		}
 		for _, app := range k.Apps {
 			if _, ok := seen[app]; !ok && app != "*" {
-				add(field+".apps", p+"APPS", "unknown appid %q: not in apps", app)
+				add(field+".apps", p+"APPS", "unknown appid %s: not in apps", shown(app))
 			}
 		}
 		for j := range i {
@@ -385,7 +388,7 @@ func (c *Config) problems() []Problem {
 		}
 	}
 	if c.Log.Format != "text" && c.Log.Format != "json" {
-		add("log.format", EnvName("log.format"), "unknown format %q: want text or json", c.Log.Format)
+		add("log.format", EnvName("log.format"), "unknown format %s: want text or json", shown(c.Log.Format))
 	}
 	return ps
 }
@@ -407,12 +410,12 @@ func validPort(s string) bool {
 // appIDProblem applies tokencache's rule for appids (they name Redis keys).
 func appIDProblem(id string) string {
 	if id == "" || len(id) > 64 {
-		return fmt.Sprintf("appid %q: must be 1 to 64 characters", id)
+		return fmt.Sprintf("appid %s: must be 1 to 64 characters", shown(id))
 	}
 	for i := 0; i < len(id); i++ {
 		c := id[i]
 		if !(c >= 'a' && c <= 'z' || c >= 'A' && c <= 'Z' || c >= '0' && c <= '9' || c == '_' || c == '-' || c == '.') {
-			return fmt.Sprintf("appid %q: only letters, digits, '_', '-' and '.' are allowed", id)
+			return fmt.Sprintf("appid %s: only letters, digits, '_', '-' and '.' are allowed", shown(id))
 		}
 	}
 	return ""
@@ -424,4 +427,29 @@ func inlineEnv(env map[string]string, key string) string {
 		return "env " + EnvName(key)
 	}
 	return ""
+}
+
+// shownMax is the longest rejected value a Problem quotes in full.
+const shownMax = 12
+
+// shown quotes a rejected value for an error message. Someone may have
+// pasted a secret into the wrong setting, and the error that rejects it
+// must not print it: a value longer than shownMax characters is shown only
+// by its first four characters and its length.
+func shown(v string) string {
+	if utf8.RuneCountInString(v) <= shownMax {
+		return strconv.Quote(v)
+	}
+	r := []rune(v)
+	return fmt.Sprintf("%q (%d characters, the rest not shown)", string(r[:4])+"…", len(r))
+}
+
+// readFailure says why a file could not be read without repeating its path
+// (which shown already gave, shortened).
+func readFailure(err error) string {
+	var pe *fs.PathError
+	if errors.As(err, &pe) {
+		return pe.Op + ": " + pe.Err.Error()
+	}
+	return "cannot read it"
 }
