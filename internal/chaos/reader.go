@@ -13,6 +13,7 @@ import (
 	"net/http"
 	"net/url"
 	"os"
+	"strings"
 	"sync"
 	"time"
 
@@ -136,7 +137,25 @@ func (s Span) merge(o Span) Span {
 // gapReportMin is the shortest gap a reader reports one by one.
 const gapReportMin = 250 * time.Millisecond
 
+// announcement is the last change message seen for an app.
+type announcement struct {
+	version string
+	at      time.Time
+}
+
+func (s *readerState) watchAnnouncements(ch <-chan *redis.Message) {
+	for msg := range ch {
+		app, version, _ := strings.Cut(msg.Payload, " ")
+		s.mu.Lock()
+		s.announced[app] = announcement{version: version, at: time.Now()}
+		s.mu.Unlock()
+	}
+}
+
 type readerState struct {
+	announced     map[string]announcement
+	id            int
+	log           *slog.Logger
 	mu            sync.Mutex
 	calls         BusinessCounts
 	retries       int64
@@ -168,7 +187,7 @@ func (s *readerState) gap(g Gap) {
 	}
 }
 
-func (s *readerState) answer(app, token string, code int, retry bool) {
+func (s *readerState) answer(app string, tok tokencache.Token, handedOut time.Time, code int, retry bool) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	if retry {
@@ -191,8 +210,18 @@ func (s *readerState) answer(app, token string, code int, retry bool) {
 		s.calls.Other++
 		return
 	}
+	d := DeadCall{At: time.Now(), Code: code, Token: wechat.Fingerprint(tok.Value), App: app, Reader: s.id,
+		HandedOut: handedOut, Version: tok.Version, FetchedAt: tok.FetchedAt, UsableUntil: tok.UsableUntil}
+	if a, ok := s.announced[app]; ok {
+		d.Announced = a.version + " at " + a.at.UTC().Format("15:04:05.000")
+	}
 	if len(s.dead) < 1000 {
-		s.dead = append(s.dead, DeadCall{At: time.Now(), Code: code, Token: wechat.Fingerprint(token), App: app})
+		s.dead = append(s.dead, d)
+	}
+	if s.log != nil {
+		s.log.Warn("chaos reader: business call refused the token", "app", app, "errcode", code, "token", d.Token,
+			"version", d.Version, "handed_out", d.HandedOut, "fetched_at", d.FetchedAt, "usable_until", d.UsableUntil, "retry", retry,
+			"last_announced", d.Announced)
 	}
 }
 
@@ -244,18 +273,26 @@ func RunReader(ctx context.Context, rc ReaderConfig, out io.Writer) error {
 	if err != nil {
 		return fmt.Errorf("chaos reader: %w", err)
 	}
+	logger := slog.New(slog.NewTextHandler(os.Stderr, nil)).With("reader", rc.ID)
 	cache, err := tokencache.New(rdb, src,
 		tokencache.WithKeyPrefix(rc.KeyPrefix), tokencache.WithOverlap(rc.Grace), tokencache.WithMargin(rc.Cache.Margin),
 		tokencache.WithNearMaxAge(rc.Cache.NearMaxAge), tokencache.WithRefreshAhead(rc.Cache.RefreshAhead),
 		tokencache.WithLockTTL(rc.Cache.LockTTL), tokencache.WithFetchTimeout(rc.Cache.FetchTimeout),
 		tokencache.WithBackoff(200*time.Millisecond, 2*time.Second),
-		tokencache.WithLogger(slog.New(slog.NewTextHandler(os.Stderr, nil)).With("reader", rc.ID)))
+		tokencache.WithLogger(logger))
 	if err != nil {
 		return fmt.Errorf("chaos reader: %w", err)
 	}
 	defer cache.Close()
 
-	st := &readerState{errors: make(map[string]int64), spans: make(map[string]Span)}
+	st := &readerState{id: rc.ID, log: logger, errors: make(map[string]int64), spans: make(map[string]Span),
+		announced: make(map[string]announcement)}
+	// A subscription of our own to the cache's change channel: when the
+	// cache hands out a dead token, the report can say whether this
+	// process had been told of the newer one.
+	watch := rdb.Subscribe(ctx, rc.KeyPrefix+"events")
+	defer watch.Close()
+	go st.watchAnnouncements(watch.Channel())
 	enc := json.NewEncoder(out)
 	var encMu sync.Mutex
 	emit := func(final bool) {
@@ -336,6 +373,7 @@ func callOnce(ctx context.Context, cache *tokencache.Cache, business businessCal
 	tctx, cancel := context.WithTimeout(ctx, 10*time.Second)
 	defer cancel()
 	tok, err := cache.Token(tctx, app)
+	handedOut := time.Now()
 	if err != nil {
 		kind := "token: " + errKind(err)
 		st.fail(kind)
@@ -349,7 +387,7 @@ func callOnce(ctx context.Context, cache *tokencache.Cache, business businessCal
 		st.fail("business: " + err.Error())
 		return false, "business: " + err.Error()
 	}
-	st.answer(app, tok.Value, code, false)
+	st.answer(app, tok, handedOut, code, false)
 	if !deadTokenCode(code) {
 		return code == 0, fmt.Sprintf("business: errcode %d", code)
 	}
@@ -357,6 +395,7 @@ func callOnce(ctx context.Context, cache *tokencache.Cache, business businessCal
 	st.invalidations++
 	st.mu.Unlock()
 	fresh, err := cache.Invalidate(tctx, app, tok.Value)
+	handedOut = time.Now()
 	if err != nil {
 		kind := "invalidate: " + errKind(err)
 		st.fail(kind)
@@ -367,7 +406,7 @@ func callOnce(ctx context.Context, cache *tokencache.Cache, business businessCal
 		st.fail("business: " + err.Error())
 		return false, "business: " + err.Error()
 	}
-	st.answer(app, fresh.Value, code, true)
+	st.answer(app, fresh, handedOut, code, true)
 	if code != 0 {
 		kind := fmt.Sprintf("business: errcode %d after invalidate and retry", code)
 		st.fail(kind)

@@ -37,6 +37,9 @@ type Report struct {
 	DataLoss    []DataLossWindow `json:"data_loss_windows,omitempty"`
 
 	ReaderView ReaderSummary `json:"readers_view"`
+	// ReaderDead is every dead-token answer as the reader saw it: which
+	// reader, and the token as its cache described it.
+	ReaderDead []DeadCall `json:"readers_dead_calls,omitempty"`
 
 	Leader LeaderReport `json:"leader"`
 
@@ -260,6 +263,7 @@ func (r *run) report(schedule []*FaultRecord, runOver, ended time.Time, readersF
 		for k, v := range l.ErrorSpans {
 			rs.ErrorSpans[k] = rs.ErrorSpans[k].merge(v)
 		}
+		rep.ReaderDead = append(rep.ReaderDead, rp.dead...)
 		for _, g := range rp.gaps {
 			if r.frozen(rp.proc.pid(), g.Start, g.End) {
 				rs.FrozenGaps++
@@ -279,6 +283,7 @@ func (r *run) report(schedule []*FaultRecord, runOver, ended time.Time, readersF
 		}
 		rp.mu.Unlock()
 	}
+	sort.Slice(rep.ReaderDead, func(i, j int) bool { return rep.ReaderDead[i].At.Before(rep.ReaderDead[j].At) })
 	rep.Violations = append(rep.Violations, rep.check(cfg)...)
 	return rep
 }
@@ -463,6 +468,14 @@ func (rep *Report) WriteText(w io.Writer) {
 			break
 		}
 		p("    %s errcode %d token %s", off(d.At), d.Code, d.Token)
+	}
+	for i, d := range rep.ReaderDead {
+		if i == 20 {
+			p("  ...")
+			break
+		}
+		p("    reader-%d %s app %s errcode %d token %s v%d handed out %s, fetched %s, usable until %s; last change message seen: %s",
+			d.Reader, off(d.At), d.App, d.Code, d.Token, d.Version, off(d.HandedOut), off(d.FetchedAt), off(d.UsableUntil), d.Announced)
 	}
 	for _, w := range rep.DataLoss {
 		p("  data-loss window %s..%s: ok %d, 40001 %d, 42001 %d, 40014 %d; dead answers from %s to %s (%v)",

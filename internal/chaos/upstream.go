@@ -38,6 +38,16 @@ type DeadCall struct {
 	Code  int       `json:"errcode"`
 	Token string    `json:"token_fingerprint"`
 	App   string    `json:"app,omitempty"`
+	// What the reader knew (readers' view only): which reader, when the
+	// cache handed the token out, and the token as the cache described it.
+	Reader      int       `json:"reader,omitempty"`
+	HandedOut   time.Time `json:"handed_out,omitzero"`
+	Version     int64     `json:"version,omitempty"`
+	FetchedAt   time.Time `json:"fetched_at,omitzero"`
+	UsableUntil time.Time `json:"usable_until,omitzero"`
+	// Announced is the last change message the reader's own subscription
+	// saw for the app before the call ("<version> at <time>").
+	Announced string `json:"last_announced,omitempty"`
 }
 
 // tokenCall is one request to the token endpoint, as the fake's listener
