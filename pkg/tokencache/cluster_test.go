@@ -1,0 +1,566 @@
+package tokencache_test
+
+import (
+	"context"
+	"encoding/json"
+	"fmt"
+	"net/http"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"github.com/tokenkeeper/tokenkeeper/internal/redistest"
+	"github.com/tokenkeeper/tokenkeeper/pkg/tokencache"
+	"github.com/tokenkeeper/tokenkeeper/pkg/wechat"
+	"github.com/tokenkeeper/tokenkeeper/pkg/wechattest"
+)
+
+// The cache, its redsync lock and its change announcements on a real
+// 3-master Redis Cluster, every process with its own cluster client. The
+// apps are chosen so that each master holds one, so every script, lock and
+// PUBLISH runs on every master. One cluster serves every subtest (each
+// start costs Redis's 2 s writable delay); each subtest has its own key
+// prefix and its own fake WeChat.
+func TestOnRedisCluster(t *testing.T) {
+	cl := redistest.StartCluster(t, 3)
+	apps := clusterAppsOnEveryNode(t, cl)
+	t.Logf("apps by master: %v", apps)
+	t.Run("herd", func(t *testing.T) { testClusterHerd(t, cl, apps) })
+	t.Run("announcements", func(t *testing.T) { testClusterAnnouncements(t, cl, apps) })
+	t.Run("waiters", func(t *testing.T) { testClusterWaiters(t, cl, apps) })
+	t.Run("stalled writer", func(t *testing.T) { testClusterStalledWriter(t, cl, apps) })
+}
+
+const clusterSecret = "cluster-secret-0123456789abcdef"
+
+// clusterAppsOnEveryNode returns one app ID per master, in node order: the
+// master that serves the slot of the app's {appID} hash tag.
+func clusterAppsOnEveryNode(t *testing.T, cl *redistest.Cluster) []string {
+	t.Helper()
+	c := cl.Client()
+	apps := make([]string, len(cl.Addrs()))
+	found := 0
+	for i := 0; i < 1000 && found < len(apps); i++ {
+		app := fmt.Sprintf("wxcluster%d", i)
+		slot, err := c.ClusterKeySlot(context.Background(), "tokenkeeper:{"+app+"}:token").Result()
+		if err != nil {
+			t.Fatalf("CLUSTER KEYSLOT: %v", err)
+		}
+		if n := cl.NodeOfSlot(int(slot)); apps[n] == "" {
+			apps[n] = app
+			found++
+		}
+	}
+	if found < len(apps) {
+		t.Fatalf("no app ID for every master among 1000: %q", apps)
+	}
+	return apps
+}
+
+// clusterSource is a wechat.Source whose fetches a test can stall, per app,
+// after the reply came back.
+type clusterSource struct {
+	inner *wechat.Source
+	calls map[string]*atomic.Int64 // per app; the map is never written after creation
+	after func(app string, call int64)
+}
+
+func (s *clusterSource) Fetch(ctx context.Context, app string) (wechat.Token, error) {
+	n := s.calls[app].Add(1)
+	tok, err := s.inner.Fetch(ctx, app)
+	if s.after != nil {
+		s.after(app, n)
+	}
+	return tok, err
+}
+
+func (s *clusterSource) Mode(app string) wechat.Mode { return s.inner.Mode(app) }
+
+// clusterFleet is processes sharing a Redis Cluster and a fake WeChat.
+type clusterFleet struct {
+	t      *testing.T
+	apps   []string
+	fake   *wechattest.Server
+	src    *clusterSource
+	caches []*tokencache.Cache
+	httpc  *http.Client
+
+	tokenErrs  atomic.Int64
+	mu         sync.Mutex
+	errSamples []string
+}
+
+func newClusterFleet(t *testing.T, cl *redistest.Cluster, apps []string, instances int, fakeOpts []wechattest.Option, opts ...tokencache.Option) *clusterFleet {
+	t.Helper()
+	f := &clusterFleet{t: t, apps: apps}
+	var wapps []wechat.App
+	for _, app := range apps {
+		fakeOpts = append(fakeOpts, wechattest.WithApp(app, clusterSecret))
+		wapps = append(wapps, wechat.App{ID: app, Secret: clusterSecret, Mode: wechat.Classic})
+	}
+	f.fake = wechattest.New(t, fakeOpts...)
+	inner, err := wechat.NewSource(wechat.NewClient(wechat.WithBaseURL(f.fake.URL())), wapps...)
+	if err != nil {
+		t.Fatal(err)
+	}
+	f.src = &clusterSource{inner: inner, calls: map[string]*atomic.Int64{}}
+	for _, app := range apps {
+		f.src.calls[app] = &atomic.Int64{}
+	}
+	for i := 0; i < instances; i++ {
+		c, err := tokencache.New(cl.Client(), f.src, opts...)
+		if err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(func() { _ = c.Close() })
+		f.caches = append(f.caches, c)
+	}
+	f.httpc = &http.Client{Timeout: 2 * time.Second, Transport: &http.Transport{MaxIdleConnsPerHost: 64}}
+	t.Cleanup(f.httpc.CloseIdleConnections)
+	return f
+}
+
+func (f *clusterFleet) noteErr(err error) {
+	f.tokenErrs.Add(1)
+	f.mu.Lock()
+	if len(f.errSamples) < 5 {
+		f.errSamples = append(f.errSamples, err.Error())
+	}
+	f.mu.Unlock()
+}
+
+// call takes app's token from c and uses it on the fake's business API, as
+// an app would: on 40001/42001 it reports the token and retries once.
+func (f *clusterFleet) call(c *tokencache.Cache, app string) {
+	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
+	defer cancel()
+	tok, err := c.Token(ctx, app)
+	if err != nil {
+		f.noteErr(err)
+		return
+	}
+	if code := f.business(ctx, tok.Value); code == 40001 || code == 42001 {
+		if fresh, err := c.Invalidate(ctx, app, tok.Value); err == nil {
+			f.business(ctx, fresh.Value)
+		}
+	}
+}
+
+// business returns the fake's errcode for token, or -2 if the loopback
+// call itself failed (a starved machine; the fake's counters judge).
+func (f *clusterFleet) business(ctx context.Context, token string) int {
+	req, _ := http.NewRequestWithContext(ctx, http.MethodGet, f.fake.URL()+"/cgi-bin/get_api_domain_ip?access_token="+token, nil)
+	resp, err := f.httpc.Do(req)
+	if err != nil {
+		return -2
+	}
+	defer resp.Body.Close()
+	var body struct {
+		ErrCode int `json:"errcode"`
+	}
+	_ = json.NewDecoder(resp.Body).Decode(&body)
+	return body.ErrCode
+}
+
+// assertNoDeadToken checks, from the fake's own counters, that no business
+// call of any app carried a token WeChat no longer accepted.
+func (f *clusterFleet) assertNoDeadToken() {
+	f.t.Helper()
+	for _, app := range f.apps {
+		st := f.fake.Stats(app)
+		if st.BusinessSuperseded != 0 || st.BusinessExpired != 0 || st.BusinessInvalid != 0 {
+			f.t.Errorf("%s: business calls on a dead token: 40001=%d 42001=%d 40014=%d (ok=%d)",
+				app, st.BusinessSuperseded, st.BusinessExpired, st.BusinessInvalid, st.BusinessOK)
+		}
+		if st.BusinessOK == 0 {
+			f.t.Errorf("%s: no business call succeeded: the test proved nothing", app)
+		}
+	}
+}
+
+func (f *clusterFleet) refused() int64 {
+	var n int64
+	for _, c := range f.caches {
+		n += c.Stats().Refused
+	}
+	return n
+}
+
+// concurrently runs fn per goroutines times for every cache and app, all
+// released at once, and waits for them.
+func (f *clusterFleet) concurrently(per int, fn func(c *tokencache.Cache, app string)) {
+	var wg sync.WaitGroup
+	gate := make(chan struct{})
+	for _, c := range f.caches {
+		for _, app := range f.apps {
+			for g := 0; g < per; g++ {
+				wg.Add(1)
+				go func() {
+					defer wg.Done()
+					<-gate
+					fn(c, app)
+				}()
+			}
+		}
+	}
+	close(gate)
+	wg.Wait()
+}
+
+// sameForAll collects one token value per app from every goroutine and
+// reports apps for which they differ.
+type sameForAll struct {
+	mu   sync.Mutex
+	seen map[string]map[string]int
+}
+
+func (s *sameForAll) add(app, token string) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.seen == nil {
+		s.seen = map[string]map[string]int{}
+	}
+	if s.seen[app] == nil {
+		s.seen[app] = map[string]int{}
+	}
+	s.seen[app][wechat.Fingerprint(token)]++
+}
+
+func (s *sameForAll) check(t *testing.T, what string, apps []string) {
+	t.Helper()
+	for _, app := range apps {
+		if n := len(s.seen[app]); n != 1 {
+			t.Errorf("%s: %s: callers got %d different tokens (%v), want 1", what, app, n, s.seen[app])
+		}
+	}
+}
+
+func testClusterHerd(t *testing.T, cl *redistest.Cluster, apps []string) {
+	const prefix = "clherd:"
+	f := newClusterFleet(t, cl, apps, 6,
+		[]wechattest.Option{wechattest.WithLifetime(lifetime), wechattest.WithGrace(grace)},
+		append(cacheOptions(), tokencache.WithKeyPrefix(prefix))...)
+
+	// Cold start: 6 processes x 20 callers per app, released together.
+	var cold sameForAll
+	f.concurrently(20, func(c *tokencache.Cache, app string) {
+		ctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
+		defer cancel()
+		tok, err := c.Token(ctx, app)
+		if err != nil {
+			f.noteErr(err)
+			return
+		}
+		cold.add(app, tok.Value)
+	})
+	if n := f.tokenErrs.Load(); n != 0 {
+		t.Errorf("cold start: %d callers got an error, e.g. %v", n, f.errSamples)
+	}
+	cold.check(t, "cold start", apps)
+	for _, app := range apps {
+		if n := f.fake.Stats(app).Minted; n != 1 {
+			t.Errorf("cold start: %s: %d upstream fetches for 120 callers in 6 processes, want 1", app, n)
+		}
+	}
+
+	// Every process reports the current token bad at once: one fetch per app.
+	ctx := context.Background()
+	current := map[string]string{}
+	for _, app := range apps {
+		tok, err := f.caches[0].Token(ctx, app)
+		if err != nil {
+			t.Fatal(err)
+		}
+		current[app] = tok.Value
+	}
+	var replaced sameForAll
+	f.concurrently(10, func(c *tokencache.Cache, app string) {
+		ctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
+		defer cancel()
+		tok, err := c.Invalidate(ctx, app, current[app])
+		if err != nil {
+			f.noteErr(err)
+			return
+		}
+		if tok.Value == current[app] {
+			t.Errorf("%s: Invalidate returned the token reported bad", app)
+		}
+		replaced.add(app, tok.Value)
+	})
+	if n := f.tokenErrs.Load(); n != 0 {
+		t.Errorf("invalidate: %d callers got an error, e.g. %v", n, f.errSamples)
+	}
+	replaced.check(t, "invalidate", apps)
+	for _, app := range apps {
+		if n := f.fake.Stats(app).Minted; n != 2 {
+			t.Errorf("invalidate: %s: %d upstream fetches in all, want 2 (1 + 1 for 60 reports of the same token)", app, n)
+		}
+	}
+
+	// Every key of an app lives on the master of its hash tag, and only
+	// there: the scripts' KEYS never straddle slots.
+	for node, app := range apps {
+		keys, err := cl.NodeClient(node).Keys(ctx, prefix+"*").Result()
+		if err != nil {
+			t.Fatal(err)
+		}
+		tokenKey := false
+		for _, k := range keys {
+			if !strings.HasPrefix(k, prefix+"{"+app+"}:") {
+				t.Errorf("master %d (app %s) holds %q of another app", node, app, k)
+			}
+			tokenKey = tokenKey || k == prefix+"{"+app+"}:token"
+		}
+		if !tokenKey {
+			t.Errorf("master %d holds no token record for %s; its keys: %q", node, app, keys)
+		}
+	}
+
+	// Steady load through two refreshes per app: one fetch per refresh,
+	// every mint stored, no dead token handed out.
+	start := time.Now()
+	deadline := start.Add(3500 * time.Millisecond)
+	var wg sync.WaitGroup
+	for _, c := range f.caches {
+		for _, app := range apps {
+			for g := 0; g < 3; g++ {
+				wg.Add(1)
+				go func() {
+					defer wg.Done()
+					tick := time.NewTicker(50 * time.Millisecond)
+					defer tick.Stop()
+					for time.Now().Before(deadline) {
+						f.call(c, app)
+						<-tick.C
+					}
+				}()
+			}
+		}
+	}
+	wg.Wait()
+	elapsed := time.Since(start)
+	f.assertNoDeadToken()
+	if n := f.tokenErrs.Load(); n != 0 {
+		t.Errorf("%d callers got an error, e.g. %v", n, f.errSamples)
+	}
+	if n := f.refused(); n != 0 {
+		t.Errorf("%d fetched tokens were refused at their write: a fetch was wasted", n)
+	}
+	rotations := int(elapsed / dueAfter)
+	for _, app := range apps {
+		st := f.fake.Stats(app)
+		rec, found, err := f.caches[0].Peek(ctx, app)
+		if err != nil || !found {
+			t.Fatalf("%s: peek: %v %v", app, found, err)
+		}
+		if int64(st.Minted) != rec.Version {
+			t.Errorf("%s: minted %d, stored %d versions: a fetch was wasted", app, st.Minted, rec.Version)
+		}
+		if got := st.Minted - 2; got < rotations-1 || got > rotations+1 {
+			t.Errorf("%s: %d refreshes in %v of load, want %d±1 (one per %v)", app, got, elapsed.Round(time.Millisecond), rotations, dueAfter)
+		}
+		t.Logf("%s: minted %d, business ok %d", app, st.Minted, st.BusinessOK)
+	}
+}
+
+// A process learns of another's new token from the cluster's pub/sub, not
+// from its near cache running out: with a one-minute near max age it must
+// see the replacement at once.
+func testClusterAnnouncements(t *testing.T, cl *redistest.Cluster, apps []string) {
+	f := newClusterFleet(t, cl, apps, 2, nil,
+		tokencache.WithKeyPrefix("clann:"), tokencache.WithNearMaxAge(time.Minute))
+	writer, reader := f.caches[0], f.caches[1]
+	ctx := context.Background()
+	for _, app := range apps {
+		old, err := writer.Token(ctx, app)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if got, err := reader.Token(ctx, app); err != nil || got.Value != old.Value {
+			t.Fatalf("%s: reader got %s, %v; want the writer's token", app, wechat.Fingerprint(got.Value), err)
+		}
+		// The reader's copy now serves from memory.
+		hits := reader.Stats().NearHits
+		if got, _ := reader.Token(ctx, app); got.Value != old.Value || reader.Stats().NearHits != hits+1 {
+			t.Fatalf("%s: the reader's second Token was not a near hit", app)
+		}
+		start := time.Now()
+		fresh, err := writer.Invalidate(ctx, app, old.Value)
+		if err != nil || fresh.Value == old.Value {
+			t.Fatalf("%s: Invalidate = %s, %v; want a new token", app, wechat.Fingerprint(fresh.Value), err)
+		}
+		var seen tokencache.Token
+		for polls := 0; polls < 400 && time.Since(start) < 2*time.Second; polls++ {
+			if seen, err = reader.Token(ctx, app); err == nil && seen.Value == fresh.Value {
+				break
+			}
+			time.Sleep(5 * time.Millisecond) // polling the reader's memory for a message in flight
+		}
+		if seen.Value != fresh.Value {
+			t.Fatalf("%s: the reader still serves %s 2s after the writer stored %s: the change announcement did not reach it",
+				app, wechat.Fingerprint(seen.Value), wechat.Fingerprint(fresh.Value))
+		}
+		t.Logf("%s: reader saw the new token %v after the writer's Invalidate began", app, time.Since(start).Round(time.Millisecond))
+	}
+	if n := f.fake.Stats("").Minted; n != 2*len(apps) {
+		t.Errorf("minted %d tokens, want %d (one cold start and one invalidation per app)", n, 2*len(apps))
+	}
+}
+
+// Callers waiting for another process's fetch are woken by its
+// announcement, published on whichever master holds the app: with a
+// one-minute lock and callers that give up after 5 s, a wake-up that does
+// not cross the cluster is a caller error.
+func testClusterWaiters(t *testing.T, cl *redistest.Cluster, apps []string) {
+	const prefix = "clwait:"
+	f := newClusterFleet(t, cl, apps, 6, nil,
+		tokencache.WithKeyPrefix(prefix), tokencache.WithLockTTL(time.Minute), tokencache.WithFetchTimeout(30*time.Second))
+	admin := cl.Client()
+	ctx := context.Background()
+	const rounds = 3
+	for round := 0; round < rounds; round++ {
+		current := map[string]string{}
+		for _, app := range apps {
+			cur, err := f.caches[0].Token(ctx, app)
+			if err != nil {
+				t.Fatal(err)
+			}
+			current[app] = cur.Value
+			admin.Del(ctx, prefix+"{"+app+"}:token")
+		}
+		var got sameForAll
+		f.concurrently(20, func(c *tokencache.Cache, app string) {
+			ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+			defer cancel()
+			tok, err := c.Invalidate(ctx, app, current[app])
+			if err != nil {
+				f.noteErr(fmt.Errorf("%s: %w", app, err))
+				return
+			}
+			got.add(app, tok.Value)
+		})
+		if n := f.tokenErrs.Load(); n != 0 {
+			t.Fatalf("round %d: %d of 360 callers failed, e.g. %v", round, n, f.errSamples)
+		}
+		got.check(t, fmt.Sprintf("round %d", round), apps)
+	}
+	for _, app := range apps {
+		if n := f.fake.Stats(app).Minted; n != 1+rounds {
+			t.Errorf("%s: upstream fetches = %d, want %d (1 + one per round)", app, n, 1+rounds)
+		}
+	}
+}
+
+// A lock holder whose reply came back freezes past its lock's expiry;
+// another process fetches and stores; the frozen one's write is refused by
+// the compare-and-set script on the app's master, and the token it may have
+// invalidated is capped there and announced. On every master at once.
+func testClusterStalledWriter(t *testing.T, cl *redistest.Cluster, apps []string) {
+	const prefix = "clstall:"
+	f := newClusterFleet(t, cl, apps, 2,
+		[]wechattest.Option{wechattest.WithLifetime(lifetime), wechattest.WithGrace(grace)},
+		append(cacheOptions(), tokencache.WithKeyPrefix(prefix))...)
+	frozen, other := f.caches[0], f.caches[1]
+	stalled := map[string]chan struct{}{}
+	release := make(chan struct{})
+	thaw := sync.OnceFunc(func() { close(release) })
+	t.Cleanup(thaw) // before the caches' Close, which waits for the frozen fetches
+	for _, app := range apps {
+		stalled[app] = make(chan struct{})
+	}
+	f.src.after = func(app string, n int64) {
+		if n == 1 {
+			close(stalled[app])
+			<-release
+		}
+	}
+	type result struct {
+		app string
+		tok tokencache.Token
+		err error
+	}
+	results := make(chan result, len(apps))
+	for _, app := range apps {
+		go func() {
+			ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+			defer cancel()
+			tok, err := frozen.Token(ctx, app)
+			results <- result{app, tok, err}
+		}()
+	}
+	ctx := context.Background()
+	admin := cl.Client()
+	for _, app := range apps {
+		select {
+		case <-stalled[app]:
+		case <-time.After(5 * time.Second):
+			t.Fatalf("%s: the first fetch never reached the stall", app)
+		}
+	}
+	// The fault: the holder stays frozen until every lock has expired.
+	for _, app := range apps {
+		deadline := time.Now().Add(3 * time.Second)
+		for admin.Exists(ctx, prefix+"{"+app+"}:lock").Val() != 0 {
+			if time.Now().After(deadline) {
+				t.Fatalf("%s: the frozen holder's lock did not expire within 3s", app)
+			}
+			time.Sleep(20 * time.Millisecond) // waiting for Redis to expire the lock
+		}
+	}
+	taken := map[string]tokencache.Token{}
+	for _, app := range apps {
+		tok, err := other.Token(ctx, app)
+		if err != nil {
+			t.Fatalf("%s: the other process, with the lock expired: %v", app, err)
+		}
+		taken[app] = tok
+	}
+	thaw()
+	final := map[string]tokencache.Token{}
+	for range apps {
+		r := <-results
+		if r.err != nil {
+			t.Fatalf("%s: the frozen process after thawing: %v", r.app, r.err)
+		}
+		final[r.app] = r.tok
+	}
+	if n := frozen.Stats().Refused; n != int64(len(apps)) {
+		t.Errorf("the frozen process had %d writes refused, want %d (one per app)", n, len(apps))
+	}
+	for _, app := range apps {
+		st := f.fake.Stats(app)
+		rec, found, err := other.Peek(ctx, app)
+		if err != nil || !found {
+			t.Fatalf("%s: peek: %v %v", app, found, err)
+		}
+		// Exactly the frozen holder's token was never stored.
+		if int64(st.Minted) != rec.Version+1 {
+			t.Errorf("%s: minted %d, stored %d versions: want exactly one unstored (the frozen holder's)", app, st.Minted, rec.Version)
+		}
+		if rec.Value != final[app].Value {
+			t.Errorf("%s: the thawed process returned %s, Redis holds %s", app, wechat.Fingerprint(final[app].Value), wechat.Fingerprint(rec.Value))
+		}
+		// The other process hears of the replacement (or the cap) at once,
+		// though its near copy is younger than the near max age.
+		var seen tokencache.Token
+		for polls := 0; polls < 200 && seen.Value != rec.Value; polls++ {
+			if seen, err = other.Token(ctx, app); err != nil {
+				t.Fatalf("%s: %v", app, err)
+			}
+			if seen.Value != rec.Value {
+				time.Sleep(5 * time.Millisecond) // polling the other process's memory for a message in flight
+			}
+		}
+		if seen.Value != rec.Value {
+			t.Errorf("%s: the other process still serves %s, Redis holds %s", app, wechat.Fingerprint(seen.Value), wechat.Fingerprint(rec.Value))
+		}
+		for _, tok := range []string{taken[app].Value, final[app].Value} {
+			if code := f.business(ctx, tok); code != 0 {
+				t.Errorf("%s: business call with %s: errcode %d", app, wechat.Fingerprint(tok), code)
+			}
+		}
+	}
+	f.assertNoDeadToken()
+}
