@@ -368,11 +368,11 @@ func (rep *Report) check(cfg *Config) []string {
 			for _, c := range af.EarlyUnexcused {
 				var in []string
 				for _, f := range rep.Faults {
-					if f.Applied && !c.At.Before(f.At) && !c.At.After(f.Ended) {
+					if f.Applied && slices.Contains(f.Refetch, af.App) && !c.At.Before(f.At) && !c.At.After(f.Ended) {
 						in = append(in, fmt.Sprintf("%s of t=%.2fs, already charged with %d", f.Kind, f.At.Sub(rep.Started).Seconds(), f.EarlyMints))
 					}
 				}
-				where := "inside no fault window"
+				where := "no fault that may force this app to refetch was in progress"
 				if len(in) > 0 {
 					where = "inside the window of " + strings.Join(in, "; ")
 				}

@@ -238,3 +238,39 @@ func TestConfigValidation(t *testing.T) {
 		}
 	}
 }
+
+func TestCheckFlagsEveryBrokenInvariant(t *testing.T) {
+	cfg := DefaultConfig()
+	t0 := time.Now()
+	at := func(s float64) time.Time { return t0.Add(time.Duration(s * float64(time.Second))) }
+	restart := &FaultRecord{Kind: FaultRedisRestart, Applied: true, At: at(50), Ended: at(57), DataLoss: true}
+	clean := func() *Report {
+		return &Report{
+			Started: t0, UsableLife: 19 * time.Second, Faults: []*FaultRecord{restart},
+			DataLoss: []DataLossWindow{{From: at(50), To: at(57)}},
+			Fetches:  FetchReport{PerApp: []AppFetch{{App: "a", Minted: 5, TokenCalls: 5, Ideal: 5, LongestWithoutMint: 13 * time.Second}}},
+		}
+	}
+	if v := clean().check(&cfg); len(v) != 0 {
+		t.Fatalf("a clean run has violations: %q", v)
+	}
+	for name, tc := range map[string]struct {
+		change func(*Report)
+		want   string
+	}{
+		"too many fetches":   {func(r *Report) { r.Fetches.PerApp[0].Minted = 6 }, "6 tokens minted, more than the ideal 5 + 0"},
+		"early mint":         {func(r *Report) { r.Fetches.PerApp[0].EarlyUnexcused = []TokenCall{{At: at(20), Sender: "reader-1/9"}} }, "t=20.00s by reader-1/9"},
+		"token ran out":      {func(r *Report) { r.Fetches.PerApp[0].LongestWithoutMint = 20 * time.Second }, "a refresh was missed"},
+		"dead call":          {func(r *Report) { r.DeadOutside = []DeadCall{{At: at(30), Code: 40001, Token: "abcd"}} }, "1 business calls answered with a dead token"},
+		"fault not applied":  {func(r *Report) { r.Faults = append(r.Faults, &FaultRecord{Kind: FaultRedisOutage, Detail: "x"}) }, "redis-outage"},
+		"app never fetched":  {func(r *Report) { r.Fetches.PerApp[0].TokenCalls = 0 }, "never fetched"},
+		"dead without fault": {func(r *Report) { r.Faults = nil; r.Business.Superseded = 1 }, "no faults, yet"},
+	} {
+		r := clean()
+		tc.change(r)
+		v := r.check(&cfg)
+		if len(v) == 0 || !strings.Contains(strings.Join(v, "\n"), tc.want) {
+			t.Errorf("%s: violations %q, want one mentioning %q", name, v, tc.want)
+		}
+	}
+}
