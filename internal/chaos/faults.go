@@ -148,6 +148,8 @@ func (r *run) injectUpstream(ctx context.Context, f *FaultRecord) {
 		wf.Latency = r.cfg.Cache.FetchTimeout * 3 / 4
 	}
 	before := len(r.up.tokenCalls()[f.App])
+	r.setUpstreamPending(f.App, true)
+	defer r.setUpstreamPending(f.App, false)
 	r.up.fake.InjectFault(wf)
 	// The fault is consumed by the app's next token request: wait for it,
 	// at most two refresh intervals.
@@ -237,6 +239,11 @@ func (r *run) injectLockHolderStop(ctx context.Context, f *FaultRecord) {
 	hits := make(chan holderHit, 1)
 	var misses atomic.Int64
 	hook := func(app string, port int) bool {
+		if r.upstreamPending(app) {
+			// This request may be the one an upstream fault hits: two
+			// faults on one fetch would blur what each costs.
+			return false
+		}
 		h := holderHit{app: app}
 		c, err := r.sender(port)
 		if err == nil {
@@ -393,4 +400,23 @@ func (r *run) sender(port int) (*child, error) {
 		return nil, err
 	}
 	return running[pid], nil
+}
+
+func (r *run) setUpstreamPending(app string, on bool) {
+	r.pendingMu.Lock()
+	defer r.pendingMu.Unlock()
+	if r.pending == nil {
+		r.pending = map[string]bool{}
+	}
+	if on {
+		r.pending[app] = true
+	} else {
+		delete(r.pending, app)
+	}
+}
+
+func (r *run) upstreamPending(app string) bool {
+	r.pendingMu.Lock()
+	defer r.pendingMu.Unlock()
+	return r.pending[app]
 }

@@ -34,6 +34,9 @@ type run struct {
 
 	stopsMu sync.Mutex
 	stops   map[int][][2]time.Time // pid -> frozen intervals
+
+	pendingMu sync.Mutex
+	pending   map[string]bool // apps with an upstream fault injected and not yet over
 }
 
 // readerProc is one reader child and what it has reported.
