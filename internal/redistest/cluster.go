@@ -187,6 +187,12 @@ func (cl *Cluster) NodeOfSlot(slot int) int {
 	return -1
 }
 
+// StopNode kills node i (SIGKILL, an outage) and waits for it to exit. Its
+// slots go unserved at once; the other masters keep serving theirs until
+// they agree it failed, after the 2 s node timeout, and then refuse every
+// command (cluster_state:fail, no replica can take over).
+func (cl *Cluster) StopNode(i int) { cl.nodes[i].kill() }
+
 // stop kills every node and waits for it to exit.
 func (cl *Cluster) stop() {
 	for _, n := range cl.nodes {

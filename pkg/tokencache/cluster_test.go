@@ -3,6 +3,7 @@ package tokencache_test
 import (
 	"context"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"net/http"
 	"strings"
@@ -10,6 +11,8 @@ import (
 	"sync/atomic"
 	"testing"
 	"time"
+
+	"github.com/redis/go-redis/v9"
 
 	"github.com/tokenkeeper/tokenkeeper/internal/redistest"
 	"github.com/tokenkeeper/tokenkeeper/pkg/tokencache"
@@ -31,6 +34,8 @@ func TestOnRedisCluster(t *testing.T) {
 	t.Run("announcements", func(t *testing.T) { testClusterAnnouncements(t, cl, apps) })
 	t.Run("waiters", func(t *testing.T) { testClusterWaiters(t, cl, apps) })
 	t.Run("stalled writer", func(t *testing.T) { testClusterStalledWriter(t, cl, apps) })
+	// Last: it breaks the cluster for good.
+	t.Run("master down", func(t *testing.T) { testClusterMasterDown(t, cl, apps) })
 }
 
 const clusterSecret = "cluster-secret-0123456789abcdef"
@@ -563,4 +568,106 @@ func testClusterStalledWriter(t *testing.T, cl *redistest.Cluster, apps []string
 		}
 	}
 	f.assertNoDeadToken()
+}
+
+// A master dies (no replica): its app's token keeps being served from
+// memory until its usable end and then a clear error, with no upstream
+// fetch; a Redis Cluster error (a refused dial to the dead node,
+// CLUSTERDOWN from the others) is never taken for a miss. The apps on the other masters
+// keep answering from Redis until the cluster declares itself down.
+func testClusterMasterDown(t *testing.T, cl *redistest.Cluster, apps []string) {
+	f := newClusterFleet(t, cl, apps, 0,
+		[]wechattest.Option{wechattest.WithLifetime(lifetime), wechattest.WithGrace(grace)})
+	for i := 0; i < 2; i++ {
+		// One dial attempt per node: go-redis's default of five, 100 ms
+		// apart, per redirect, holds each call to a dead node for ~1.7 s.
+		rdb := redis.NewClusterClient(&redis.ClusterOptions{Addrs: cl.Addrs(), DialerRetries: 1, DialTimeout: 200 * time.Millisecond})
+		t.Cleanup(func() { _ = rdb.Close() })
+		c, err := tokencache.New(rdb, f.src, append(cacheOptions(), tokencache.WithKeyPrefix("cldown:"))...)
+		if err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(func() { _ = c.Close() })
+		f.caches = append(f.caches, c)
+	}
+	ctx := context.Background()
+	before := map[string]tokencache.Token{}
+	for _, c := range f.caches {
+		for _, app := range apps {
+			tok, err := c.Token(ctx, app)
+			if err != nil {
+				t.Fatal(err)
+			}
+			before[app] = tok
+		}
+	}
+	dead := apps[0] // on master 0
+	hitsBefore := f.caches[1].Stats().RedisHits
+	cl.StopNode(0)
+
+	// Until the tokens are due (no refresh may blur the count), every call
+	// answers, and the dead master's app is served from memory.
+	var slowest time.Duration
+	for time.Now().Before(before[dead].RefreshAt.Add(-100 * time.Millisecond)) {
+		for _, c := range f.caches {
+			for _, app := range apps {
+				start := time.Now()
+				cctx, cancel := context.WithTimeout(ctx, 2*time.Second)
+				tok, err := c.Token(cctx, app)
+				cancel()
+				slowest = max(slowest, time.Since(start))
+				if err != nil || tok.Value != before[app].Value {
+					t.Fatalf("%s with master 0 down: %s, %v; want the token from before", app, wechat.Fingerprint(tok.Value), err)
+				}
+			}
+		}
+		time.Sleep(50 * time.Millisecond) // the pace of a reader
+	}
+	stale := f.caches[0].Stats().ServedStale + f.caches[1].Stats().ServedStale
+	if stale == 0 {
+		t.Errorf("%s was never served from memory while its master was down: the test proved nothing", dead)
+	}
+	if f.caches[1].Stats().RedisHits == hitsBefore {
+		t.Errorf("no Redis hit after master 0 stopped: the live masters' apps were not read")
+	}
+	t.Logf("with master 0 down: %d calls served from memory; slowest Token %v", stale, slowest.Round(time.Millisecond))
+
+	// Past its usable end the dead master's app gets ErrUnavailable.
+	for time.Now().Before(before[dead].UsableUntil.Add(50 * time.Millisecond)) {
+		time.Sleep(20 * time.Millisecond) // the token's life running out
+	}
+	cctx, cancel := context.WithTimeout(ctx, 2*time.Second)
+	defer cancel()
+	if tok, err := f.caches[0].Token(cctx, dead); !errors.Is(err, tokencache.ErrUnavailable) {
+		t.Errorf("%s past its usable end with its master down: %s, %v; want ErrUnavailable", dead, wechat.Fingerprint(tok.Value), err)
+	}
+	if n := f.fake.Stats(dead).Minted; n != 1 {
+		t.Errorf("%s: %d upstream fetches, want 1 (none while its master was down)", dead, n)
+	}
+
+	// Once the live masters agree master 0 failed, they answer CLUSTERDOWN:
+	// not a miss either, not even for a caller reporting its token bad.
+	deadline := time.Now().Add(5 * time.Second)
+	for !strings.Contains(cl.NodeClient(1).ClusterInfo(ctx).Val(), "cluster_state:fail") {
+		if time.Now().After(deadline) {
+			t.Fatal("the live masters did not declare the cluster down within 5s")
+		}
+		time.Sleep(50 * time.Millisecond) // polling gossip: no signal to await
+	}
+	for _, app := range apps[1:] {
+		minted := f.fake.Stats(app).Minted
+		c := f.caches[0]
+		tok, err := c.Token(cctx, app)
+		if err == nil {
+			// A refreshed token still in memory: reporting it bad leaves
+			// nothing usable, and nothing may be fetched.
+			tok, err = c.Invalidate(cctx, app, tok.Value)
+		}
+		if !errors.Is(err, tokencache.ErrUnavailable) || !strings.Contains(err.Error(), "CLUSTERDOWN") {
+			t.Errorf("%s with the cluster down: %s, %v; want ErrUnavailable naming CLUSTERDOWN", app, wechat.Fingerprint(tok.Value), err)
+		}
+		if n := f.fake.Stats(app).Minted; n != minted {
+			t.Errorf("%s: %d upstream fetches while the cluster was down", app, n-minted)
+		}
+	}
 }
