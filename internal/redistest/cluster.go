@@ -81,8 +81,8 @@ func StartCluster(tb testing.TB, masters int) *Cluster {
 	return cl
 }
 
-// form gives each node its slots, introduces every node to the first, and
-// waits until every node sees every slot served.
+// form gives each node its slots, introduces every node to every other,
+// and waits until every node sees every slot served.
 func (cl *Cluster) form(within time.Duration) error {
 	ctx, cancel := context.WithTimeout(context.Background(), within)
 	defer cancel()
@@ -101,9 +101,13 @@ func (cl *Cluster) form(within time.Duration) error {
 			return fmt.Errorf("node %s: CLUSTER ADDSLOTSRANGE %d %d: %w", n.addr(), n.first, n.last, err)
 		}
 	}
-	for _, n := range cl.nodes[1:] {
-		if err := clients[0].Do(ctx, "CLUSTER", "MEET", "127.0.0.1", n.port, n.busPort).Err(); err != nil {
-			return fmt.Errorf("node %s: CLUSTER MEET %s: %w", cl.nodes[0].addr(), n.addr(), err)
+	// Every pair meets directly: learning of a third node by gossip alone
+	// sometimes takes another second or two.
+	for i := range cl.nodes {
+		for _, n := range cl.nodes[i+1:] {
+			if err := clients[i].Do(ctx, "CLUSTER", "MEET", "127.0.0.1", n.port, n.busPort).Err(); err != nil {
+				return fmt.Errorf("node %s: CLUSTER MEET %s: %w", cl.nodes[i].addr(), n.addr(), err)
+			}
 		}
 	}
 	want := map[string]string{
