@@ -398,6 +398,10 @@ func TestConversions(t *testing.T) {
 	if len(ro.Addrs) != 1 || ro.Addrs[0] != "127.0.0.1:7000" || ro.TLSConfig != nil {
 		t.Errorf("redis options %+v", ro)
 	}
+	// A dead Redis must fail fast so the cache serves its near copy.
+	if ro.DialerRetries != 1 || ro.DialTimeout != time.Second || ro.ReadTimeout != time.Second {
+		t.Errorf("redis timeouts: dialer retries %d, dial %v, read %v", ro.DialerRetries, ro.DialTimeout, ro.ReadTimeout)
+	}
 	mr := miniredis.RunT(t)
 	client := redis.NewUniversalClient(&redis.UniversalOptions{Addrs: []string{mr.Addr()}})
 	defer client.Close()

@@ -5,6 +5,7 @@ import (
 	"log/slog"
 	"net"
 	"net/http"
+	"time"
 
 	"github.com/redis/go-redis/v9"
 
@@ -23,6 +24,13 @@ func (c *Config) RedisOptions() *redis.UniversalOptions {
 		Password:   c.Redis.Password.Reveal(),
 		DB:         c.Redis.DB,
 		MasterName: c.Redis.MasterName,
+		// Fail fast when Redis is down: the cache then serves its near
+		// copy. go-redis's defaults retry a refused dial five times with
+		// backoff, about 1.7 s in which a reader would wait.
+		DialerRetries: 1,
+		DialTimeout:   time.Second,
+		ReadTimeout:   time.Second,
+		WriteTimeout:  time.Second,
 	}
 	if c.Redis.TLS {
 		o.TLSConfig = &tls.Config{MinVersion: tls.VersionTLS12}
