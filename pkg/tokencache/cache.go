@@ -67,6 +67,7 @@ type appState struct {
 	budgetKey  string // + YYYYMMDD (Beijing day)
 
 	near       atomic.Pointer[nearEntry]
+	announced  atomic.Pointer[announcement] // the latest change message for the app
 	refreshing atomic.Bool
 	holdUntil  atomic.Int64 // Unix ms; fetching is suspended before it
 
@@ -171,6 +172,7 @@ func (c *Cache) Token(ctx context.Context, appID string) (Token, error) {
 
 func (c *Cache) tokenSlow(ctx context.Context, st *appState, now time.Time) (Token, error) {
 	tok, found, err := c.read(ctx, st, now)
+	now = c.opt.now() // the read may have taken long (a Redis that is going down)
 	switch {
 	case err == nil && found && now.Before(tok.UsableUntil):
 		c.stats.redisHits.Add(1)
@@ -186,7 +188,7 @@ func (c *Cache) tokenSlow(ctx context.Context, st *appState, now time.Time) (Tok
 			return tok, nil
 		}
 	case err != nil:
-		return c.redisDown(ctx, st, now, err)
+		return c.redisDown(ctx, st, err)
 	}
 	c.stats.misses.Add(1)
 	return c.fetch(ctx, st, condUsable, "")
@@ -195,8 +197,9 @@ func (c *Cache) tokenSlow(ctx context.Context, st *appState, now time.Time) (Tok
 // redisDown answers when Redis could not be read. A Redis error is never a
 // miss: fetching on every request during an outage would burn the quota and,
 // for classic apps, let instances invalidate each other.
-func (c *Cache) redisDown(ctx context.Context, st *appState, now time.Time, cause error) (Token, error) {
-	if tok, ok := c.lastGood(st, now); ok {
+func (c *Cache) redisDown(ctx context.Context, st *appState, cause error) (Token, error) {
+	// A fresh reading: the failed Redis call may have taken a while.
+	if tok, ok := c.lastGood(st, c.opt.now()); ok {
 		c.stats.servedStale.Add(1)
 		return tok, nil
 	}
@@ -233,11 +236,11 @@ func (c *Cache) Invalidate(ctx context.Context, appID, bad string) (Token, error
 	if e := st.near.Load(); e != nil && e.tok.Value == bad {
 		st.near.CompareAndSwap(e, nil)
 	}
-	now := c.opt.now()
-	tok, found, err := c.read(ctx, st, now)
+	tok, found, err := c.read(ctx, st, c.opt.now())
 	if err != nil && !errors.Is(err, ErrCorruptRecord) {
-		return c.redisDown(ctx, st, now, err)
+		return c.redisDown(ctx, st, err)
 	}
+	now := c.opt.now()
 	if found && tok.Value != bad && now.Before(tok.UsableUntil) {
 		c.stats.invalidationsIgnored.Add(1)
 		c.storeNear(st, tok, now)
@@ -259,8 +262,7 @@ func (c *Cache) Refresh(ctx context.Context, appID string) (Token, error) {
 		return Token{}, err
 	}
 	// Most calls find the token not yet due: one GET, no lock.
-	now := c.opt.now()
-	if tok, found, err := c.read(ctx, st, now); err == nil && found && satisfied(tok, condDue, "", now) {
+	if tok, found, err := c.read(ctx, st, c.opt.now()); err == nil && found && satisfied(tok, condDue, "", c.opt.now()) {
 		return tok, nil
 	}
 	return c.fetch(ctx, st, condDue, "")
@@ -325,7 +327,16 @@ func (c *Cache) read(ctx context.Context, st *appState, now time.Time) (Token, b
 func (c *Cache) storeNear(st *appState, tok Token, now time.Time) {
 	// Even with the near cache off (near max age 0) the last good token is
 	// kept for Redis outages; loadedAt decides whether it serves hits.
-	st.near.Store(&nearEntry{tok: tok, loadedAt: now})
+	e := &nearEntry{tok: tok, loadedAt: now}
+	// A read can race a change: it may return the record a newer token has
+	// just replaced, after that change was announced. What the announcement
+	// said still applies to what the read brought.
+	if a := st.announced.Load(); a != nil {
+		if next, changed := a.apply(e, c.opt.capWindow()); changed {
+			e = next
+		}
+	}
+	st.near.Store(e)
 }
 
 // app returns the state of appID, creating it on first use. The common case
@@ -400,6 +411,7 @@ func (c *Cache) listen() {
 		if !ok {
 			continue
 		}
+		st.announced.Store(&ann)
 		if e := st.near.Load(); e != nil {
 			if next, changed := ann.apply(e, c.opt.capWindow()); changed {
 				st.near.CompareAndSwap(e, next)

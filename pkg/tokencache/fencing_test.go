@@ -101,8 +101,10 @@ func TestLateWriterIsRefusedAndCapsTheNewerToken(t *testing.T) {
 	if rec.Value != b.Value || rec.Version != b.Version {
 		t.Fatalf("stored %v; the late writer overwrote %v", rec, b)
 	}
-	if want := aSentAt.Add(defaultCapWindow); !rec.UsableUntil.Equal(want) {
-		t.Fatalf("B's token usable until %v, want capped to %v", rec.UsableUntil, want)
+	// Capped, but never below its own fetch + the cap window: only a mint
+	// after B's own fetch can kill B's token.
+	if want := b.FetchedAt.Add(defaultCapWindow); !rec.UsableUntil.Equal(want) || !aSentAt.Before(b.FetchedAt) {
+		t.Fatalf("B's token usable until %v, want capped to %v (B's fetch + cap window, later than A's send %v)", rec.UsableUntil, want, aSentAt)
 	}
 	if s := f.cache.Stats(); s.Refused != 1 {
 		t.Fatalf("Refused = %d, want 1", s.Refused)
@@ -235,3 +237,29 @@ func FuzzDecodeRecord(f *testing.F) {
 }
 
 func contains(s, sub string) bool { return strings.Contains(s, sub) }
+
+// A read that returns the record a newer token has just replaced, after that
+// replacement was announced, must not leave the older token in memory as a
+// fresh copy: in a Redis outage it would be served past its death.
+func TestReadRacingAnAnnouncementStoresADemotedCopy(t *testing.T) {
+	f := newFixture(t)
+	old := mustToken(t, f.cache, "wx1")
+	st, _ := f.cache.app("wx1")
+	newer := announcement{app: "wx1", version: old.Version + 1, fetchedAt: f.clock.Now().Add(time.Second), usableUntil: old.UsableUntil.Add(time.Hour)}
+	st.announced.Store(&newer)
+	f.cache.storeNear(st, old, f.clock.Now()) // the racing read lands after the announcement
+	e := st.near.Load()
+	if !e.loadedAt.IsZero() {
+		t.Fatal("the superseded copy still serves hits")
+	}
+	if want := newer.fetchedAt.Add(defaultCapWindow); !e.tok.UsableUntil.Equal(want) {
+		t.Fatalf("superseded copy usable until %v, want %v (the newer fetch + cap window)", e.tok.UsableUntil, want)
+	}
+	// An announcement about an older token changes nothing.
+	older := announcement{app: "wx1", version: old.Version - 1, fetchedAt: old.FetchedAt.Add(-time.Hour)}
+	st.announced.Store(&older)
+	f.cache.storeNear(st, old, f.clock.Now())
+	if e := st.near.Load(); e.loadedAt.IsZero() || !e.tok.UsableUntil.Equal(old.UsableUntil) {
+		t.Fatalf("an older announcement demoted the copy: %+v", e)
+	}
+}

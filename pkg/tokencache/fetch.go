@@ -94,7 +94,7 @@ func (c *Cache) fetchFleet(ctx context.Context, st *appState, cond condition, ba
 			if ctx.Err() != nil {
 				return Token{}, ctx.Err()
 			}
-			return c.redisDown(ctx, st, c.opt.now(), err)
+			return c.redisDown(ctx, st, err)
 		}
 		tok, err := c.fetchLocked(ctx, st, cond, bad)
 		uctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), time.Second)
@@ -143,12 +143,11 @@ func (c *Cache) waitForHolder(ctx context.Context, st *appState, changed <-chan 
 }
 
 func (c *Cache) lookAgain(ctx context.Context, st *appState, cond condition, bad string) (Token, bool, error) {
-	now := c.opt.now()
-	tok, found, err := c.read(ctx, st, now)
+	tok, found, err := c.read(ctx, st, c.opt.now())
 	if err != nil && !errors.Is(err, ErrCorruptRecord) {
 		return Token{}, false, err
 	}
-	if found && satisfied(tok, cond, bad, now) {
+	if found && satisfied(tok, cond, bad, c.opt.now()) {
 		return tok, true, nil
 	}
 	return Token{}, false, nil
@@ -164,10 +163,10 @@ func (c *Cache) fetchLocked(ctx context.Context, st *appState, cond condition, b
 	res, err := beginFetch.Run(ctx, c.client,
 		[]string{st.recordKey, st.intentsKey, st.budgetKey + wechat.QuotaDay(now)},
 		now.UnixMilli(), id, deadline.UnixMilli(), capUntil, capRefresh, c.opt.dailyBudget,
-		(48 * time.Hour).Milliseconds(), flag(classic), string(cond), bad, c.channel, st.id,
+		(48 * time.Hour).Milliseconds(), flag(classic), string(cond), bad, c.channel, st.id, c.opt.capWindow().Milliseconds(),
 	).StringSlice()
 	if err != nil {
-		return c.redisDown(ctx, st, now, fmt.Errorf("tokencache: begin fetch: %w", err))
+		return c.redisDown(ctx, st, fmt.Errorf("tokencache: begin fetch: %w", err))
 	}
 	switch res[0] {
 	case "fresh":
@@ -240,7 +239,7 @@ func (c *Cache) fetchLocked(ctx context.Context, st *appState, cond condition, b
 		[]string{st.recordKey, st.intentsKey, st.versionKey},
 		now.UnixMilli(), id, expected, recordTail(tok), tok.UsableUntil.UnixMilli(),
 		recordTail(contended), contended.UsableUntil.UnixMilli(), flag(classic),
-		sendCapUntil, sendCapRefresh, c.channel, st.id, tok.FetchedAt.UnixMilli(),
+		sendCapUntil, sendCapRefresh, c.channel, st.id, tok.FetchedAt.UnixMilli(), c.opt.capWindow().Milliseconds(),
 	).Slice()
 	if err != nil {
 		// We cannot know whether the write happened. If it did not, the
@@ -341,7 +340,7 @@ func (c *Cache) abort(st *appState, id string, unknown bool, sendAt time.Time, e
 	defer cancel()
 	err := abortFetch.Run(ctx, c.client, []string{st.recordKey, st.intentsKey},
 		c.opt.now().UnixMilli(), id, flag(unknown), capUntil, capRefresh, expected, beginCap,
-		prev.UsableUntil.UnixMilli(), prev.RefreshAt.UnixMilli(), c.channel, st.id, flag(classic),
+		prev.UsableUntil.UnixMilli(), prev.RefreshAt.UnixMilli(), c.channel, st.id, flag(classic), c.opt.capWindow().Milliseconds(),
 	).Err()
 	if err != nil && !errors.Is(err, redis.Nil) {
 		c.log.Warn("tokencache: could not record the end of a failed fetch", "app", st.id, "err", err)

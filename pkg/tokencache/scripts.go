@@ -28,7 +28,14 @@ end
 local function announce(channel, app, rec)
   redis.call('PUBLISH', channel, app .. ' ' .. rec.v .. ' ' .. rec.u .. ' ' .. rec.f)
 end
-local function cap(key, rec, now, capUntil, capRefresh, channel, app)
+local function cap(key, rec, now, capUntil, capRefresh, channel, app, window)
+  -- Only a mint after this record's own fetch can kill it, so it lives at
+  -- least the overlap after its fetched_at: never cap below that.
+  local floor = tonumber(rec.f) + tonumber(window)
+  if tonumber(capUntil) < floor then
+    capUntil = string.format('%d', floor)
+    capRefresh = string.format('%d', now + math.floor((floor - now) / 2))
+  end
   if tonumber(capUntil) >= tonumber(rec.u) then return false end
   if tonumber(capUntil) <= now then
     redis.call('DEL', key)
@@ -58,7 +65,7 @@ end
 // ARGV: now, fetch id, intent deadline, cap until, cap refresh, budget,
 //
 //	budget TTL ms, classic ("1"/"0"), condition ("usable"/"due"/"bad"),
-//	bad token, channel, app
+//	bad token, channel, app, cap window ms
 //
 // Returns {"fresh", record} | {"budget", used} | {"go", used, record or ""}.
 var beginFetch = redis.NewScript(luaPrelude + `
@@ -83,7 +90,7 @@ redis.call('ZADD', KEYS[2], ARGV[3], ARGV[2])
 local last = redis.call('ZRANGE', KEYS[2], -1, -1, 'WITHSCORES')
 redis.call('PEXPIRE', KEYS[2], math.max(1, tonumber(last[2]) - now))
 if rec and ARGV[8] == '1' then
-  cap(KEYS[1], rec, now, ARGV[4], ARGV[5], ARGV[11], ARGV[12])
+  cap(KEYS[1], rec, now, ARGV[4], ARGV[5], ARGV[11], ARGV[12], ARGV[13])
 end
 return {'go', tostring(used), cur or ''}
 `)
@@ -100,7 +107,7 @@ return {'go', tostring(used), cur or ''}
 // ARGV: now, fetch id, expected version ("0" for none), record tail,
 //
 //	usable until, contended record tail, contended usable until, classic,
-//	cap until, cap refresh, channel, app, fetched at
+//	cap until, cap refresh, channel, app, fetched at, cap window ms
 //
 // A record tail is the record without "tk1|version|".
 // Returns {"stored", version, contended 0/1} | {"refused", current version} |
@@ -114,13 +121,13 @@ local curv = '0'
 if rec then curv = rec.v end
 local classic = ARGV[8] == '1'
 if curv ~= ARGV[3] then
-  if rec and classic then cap(KEYS[1], rec, now, ARGV[9], ARGV[10], ARGV[11], ARGV[12]) end
+  if rec and classic then cap(KEYS[1], rec, now, ARGV[9], ARGV[10], ARGV[11], ARGV[12], ARGV[14]) end
   return {'refused', tonumber(curv)}
 end
 local tail, usable, contended = ARGV[4], tonumber(ARGV[5]), 0
 if classic and others > 0 then tail, usable, contended = ARGV[6], tonumber(ARGV[7]), 1 end
 if usable <= now then
-  if rec and classic then cap(KEYS[1], rec, now, ARGV[9], ARGV[10], ARGV[11], ARGV[12]) end
+  if rec and classic then cap(KEYS[1], rec, now, ARGV[9], ARGV[10], ARGV[11], ARGV[12], ARGV[14]) end
   return {'stale', 0}
 end
 local v = redis.call('INCR', KEYS[3])
@@ -142,7 +149,8 @@ return {'stored', v, contended}
 // ARGV: now, fetch id, outcome unknown ("1"/"0"), cap until, cap refresh,
 //
 //	expected version, our begin cap (usable_until it set, or ""),
-//	usable until before it, refresh at before it, channel, app, classic
+//	usable until before it, refresh at before it, channel, app, classic,
+//	cap window ms
 //
 // Returns "capped", "restored", "kept" or "none".
 var abortFetch = redis.NewScript(luaPrelude + `
@@ -151,7 +159,7 @@ forgetIntent(KEYS[2], ARGV[2], now)
 local rec = parse(redis.call('GET', KEYS[1]))
 if not rec then return 'none' end
 if ARGV[3] == '1' and ARGV[12] == '1' then
-  if cap(KEYS[1], rec, now, ARGV[4], ARGV[5], ARGV[10], ARGV[11]) then return 'capped' end
+  if cap(KEYS[1], rec, now, ARGV[4], ARGV[5], ARGV[10], ARGV[11], ARGV[13]) then return 'capped' end
   return 'kept'
 end
 if ARGV[7] ~= '' and rec.v == ARGV[6] and rec.u == ARGV[7] and redis.call('ZCARD', KEYS[2]) == 0 then
