@@ -192,7 +192,24 @@ func (c *Client) fetch(ctx context.Context, endpoint, method, query string, body
 		// The status line arrived, so the request was certainly sent.
 		return Token{}, &RequestError{Endpoint: endpoint, Sent: true, Err: scrub(err, secret)}
 	}
-	return parseTokenReply(endpoint, resp.StatusCode, reply, fetchedAt, secret)
+	tok, err := parseTokenReply(endpoint, resp.StatusCode, reply, fetchedAt, secret)
+	if err == nil {
+		tok.IssuedAt = issuedAt(resp.Header.Get("Date"))
+	}
+	return tok, err
+}
+
+// issuedAt reads the reply's Date header: when WeChat answered, by WeChat's
+// own clock, to the second. Zero if absent or malformed.
+func issuedAt(date string) time.Time {
+	if date == "" {
+		return time.Time{}
+	}
+	t, err := http.ParseTime(date)
+	if err != nil {
+		return time.Time{}
+	}
+	return t
 }
 
 // sendProgress records, from httptrace callbacks (which may run on other

@@ -65,6 +65,7 @@ func TestClassicTokenRequest(t *testing.T) {
 			t.Errorf("clock read %d times before the request arrived, want 1", clockCalls.Load())
 		}
 		got = r.Clone(context.Background())
+		w.Header().Set("Date", "Fri, 20 Nov 2026 12:00:01 GMT") // WeChat's clock
 		replyWith(200, `{"access_token":"CLASSIC_TOKEN","expires_in":7200}`)(w, r)
 	}))
 	clock := func() time.Time { clockCalls.Add(1); return t0 }
@@ -74,7 +75,7 @@ func TestClassicTokenRequest(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if want := (wechat.Token{Value: "CLASSIC_TOKEN", ExpiresIn: 2 * time.Hour, FetchedAt: t0}); tok != want {
+	if want := (wechat.Token{Value: "CLASSIC_TOKEN", ExpiresIn: 2 * time.Hour, FetchedAt: t0, IssuedAt: t0.Add(time.Second)}); !tok.IssuedAt.Equal(want.IssuedAt) || tok.Value != want.Value || tok.ExpiresIn != want.ExpiresIn || !tok.FetchedAt.Equal(t0) {
 		t.Fatalf("token = %v, want %v", tok, want)
 	}
 	if got.Method != http.MethodGet || got.URL.Path != "/cgi-bin/token" {
@@ -102,6 +103,7 @@ func TestStableTokenRequest(t *testing.T) {
 				if err := json.NewDecoder(r.Body).Decode(&body); err != nil {
 					t.Errorf("request body: %v", err)
 				}
+				w.Header()["Date"] = nil // no Date header: IssuedAt stays zero
 				replyWith(200, `{"access_token":"STABLE_TOKEN","expires_in":300}`)(w, r)
 			}))
 			c := wechat.NewClient(wechat.WithBaseURL(srv.URL), wechat.WithClock(func() time.Time { return t0 }))

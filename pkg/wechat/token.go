@@ -20,6 +20,11 @@ type Token struct {
 	// token's life is counted from the send, not the reply, so a slow reply
 	// never makes it look younger than it is.
 	FetchedAt time.Time
+	// IssuedAt is when WeChat answered, from the reply's Date header: the
+	// upstream's own clock, to the second; zero if the reply had none.
+	// Comparing two tokens' IssuedAt orders their mints without trusting
+	// any of our clocks.
+	IssuedAt time.Time
 }
 
 // Format prints the token's Fingerprint instead of its value, so a token

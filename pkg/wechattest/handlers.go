@@ -31,8 +31,40 @@ func (s *Server) routes() http.Handler {
 	mux.HandleFunc(pathDomainIP, s.handleDomainIP)
 	mux.HandleFunc(pathTicket, s.handleTicket)
 	mux.HandleFunc(pathClearQuota, s.handleClearQuota)
-	return mux
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		mux.ServeHTTP(&datedWriter{ResponseWriter: w, now: s.now}, r)
+	})
 }
+
+// datedWriter stamps the Date header from the fake's clock when the reply
+// is written, as a real server stamps it from its own: clients may order
+// mints by it, and with an injected clock it must agree with the mints.
+type datedWriter struct {
+	http.ResponseWriter
+	now   func() time.Time
+	dated bool
+}
+
+func (w *datedWriter) WriteHeader(code int) {
+	w.date()
+	w.ResponseWriter.WriteHeader(code)
+}
+
+func (w *datedWriter) Write(b []byte) (int, error) {
+	w.date()
+	return w.ResponseWriter.Write(b)
+}
+
+func (w *datedWriter) date() {
+	if !w.dated {
+		w.dated = true
+		w.Header().Set("Date", w.now().UTC().Format(http.TimeFormat))
+	}
+}
+
+// Unwrap lets http.ResponseController reach the connection (lost replies
+// hijack it).
+func (w *datedWriter) Unwrap() http.ResponseWriter { return w.ResponseWriter }
 
 type reply struct {
 	body []byte // always HTTP 200 JSON, like WeChat
