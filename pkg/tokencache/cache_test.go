@@ -298,7 +298,7 @@ func TestDailyBudgetIsSharedAndRefusesBeforeSending(t *testing.T) {
 }
 
 func TestCorruptRecordKeepsTheLastGoodTokenAndIsReplaced(t *testing.T) {
-	var logs strings.Builder
+	var logs logBuffer
 	f := newFixture(t, WithLogger(newTestLogger(&logs)))
 	first := mustToken(t, f.cache, "wx1")
 	f.m.Set("tokenkeeper:{wx1}:token", "<html>oops</html>")

@@ -25,6 +25,11 @@
 //   - Each fetch registers an intent (with a deadline) in Redis; a writer that
 //     sees another fetch in flight caps its own token, because that other
 //     fetch may invalidate it.
+//   - A cap never goes below the capped token's own fetch time plus the cap
+//     window: only a mint after that fetch can kill it. And when WeChat's own
+//     clock (the Date of both replies, at least issueOrderSlack apart) proves
+//     which of two tokens was minted last, a late writer keeps the newest,
+//     its own or the stored one, and caps nothing.
 //   - Readers never wait on WeChat in steady state: a token that is due is
 //     still served while one background refresh runs.
 //   - A Redis error is never taken for a miss: the near-cached token is served
@@ -40,9 +45,9 @@
 //
 // One string key per app, KeyPrefix + "{" + appID + "}:token", holds
 //
-//	tk1|<version>|<usable_until_ms>|<refresh_at_ms>|<expires_at_ms>|<fetched_at_ms>|<access_token>
+//	tk1|<version>|<usable_until_ms>|<refresh_at_ms>|<expires_at_ms>|<fetched_at_ms>|<issued_at_ms>|<access_token>
 //
-// Times are Unix milliseconds. A reader in any language splits on the first
+// Times are Unix milliseconds; issued_at is WeChat's clock (0: unknown). A reader in any language splits on the first
 // six "|" and uses the token while now < usable_until. The key's TTL ends at
 // usable_until. All keys of one app share the {appID} hash tag, so every
 // script runs on Redis Cluster. Changes are announced on the channel

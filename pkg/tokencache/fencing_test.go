@@ -174,9 +174,9 @@ func TestAnnouncementsUpdateNearCopiesPrecisely(t *testing.T) {
 }
 
 func TestRecordRoundTripAndCorruption(t *testing.T) {
-	tok := Token{Value: "TOKEN_abc-123", Version: 7, UsableUntil: t0.Add(time.Hour), RefreshAt: t0.Add(50 * time.Minute), ExpiresAt: t0.Add(61 * time.Minute), FetchedAt: t0}
+	tok := Token{Value: "TOKEN_abc-123", Version: 7, UsableUntil: t0.Add(time.Hour), RefreshAt: t0.Add(50 * time.Minute), ExpiresAt: t0.Add(61 * time.Minute), FetchedAt: t0, IssuedAt: t0.Add(time.Second)}
 	got, err := decodeRecord("k", encodeRecord(tok))
-	if err != nil || got.Value != tok.Value || got.Version != 7 || !got.UsableUntil.Equal(tok.UsableUntil) || !got.FetchedAt.Equal(t0) {
+	if err != nil || got.Value != tok.Value || got.Version != 7 || !got.UsableUntil.Equal(tok.UsableUntil) || !got.FetchedAt.Equal(t0) || !got.IssuedAt.Equal(tok.IssuedAt) {
 		t.Fatalf("round trip: %v, %v", got, err)
 	}
 	long := make([]byte, maxTokenLen+1)
@@ -186,17 +186,19 @@ func TestRecordRoundTripAndCorruption(t *testing.T) {
 	for _, tc := range []struct{ in, reason string }{
 		{"", "unknown format"},
 		{"<html>", "unknown format"},
-		{"tk2|1|2|3|4|5|x", "unknown format"},
-		{"tk1|1|2|3|4", "missing field expires_at"},
-		{"tk1|x|2|3|4|5|t", "field version is not a non-negative integer"},
-		{"tk1|1|2|3|4|-5|t", "field fetched_at is not a non-negative integer"},
-		{"tk1|1|2|1|4|1|", "empty access_token"},
-		{"tk1|0|2|1|4|1|t", "version 0"},
-		{"tk1|1|5|1|4|1|t", "usable_until after expires_at"},
-		{"tk1|1|3|4|5|1|t", "refresh_at after usable_until"},
-		{"tk1|1|3|2|5|6|t", "fetched_at after expires_at"},
-		{"tk1|1|3|2|5|1|a b", "outside printable ASCII"},
-		{"tk1|1|3|2|5|1|" + string(long), "longer than 2048"},
+		{"tk2|1|2|3|4|5|6|x", "unknown format"},
+		{"tk1|1|2|3|4|5", "too few fields: no fetched_at followed by the access_token"},
+		{"tk1|1|2|3|4|5|6", "too few fields: no issued_at followed by the access_token"},
+		{"tk1|x|2|3|4|5|0|t", "field version is not a non-negative integer"},
+		{"tk1|1|2|3|4|-5|0|t", "field fetched_at is not a non-negative integer"},
+		{"tk1|1|2|1|4|1|z|t", "field issued_at is not a non-negative integer"},
+		{"tk1|1|2|1|4|1|0|", "empty access_token"},
+		{"tk1|0|2|1|4|1|0|t", "version 0"},
+		{"tk1|1|5|1|4|1|0|t", "usable_until after expires_at"},
+		{"tk1|1|3|4|5|1|0|t", "refresh_at after usable_until"},
+		{"tk1|1|3|2|5|6|0|t", "fetched_at after expires_at"},
+		{"tk1|1|3|2|5|1|0|a b", "outside printable ASCII"},
+		{"tk1|1|3|2|5|1|0|" + string(long), "longer than 2048"},
 	} {
 		_, err := decodeRecord("k", tc.in)
 		if !errors.Is(err, ErrCorruptRecord) || !contains(err.Error(), tc.reason) {
@@ -215,9 +217,9 @@ func TestTokenNeverPrintsItsValue(t *testing.T) {
 }
 
 func FuzzDecodeRecord(f *testing.F) {
-	f.Add("tk1|1|2|1|4|1|tok")
-	f.Add("tk1|99|1700000000000|1699999990000|1700000060000|1699990000000|ACCESS_token-1")
-	f.Add("tk1|1|2|3|4")
+	f.Add("tk1|1|2|1|4|1|0|tok")
+	f.Add("tk1|99|1700000000000|1699999990000|1700000060000|1699990000000|1699990001000|ACCESS_token-1")
+	f.Add("tk1|1|2|3|4|5")
 	f.Add("<html>")
 	f.Fuzz(func(t *testing.T, s string) {
 		tok, err := decodeRecord("k", s)
@@ -261,5 +263,69 @@ func TestReadRacingAnAnnouncementStoresADemotedCopy(t *testing.T) {
 	f.cache.storeNear(st, old, f.clock.Now())
 	if e := st.near.Load(); e.loadedAt.IsZero() || !e.tok.UsableUntil.Equal(old.UsableUntil) {
 		t.Fatalf("an older announcement demoted the copy: %+v", e)
+	}
+}
+
+// When WeChat's own clock (the replies' Date) proves the order of two mints,
+// a late writer neither caps nor loses anything: the newest token is kept,
+// whichever process fetched it.
+func TestLateWriterUsesWeChatsClockToKeepTheNewest(t *testing.T) {
+	for _, tc := range []struct {
+		name       string
+		aIssued    time.Duration // A's reply Date, from t0; B's is t0+1m
+		wantStored string        // "A" or "B"
+	}{
+		{"A minted first: B's token lives on, uncapped", 0, "B"},
+		{"A minted last: A's token replaces B's", 2 * time.Minute, "A"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			f := newFixture(t, WithLocker(grantAll{}))
+			other := f.newCache(t, WithLocker(grantAll{}))
+			first := mustToken(t, f.cache, "wx1")
+			f.src.issuedAt = func(call int) time.Time {
+				switch call {
+				case 2: // A's fetch
+					return t0.Add(tc.aIssued)
+				case 3: // B's fetch
+					return t0.Add(time.Minute)
+				}
+				return time.Time{}
+			}
+			aBlock := make(chan struct{})
+			f.src.block = aBlock
+			f.src.started = make(chan struct{}, 4)
+			aDone := make(chan error, 1)
+			go func() {
+				_, err := f.cache.Invalidate(context.Background(), "wx1", first.Value)
+				aDone <- err
+			}()
+			<-f.src.started
+			f.clock.Advance(time.Minute)
+			f.src.mu.Lock()
+			f.src.block = nil
+			f.src.mu.Unlock()
+			b, err := other.Invalidate(context.Background(), "wx1", first.Value)
+			if err != nil {
+				t.Fatal(err)
+			}
+			close(aBlock)
+			if err := <-aDone; err != nil {
+				t.Fatalf("late writer: %v", err)
+			}
+			rec, _ := f.record(t, "wx1")
+			switch tc.wantStored {
+			case "B":
+				if rec.Value != b.Value || !rec.UsableUntil.Equal(b.UsableUntil) {
+					t.Fatalf("stored %v usable until %v; want B's %v untouched (usable until %v)", rec, rec.UsableUntil, b, b.UsableUntil)
+				}
+			case "A":
+				if rec.Value != "tok-2" || rec.Version != b.Version+1 {
+					t.Fatalf("stored %v; want A's tok-2 as version %d", rec, b.Version+1)
+				}
+			}
+			if n := f.src.Calls(); n != 3 {
+				t.Fatalf("fetches = %d, want 3: the order was proven, nothing to refetch", n)
+			}
+		})
 	}
 }

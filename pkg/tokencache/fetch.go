@@ -8,6 +8,7 @@ import (
 	"fmt"
 	"math/rand/v2"
 	"strconv"
+	"strings"
 	"time"
 
 	"github.com/redis/go-redis/v9"
@@ -240,6 +241,7 @@ func (c *Cache) fetchLocked(ctx context.Context, st *appState, cond condition, b
 		now.UnixMilli(), id, expected, recordTail(tok), tok.UsableUntil.UnixMilli(),
 		recordTail(contended), contended.UsableUntil.UnixMilli(), flag(classic),
 		sendCapUntil, sendCapRefresh, c.channel, st.id, tok.FetchedAt.UnixMilli(), c.opt.capWindow().Milliseconds(),
+		unixMilliOrZero(tok.IssuedAt), issueOrderSlack.Milliseconds(),
 	).Slice()
 	if err != nil {
 		// We cannot know whether the write happened. If it did not, the
@@ -444,14 +446,26 @@ func checkUpstream(t wechat.Token) error {
 func (c *Cache) newToken(up wechat.Token, fetchedAt time.Time) Token {
 	ms := func(t time.Time) time.Time { return time.UnixMilli(t.UnixMilli()) }
 	refreshAt, usable := c.opt.lifetimes(fetchedAt, up.ExpiresIn)
-	return Token{Value: up.Value, UsableUntil: ms(usable), RefreshAt: ms(refreshAt), ExpiresAt: ms(fetchedAt.Add(up.ExpiresIn)), FetchedAt: ms(fetchedAt)}
+	tok := Token{Value: up.Value, UsableUntil: ms(usable), RefreshAt: ms(refreshAt), ExpiresAt: ms(fetchedAt.Add(up.ExpiresIn)), FetchedAt: ms(fetchedAt)}
+	if !up.IssuedAt.IsZero() {
+		tok.IssuedAt = ms(up.IssuedAt)
+	}
+	return tok
 }
+
+// issueOrderSlack is how far apart two replies' Date headers (WeChat's
+// clock, whole seconds) must be to prove which token was minted last: one
+// second of resolution, and one for the time between mint and reply and
+// the spread of WeChat's servers.
+const issueOrderSlack = 2 * time.Second
 
 // recordTail is a record without its "tk1|version|" head; the version is
 // assigned inside commitFetch.
 func recordTail(t Token) string {
-	return strconv.FormatInt(t.UsableUntil.UnixMilli(), 10) + "|" + strconv.FormatInt(t.RefreshAt.UnixMilli(), 10) + "|" +
-		strconv.FormatInt(t.ExpiresAt.UnixMilli(), 10) + "|" + strconv.FormatInt(t.FetchedAt.UnixMilli(), 10) + "|" + t.Value
+	rec := encodeRecord(t)
+	// Drop "tk1|<version>|".
+	_, tail, _ := strings.Cut(rec[len(recordTag)+1:], "|")
+	return tail
 }
 
 func newFetchID() string {

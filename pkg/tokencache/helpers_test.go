@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"testing"
@@ -51,6 +52,7 @@ type scriptedSource struct {
 	started   chan struct{} // receives once per call, if set
 	prefix    string
 	mode      wechat.Mode
+	issuedAt  func(call int) time.Time // WeChat's Date for a call's reply; nil: none
 }
 
 func (s *scriptedSource) Fetch(ctx context.Context, appID string) (wechat.Token, error) {
@@ -61,7 +63,7 @@ func (s *scriptedSource) Fetch(ctx context.Context, appID string) (wechat.Token,
 	if len(s.errs) > 0 {
 		err, s.errs = s.errs[0], s.errs[1:]
 	}
-	block, started := s.block, s.started
+	block, started, issued := s.block, s.started, s.issuedAt
 	s.mu.Unlock()
 
 	if started != nil {
@@ -81,7 +83,11 @@ func (s *scriptedSource) Fetch(ctx context.Context, appID string) (wechat.Token,
 	if exp == 0 {
 		exp = 7200 * time.Second
 	}
-	return wechat.Token{Value: fmt.Sprintf("%stok-%d", s.prefix, n), ExpiresIn: exp}, nil
+	tok := wechat.Token{Value: fmt.Sprintf("%stok-%d", s.prefix, n), ExpiresIn: exp}
+	if issued != nil {
+		tok.IssuedAt = issued(n)
+	}
+	return tok, nil
 }
 
 func (s *scriptedSource) Mode(string) wechat.Mode { return s.mode }
@@ -192,18 +198,24 @@ func waitFor(t *testing.T, what string, cond func() bool) {
 
 var errBoom = errors.New("boom")
 
-// syncWriter serializes writes from concurrent loggers into a builder.
-type syncWriter struct {
+// logBuffer collects log output from concurrent goroutines.
+type logBuffer struct {
 	mu sync.Mutex
-	b  interface{ Write([]byte) (int, error) }
+	b  strings.Builder
 }
 
-func (w *syncWriter) Write(p []byte) (int, error) {
-	w.mu.Lock()
-	defer w.mu.Unlock()
-	return w.b.Write(p)
+func (l *logBuffer) Write(p []byte) (int, error) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.b.Write(p)
 }
 
-func newTestLogger(b interface{ Write([]byte) (int, error) }) *slog.Logger {
-	return slog.New(slog.NewTextHandler(&syncWriter{b: b}, &slog.HandlerOptions{Level: slog.LevelDebug}))
+func (l *logBuffer) String() string {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.b.String()
+}
+
+func newTestLogger(w *logBuffer) *slog.Logger {
+	return slog.New(slog.NewTextHandler(w, &slog.HandlerOptions{Level: slog.LevelDebug}))
 }

@@ -28,6 +28,9 @@ type Token struct {
 	ExpiresAt time.Time
 	// FetchedAt is when the request that minted the token was sent.
 	FetchedAt time.Time
+	// IssuedAt is when WeChat answered, by WeChat's clock (its Date header),
+	// to the second; zero if unknown. It orders mints between processes.
+	IssuedAt time.Time
 }
 
 // ExpiresIn is the usable life left at now, never negative.
@@ -66,7 +69,7 @@ func encodeRecord(t Token) string {
 	var b strings.Builder
 	b.Grow(len(t.Value) + 80)
 	b.WriteString(recordTag)
-	for _, n := range [...]int64{t.Version, t.UsableUntil.UnixMilli(), t.RefreshAt.UnixMilli(), t.ExpiresAt.UnixMilli(), t.FetchedAt.UnixMilli()} {
+	for _, n := range [...]int64{t.Version, t.UsableUntil.UnixMilli(), t.RefreshAt.UnixMilli(), t.ExpiresAt.UnixMilli(), t.FetchedAt.UnixMilli(), unixMilliOrZero(t.IssuedAt)} {
 		b.WriteByte('|')
 		b.WriteString(strconv.FormatInt(n, 10))
 	}
@@ -88,12 +91,12 @@ func decodeRecord(key, s string) (Token, error) {
 		}
 		return bad("unknown format (starts with " + strconv.Quote(s) + ", want \"tk1|\")")
 	}
-	var nums [5]int64
-	names := [5]string{"version", "usable_until", "refresh_at", "expires_at", "fetched_at"}
+	var nums [6]int64
+	names := [6]string{"version", "usable_until", "refresh_at", "expires_at", "fetched_at", "issued_at"}
 	for i := range nums {
 		field, tail, ok := strings.Cut(rest, "|")
 		if !ok {
-			return bad("missing field " + names[i])
+			return bad("too few fields: no " + names[i] + " followed by the access_token")
 		}
 		n, err := strconv.ParseInt(field, 10, 64)
 		if err != nil || n < 0 {
@@ -121,12 +124,25 @@ func decodeRecord(key, s string) (Token, error) {
 			return bad("access_token contains a byte outside printable ASCII")
 		}
 	}
-	return Token{
+	tok := Token{
 		Value:       rest,
 		Version:     nums[0],
 		UsableUntil: time.UnixMilli(nums[1]),
 		RefreshAt:   time.UnixMilli(nums[2]),
 		ExpiresAt:   time.UnixMilli(nums[3]),
 		FetchedAt:   time.UnixMilli(nums[4]),
-	}, nil
+	}
+	if nums[5] > 0 {
+		tok.IssuedAt = time.UnixMilli(nums[5])
+	}
+	return tok, nil
+}
+
+// unixMilliOrZero is t in Unix milliseconds, 0 for the zero time ("unknown"
+// in a record).
+func unixMilliOrZero(t time.Time) int64 {
+	if t.IsZero() {
+		return 0
+	}
+	return t.UnixMilli()
 }

@@ -9,7 +9,7 @@ import "github.com/redis/go-redis/v9"
 // Numbers in records stay strings inside Lua: the client computes every time
 // and passes it in, so no float formatting can corrupt a record.
 //
-// A record is "tk1|version|usable_until|refresh_at|expires_at|fetched_at|token"
+// A record is "tk1|version|usable_until|refresh_at|expires_at|fetched_at|issued_at|token"
 // (see the package doc). Every change is announced on the events channel as
 // "app version usable_until fetched_at" (the record as it now is; a deleted
 // one has usable_until in the past). Capping a record lowers usable_until (and
@@ -18,12 +18,12 @@ import "github.com/redis/go-redis/v9"
 const luaPrelude = `
 local function parse(s)
   if not s then return nil end
-  local v, u, r, e, f, t = string.match(s, '^tk1|(%d+)|(%d+)|(%d+)|(%d+)|(%d+)|(.+)$')
+  local v, u, r, e, f, i, t = string.match(s, '^tk1|(%d+)|(%d+)|(%d+)|(%d+)|(%d+)|(%d+)|(.+)$')
   if not v then return nil end
-  return {v = v, u = u, r = r, e = e, f = f, t = t}
+  return {v = v, u = u, r = r, e = e, f = f, i = i, t = t}
 end
 local function format(rec)
-  return 'tk1|' .. rec.v .. '|' .. rec.u .. '|' .. rec.r .. '|' .. rec.e .. '|' .. rec.f .. '|' .. rec.t
+  return 'tk1|' .. rec.v .. '|' .. rec.u .. '|' .. rec.r .. '|' .. rec.e .. '|' .. rec.f .. '|' .. rec.i .. '|' .. rec.t
 end
 local function announce(channel, app, rec)
   redis.call('PUBLISH', channel, app .. ' ' .. rec.v .. ' ' .. rec.u .. ' ' .. rec.f)
@@ -107,7 +107,8 @@ return {'go', tostring(used), cur or ''}
 // ARGV: now, fetch id, expected version ("0" for none), record tail,
 //
 //	usable until, contended record tail, contended usable until, classic,
-//	cap until, cap refresh, channel, app, fetched at, cap window ms
+//	cap until, cap refresh, channel, app, fetched at, cap window ms,
+//	issued at ms (WeChat's Date; 0 unknown), issue-order slack ms
 //
 // A record tail is the record without "tk1|version|".
 // Returns {"stored", version, contended 0/1} | {"refused", current version} |
@@ -121,8 +122,21 @@ local curv = '0'
 if rec then curv = rec.v end
 local classic = ARGV[8] == '1'
 if curv ~= ARGV[3] then
-  if rec and classic then cap(KEYS[1], rec, now, ARGV[9], ARGV[10], ARGV[11], ARGV[12], ARGV[14]) end
-  return {'refused', tonumber(curv)}
+  if not (rec and classic) then return {'refused', tonumber(curv)} end
+  -- Someone stored a token while we fetched. WeChat's own clock (the
+  -- replies' Date, to the second) can prove which was minted last; the
+  -- slack covers its resolution and the spread of WeChat's servers.
+  local ours, theirs, slack = tonumber(ARGV[15]), tonumber(rec.i), tonumber(ARGV[16])
+  local known = ours > 0 and theirs > 0
+  if known and ours + slack <= theirs then
+    return {'refused', tonumber(curv)} -- theirs is the newest: it lives on
+  end
+  if not (known and theirs + slack <= ours) then
+    cap(KEYS[1], rec, now, ARGV[9], ARGV[10], ARGV[11], ARGV[12], ARGV[14])
+    return {'refused', tonumber(curv)}
+  end
+  -- Ours is proven the newest, and theirs dies one overlap after it: ours
+  -- replaces theirs.
 end
 local tail, usable, contended = ARGV[4], tonumber(ARGV[5]), 0
 if classic and others > 0 then tail, usable, contended = ARGV[6], tonumber(ARGV[7]), 1 end
