@@ -47,9 +47,10 @@
 //
 //	tk1|<version>|<usable_until_ms>|<refresh_at_ms>|<expires_at_ms>|<fetched_at_ms>|<issued_at_ms>|<access_token>
 //
-// Times are Unix milliseconds; issued_at is WeChat's clock (0: unknown). A reader in any language splits on the first
-// six "|" and uses the token while now < usable_until. The key's TTL ends at
-// usable_until. All keys of one app share the {appID} hash tag, so every
+// Times are Unix milliseconds; issued_at is WeChat's clock, from its reply's
+// Date header (0: unknown). A reader in any language splits on the first
+// seven "|" and uses the token while now < usable_until. The key's TTL ends
+// at usable_until. All keys of one app share the {appID} hash tag, so every
 // script runs on Redis Cluster. Changes are announced on the channel
-// KeyPrefix + "events" as "<appID> <version>".
+// KeyPrefix + "events" as "<appID> <version> <usable_until_ms> <fetched_at_ms>".
 package tokencache
