@@ -1,7 +1,7 @@
 # Two commands do everything on a fresh machine:
 #   make run    the refresher in demo mode (embedded Redis and fake WeChat)
 #   make test   every test, installing redis-server first if it is missing
-.PHONY: run test check ensure-redis bench fuzz chaos
+.PHONY: run test check ensure-redis bench chaos
 
 GO ?= go
 
@@ -26,3 +26,9 @@ ensure-redis:
 
 bench: ensure-redis
 	$(GO) test -run '^$$' -bench . -benchmem -count=1 ./pkg/... ./internal/...
+
+# The chaos run: real redis-server, fake WeChat, 3 refresher replicas, 10
+# reader processes, every fault once; CHAOS_FLAGS="--apps 1000 --duration 5m"
+# for the long variant.
+chaos: ensure-redis
+	$(GO) run ./cmd/chaos $(CHAOS_FLAGS)
