@@ -36,6 +36,11 @@
 //     until its own usable end, then a clear error is returned. Classic apps
 //     never fetch without the lock; stable apps may.
 //
+// What is assumed: WeChat handles a request before that fetch's deadline
+// (its send plus the fetch timeout), or never. The fetch's intent stops
+// counting at the deadline, and a token whose own fetch started after it is
+// known to be newer than anything that fetch could mint.
+//
 // What is not guaranteed: a process frozen in the microseconds between its
 // last deadline check and the write of its request to the socket, and thawed
 // after its intent expired, can still mint a token nobody knows about. The

@@ -66,48 +66,64 @@ func TestErrcodeReplyLiftsTheCap(t *testing.T) {
 }
 
 func TestLateWriterIsRefusedAndCapsTheNewerToken(t *testing.T) {
-	f := newFixture(t, WithLocker(grantAll{}))
-	other := f.newCache(t, WithLocker(grantAll{}))
-	first := mustToken(t, f.cache, "wx1")
+	for _, tc := range []struct {
+		name   string
+		stall  time.Duration // how long A stalls after sending, before B fetches
+		capped bool
+	}{
+		// A's fetch (deadline: its send + the 10 s fetch timeout) may have
+		// minted after B's: B's token is capped, but never below its own
+		// fetch + the cap window.
+		{"B fetched within A's deadline", 5 * time.Second, true},
+		// A's fetch cannot have minted after its deadline; B's token, fetched
+		// later, was minted after A's: nothing to cap.
+		{"B fetched after A's deadline", time.Minute, false},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			f := newFixture(t, WithLocker(grantAll{}))
+			other := f.newCache(t, WithLocker(grantAll{}))
+			first := mustToken(t, f.cache, "wx1")
 
-	// A fetches and stalls before writing; its lock "expires".
-	aBlock := make(chan struct{})
-	f.src.block = aBlock
-	f.src.started = make(chan struct{}, 4)
-	aDone := make(chan error, 1)
-	go func() {
-		_, err := f.cache.Invalidate(context.Background(), "wx1", first.Value)
-		aDone <- err
-	}()
-	<-f.src.started
-	aSentAt := f.clock.Now()
-	f.clock.Advance(time.Minute)
+			// A fetches and stalls before writing; its lock "expires".
+			aBlock := make(chan struct{})
+			f.src.block = aBlock
+			f.src.started = make(chan struct{}, 4)
+			aDone := make(chan error, 1)
+			go func() {
+				_, err := f.cache.Invalidate(context.Background(), "wx1", first.Value)
+				aDone <- err
+			}()
+			<-f.src.started
+			f.clock.Advance(tc.stall)
 
-	// B, holding the lock now, fetches and stores.
-	f.src.mu.Lock()
-	f.src.block = nil
-	f.src.mu.Unlock()
-	b, err := other.Invalidate(context.Background(), "wx1", first.Value)
-	if err != nil {
-		t.Fatal(err)
-	}
-	// A wakes up: its compare-and-set must fail, and since its fetch may
-	// have come after B's, B's token is capped relative to A's send.
-	close(aBlock)
-	if err := <-aDone; err != nil {
-		t.Fatalf("late writer: %v (it should return the stored token)", err)
-	}
-	rec, _ := f.record(t, "wx1")
-	if rec.Value != b.Value || rec.Version != b.Version {
-		t.Fatalf("stored %v; the late writer overwrote %v", rec, b)
-	}
-	// Capped, but never below its own fetch + the cap window: only a mint
-	// after B's own fetch can kill B's token.
-	if want := b.FetchedAt.Add(defaultCapWindow); !rec.UsableUntil.Equal(want) || !aSentAt.Before(b.FetchedAt) {
-		t.Fatalf("B's token usable until %v, want capped to %v (B's fetch + cap window, later than A's send %v)", rec.UsableUntil, want, aSentAt)
-	}
-	if s := f.cache.Stats(); s.Refused != 1 {
-		t.Fatalf("Refused = %d, want 1", s.Refused)
+			// B, holding the lock now, fetches and stores.
+			f.src.mu.Lock()
+			f.src.block = nil
+			f.src.mu.Unlock()
+			b, err := other.Invalidate(context.Background(), "wx1", first.Value)
+			if err != nil {
+				t.Fatal(err)
+			}
+			// A wakes up: its compare-and-set must fail.
+			close(aBlock)
+			if err := <-aDone; err != nil {
+				t.Fatalf("late writer: %v (it should return the stored token)", err)
+			}
+			rec, _ := f.record(t, "wx1")
+			if rec.Value != b.Value || rec.Version != b.Version {
+				t.Fatalf("stored %v; the late writer overwrote %v", rec, b)
+			}
+			want := b.UsableUntil
+			if tc.capped {
+				want = b.FetchedAt.Add(defaultCapWindow)
+			}
+			if !rec.UsableUntil.Equal(want) {
+				t.Fatalf("B's token usable until %v, want %v", rec.UsableUntil, want)
+			}
+			if s := f.cache.Stats(); s.Refused != 1 {
+				t.Fatalf("Refused = %d, want 1", s.Refused)
+			}
+		})
 	}
 }
 

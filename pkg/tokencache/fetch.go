@@ -198,7 +198,7 @@ func (c *Cache) fetchLocked(ctx context.Context, st *appState, cond condition, b
 	if !sendAt.Before(deadline) {
 		// Paused past our intent: another process may be fetching now, and
 		// a fetch sent this late could invalidate its token unseen.
-		c.abort(st, id, false, sendAt, expected, beginCap, prev, classic)
+		c.abort(st, id, false, sendAt, deadline, expected, beginCap, prev, classic)
 		return Token{}, fmt.Errorf("tokencache: app %q: fetch deadline passed before sending; not sent", st.id)
 	}
 	fctx, cancel := context.WithTimeout(ctx, deadline.Sub(sendAt))
@@ -213,7 +213,7 @@ func (c *Cache) fetchLocked(ctx context.Context, st *appState, cond condition, b
 		c.stats.fetchErrors.Add(1)
 		var werr *wechat.Error
 		unknown := !errors.As(err, &werr) // only an errcode reply proves nothing was minted
-		c.abort(st, id, unknown, sendAt, expected, beginCap, prev, classic)
+		c.abort(st, id, unknown, sendAt, deadline, expected, beginCap, prev, classic)
 		c.hold(st, err, c.opt.now())
 		c.emit(st, classOf(err), took, err)
 		c.log.Warn("tokencache: upstream fetch failed", "app", st.id, "err", err, "outcome_unknown", unknown)
@@ -241,7 +241,7 @@ func (c *Cache) fetchLocked(ctx context.Context, st *appState, cond condition, b
 		now.UnixMilli(), id, expected, recordTail(tok), tok.UsableUntil.UnixMilli(),
 		recordTail(contended), contended.UsableUntil.UnixMilli(), flag(classic),
 		sendCapUntil, sendCapRefresh, c.channel, st.id, tok.FetchedAt.UnixMilli(), c.opt.capWindow().Milliseconds(),
-		unixMilliOrZero(tok.IssuedAt), issueOrderSlack.Milliseconds(),
+		unixMilliOrZero(tok.IssuedAt), issueOrderSlack.Milliseconds(), deadline.UnixMilli(),
 	).Slice()
 	if err != nil {
 		// We cannot know whether the write happened. If it did not, the
@@ -336,13 +336,14 @@ func (c *Cache) refreshInBackground(st *appState, now time.Time) {
 	}()
 }
 
-func (c *Cache) abort(st *appState, id string, unknown bool, sendAt time.Time, expected, beginCap string, prev Token, classic bool) {
+func (c *Cache) abort(st *appState, id string, unknown bool, sendAt, deadline time.Time, expected, beginCap string, prev Token, classic bool) {
 	capUntil, capRefresh := c.capAt(sendAt)
 	ctx, cancel := context.WithTimeout(c.ctx, c.opt.fetchTimeout)
 	defer cancel()
 	err := abortFetch.Run(ctx, c.client, []string{st.recordKey, st.intentsKey},
 		c.opt.now().UnixMilli(), id, flag(unknown), capUntil, capRefresh, expected, beginCap,
 		prev.UsableUntil.UnixMilli(), prev.RefreshAt.UnixMilli(), c.channel, st.id, flag(classic), c.opt.capWindow().Milliseconds(),
+		deadline.UnixMilli(),
 	).Err()
 	if err != nil && !errors.Is(err, redis.Nil) {
 		c.log.Warn("tokencache: could not record the end of a failed fetch", "app", st.id, "err", err)

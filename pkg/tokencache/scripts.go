@@ -28,7 +28,11 @@ end
 local function announce(channel, app, rec)
   redis.call('PUBLISH', channel, app .. ' ' .. rec.v .. ' ' .. rec.u .. ' ' .. rec.f)
 end
-local function cap(key, rec, now, capUntil, capRefresh, channel, app, window)
+local function cap(key, rec, now, capUntil, capRefresh, channel, app, window, ourDeadline)
+  -- Our fetch cannot have minted after its deadline (past it, its intent
+  -- stops counting for everyone). A record fetched after that was minted
+  -- after ours: our fetch cannot kill it.
+  if tonumber(rec.f) >= tonumber(ourDeadline) then return false end
   -- Only a mint after this record's own fetch can kill it, so it lives at
   -- least the overlap after its fetched_at: never cap below that.
   local floor = tonumber(rec.f) + tonumber(window)
@@ -90,7 +94,7 @@ redis.call('ZADD', KEYS[2], ARGV[3], ARGV[2])
 local last = redis.call('ZRANGE', KEYS[2], -1, -1, 'WITHSCORES')
 redis.call('PEXPIRE', KEYS[2], math.max(1, tonumber(last[2]) - now))
 if rec and ARGV[8] == '1' then
-  cap(KEYS[1], rec, now, ARGV[4], ARGV[5], ARGV[11], ARGV[12], ARGV[13])
+  cap(KEYS[1], rec, now, ARGV[4], ARGV[5], ARGV[11], ARGV[12], ARGV[13], ARGV[3])
 end
 return {'go', tostring(used), cur or ''}
 `)
@@ -108,7 +112,8 @@ return {'go', tostring(used), cur or ''}
 //
 //	usable until, contended record tail, contended usable until, classic,
 //	cap until, cap refresh, channel, app, fetched at, cap window ms,
-//	issued at ms (WeChat's Date; 0 unknown), issue-order slack ms
+//	issued at ms (WeChat's Date; 0 unknown), issue-order slack ms, our
+//	fetch's deadline ms
 //
 // A record tail is the record without "tk1|version|".
 // Returns {"stored", version, contended 0/1} | {"refused", current version} |
@@ -132,7 +137,7 @@ if curv ~= ARGV[3] then
     return {'refused', tonumber(curv)} -- theirs is the newest: it lives on
   end
   if not (known and theirs + slack <= ours) then
-    cap(KEYS[1], rec, now, ARGV[9], ARGV[10], ARGV[11], ARGV[12], ARGV[14])
+    cap(KEYS[1], rec, now, ARGV[9], ARGV[10], ARGV[11], ARGV[12], ARGV[14], ARGV[17])
     return {'refused', tonumber(curv)}
   end
   -- Ours is proven the newest, and theirs dies one overlap after it: ours
@@ -141,7 +146,7 @@ end
 local tail, usable, contended = ARGV[4], tonumber(ARGV[5]), 0
 if classic and others > 0 then tail, usable, contended = ARGV[6], tonumber(ARGV[7]), 1 end
 if usable <= now then
-  if rec and classic then cap(KEYS[1], rec, now, ARGV[9], ARGV[10], ARGV[11], ARGV[12], ARGV[14]) end
+  if rec and classic then cap(KEYS[1], rec, now, ARGV[9], ARGV[10], ARGV[11], ARGV[12], ARGV[14], ARGV[17]) end
   return {'stale', 0}
 end
 local v = redis.call('INCR', KEYS[3])
@@ -164,7 +169,7 @@ return {'stored', v, contended}
 //
 //	expected version, our begin cap (usable_until it set, or ""),
 //	usable until before it, refresh at before it, channel, app, classic,
-//	cap window ms
+//	cap window ms, our fetch's deadline ms
 //
 // Returns "capped", "restored", "kept" or "none".
 var abortFetch = redis.NewScript(luaPrelude + `
@@ -173,7 +178,7 @@ forgetIntent(KEYS[2], ARGV[2], now)
 local rec = parse(redis.call('GET', KEYS[1]))
 if not rec then return 'none' end
 if ARGV[3] == '1' and ARGV[12] == '1' then
-  if cap(KEYS[1], rec, now, ARGV[4], ARGV[5], ARGV[10], ARGV[11], ARGV[13]) then return 'capped' end
+  if cap(KEYS[1], rec, now, ARGV[4], ARGV[5], ARGV[10], ARGV[11], ARGV[13], ARGV[14]) then return 'capped' end
   return 'kept'
 end
 if ARGV[7] ~= '' and rec.v == ARGV[6] and rec.u == ARGV[7] and redis.call('ZCARD', KEYS[2]) == 0 then
