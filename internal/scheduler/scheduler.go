@@ -32,8 +32,13 @@ const (
 
 // Retry delays after failures.
 const (
-	BackoffBase      = time.Second     // first retry after a transient failure (before jitter)
-	BackoffMax       = time.Minute     // ceiling of the transient backoff
+	BackoffBase = time.Second // first retry after a transient failure (before jitter)
+	BackoffMax  = time.Minute // ceiling of the transient backoff
+	// RedisRetryMax is the ceiling of the backoff when Redis, not WeChat,
+	// failed (classes unavailable and stale). Found by the chaos run: with
+	// the minute-long ceiling, refreshes due during a 3 s Redis outage were
+	// retried after their tokens' usable end.
+	RedisRetryMax    = 2 * time.Second
 	MinuteLimitDelay = time.Minute     // after errcode 45011
 	BudgetRetry      = 5 * time.Minute // while the daily fetch budget is used up
 	// MinDelay is the shortest wait after a success or a hold, so a
@@ -419,9 +424,15 @@ func (s *Scheduler) nextRun(now time.Time, class string, o outcome, failures int
 	case ClassMinuteLimit:
 		at = now.Add(MinuteLimitDelay).Add(s.jitter(s.maxJitter))
 	default: // transient, unavailable, stale
+		ceiling := BackoffMax
+		if class == ClassUnavailable || class == ClassStale {
+			// Redis failed, not WeChat: a retry costs the upstream nothing,
+			// while the token keeps running out. Notice its return soon.
+			ceiling = RedisRetryMax
+		}
 		backoff := BackoffBase << min(failures-1, 16)
-		if backoff > BackoffMax || backoff <= 0 {
-			backoff = BackoffMax
+		if backoff > ceiling || backoff <= 0 {
+			backoff = ceiling
 		}
 		at = now.Add(backoff/2 + s.jitter(backoff/2))
 	}

@@ -405,8 +405,9 @@ func TestNearlyDueTokenWaitsAtLeastMinDelay(t *testing.T) {
 }
 
 // During a Redis outage tokencache's Refresh returns the last good token
-// from memory, already due. That is no success: it backs off like a
-// transient failure instead of retrying every MinDelay.
+// from memory, already due. That is no success: it backs off instead of
+// retrying every MinDelay, but never beyond RedisRetryMax, so Redis's return
+// is noticed before the token runs out.
 func TestDueTokenBacksOffAsStale(t *testing.T) {
 	ref := newFakeRefresher(func(ctx context.Context, app string, n int) (tokencache.Token, error) {
 		return tokenAt(t0, -time.Minute, 10*time.Minute), nil // RefreshAt in the past
@@ -414,7 +415,7 @@ func TestDueTokenBacksOffAsStale(t *testing.T) {
 	h := start(t, Config{Apps: []string{"wxa"}, Refresher: ref}, maxRand)
 	r := h.result()
 	for k := 1; k <= 8; k++ {
-		want := min(time.Second<<(k-1), time.Minute)
+		want := min(time.Second<<(k-1), RedisRetryMax) // Redis failed: retried within 2 s
 		if got := r.Next.Sub(h.clock.Now()); r.Class != ClassStale || got != want {
 			t.Fatalf("call %d: class %q retry in %v; want stale in %v", k, r.Class, got, want)
 		}
