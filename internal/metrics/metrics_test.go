@@ -2,8 +2,6 @@ package metrics
 
 import (
 	"errors"
-	"net/http"
-	"net/http/httptest"
 	"strings"
 	"sync/atomic"
 	"testing"
@@ -97,26 +95,17 @@ tokenkeeper_leader_transitions_total 3
 	}
 }
 
-func TestHTTPRequestsAndInstrument(t *testing.T) {
+func TestHTTPRequests(t *testing.T) {
 	m, reg := newTest(t)
 	m.ObserveHTTP("/v1/apps/{appid}/token", 200, 2*time.Millisecond)
+	m.ObserveHTTP("/v1/apps/{appid}/token", 200, 3*time.Millisecond)
 	m.ObserveHTTP("/v1/apps/{appid}/token", 401, time.Millisecond)
-	h := m.Instrument("/debug", http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		if r.URL.Path == "/missing" {
-			http.NotFound(w, r)
-			return
-		}
-		w.Write([]byte("hi")) // implicit 200
-	}))
-	for _, p := range []string{"/", "/missing", "/"} {
-		h.ServeHTTP(httptest.NewRecorder(), httptest.NewRequest(http.MethodGet, p, nil))
-	}
+	m.ObserveHTTP("/healthz", 200, time.Millisecond)
 	err := testutil.GatherAndCompare(reg, strings.NewReader(`
 # HELP tokenkeeper_http_requests_total HTTP API requests by route pattern and status code.
 # TYPE tokenkeeper_http_requests_total counter
-tokenkeeper_http_requests_total{code="200",route="/debug"} 2
-tokenkeeper_http_requests_total{code="404",route="/debug"} 1
-tokenkeeper_http_requests_total{code="200",route="/v1/apps/{appid}/token"} 1
+tokenkeeper_http_requests_total{code="200",route="/healthz"} 1
+tokenkeeper_http_requests_total{code="200",route="/v1/apps/{appid}/token"} 2
 tokenkeeper_http_requests_total{code="401",route="/v1/apps/{appid}/token"} 1
 `), "tokenkeeper_http_requests_total")
 	if err != nil {
@@ -230,10 +219,6 @@ func TestNilMetricsIsANoOp(t *testing.T) {
 	m.ObserveHTTP("r", 200, time.Second)
 	m.SetAppSource(func() []AppGauge { return nil })
 	m.Hooks().OnFetch(tokencache.FetchEvent{AppID: "wxa"})
-	inner := http.NotFoundHandler()
-	if got := m.Instrument("r", inner); got == nil {
-		t.Fatal("Instrument on nil Metrics returned nil")
-	}
 }
 
 func TestNewRejectsNilAndDoubleRegistration(t *testing.T) {
