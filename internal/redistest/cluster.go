@@ -232,48 +232,18 @@ func (n *clusterNode) start(bin string) error {
 	n.mu.Lock()
 	defer n.mu.Unlock()
 	n.out = &bytes.Buffer{}
-	cmd := exec.Command(bin,
-		"--port", strconv.Itoa(n.port),
+	cmd, exited, err := launch(bin, n.port, n.out,
 		"--cluster-port", strconv.Itoa(n.busPort),
-		"--bind", "127.0.0.1",
 		"--cluster-enabled", "yes",
 		"--cluster-config-file", filepath.Join(n.dir, "nodes-"+strconv.Itoa(n.port)+".conf"),
 		"--cluster-node-timeout", "2000",
-		"--save", "",
-		"--appendonly", "no",
 		"--dir", n.dir,
-		"--protected-mode", "yes",
 	)
-	cmd.Stdout, cmd.Stderr = n.out, n.out
-	if err := cmd.Start(); err != nil {
-		return err
+	if err != nil {
+		return fmt.Errorf("cluster node (bus port %d): %w", n.busPort, err)
 	}
-	exited := make(chan error, 1)
-	go func() { exited <- cmd.Wait() }()
-
-	c := redis.NewClient(&redis.Options{Addr: n.addr(), MaxRetries: -1, DialTimeout: 200 * time.Millisecond})
-	defer c.Close()
-	deadline := time.Now().Add(10 * time.Second)
-	for {
-		ctx, cancel := context.WithTimeout(context.Background(), 200*time.Millisecond)
-		err := c.Ping(ctx).Err()
-		cancel()
-		if err == nil {
-			n.cmd, n.exited = cmd, exited
-			return nil
-		}
-		select {
-		case werr := <-exited:
-			return fmt.Errorf("redis-server on port %d (bus %d) exited: %v: %s", n.port, n.busPort, werr, n.out.String())
-		default:
-		}
-		if time.Now().After(deadline) {
-			_ = cmd.Process.Kill()
-			<-exited
-			return fmt.Errorf("redis-server on port %d did not answer PING within 10s: %v", n.port, err)
-		}
-		time.Sleep(10 * time.Millisecond) // polling a starting process: no signal to await
-	}
+	n.cmd, n.exited = cmd, exited
+	return nil
 }
 
 func (n *clusterNode) kill() {

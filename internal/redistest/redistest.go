@@ -137,23 +137,34 @@ func (s *Server) Resume() error {
 func (s *Server) start() error {
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	out := &bytes.Buffer{}
-	cmd := exec.Command(s.bin,
-		"--port", strconv.Itoa(s.port),
+	cmd, exited, err := launch(s.bin, s.port, &bytes.Buffer{}, "--dir", s.dir)
+	if err != nil {
+		return err
+	}
+	s.cmd, s.exited = cmd, exited
+	return nil
+}
+
+// launch starts a redis-server on 127.0.0.1:port, with no persistence of its
+// own and extra arguments, and returns once it answers PING. exited receives
+// the process's Wait result exactly once.
+func launch(bin string, port int, out *bytes.Buffer, extra ...string) (cmd *exec.Cmd, exited chan error, err error) {
+	args := append([]string{
+		"--port", strconv.Itoa(port),
 		"--bind", "127.0.0.1",
 		"--save", "",
 		"--appendonly", "no",
-		"--dir", s.dir,
 		"--protected-mode", "yes",
-	)
+	}, extra...)
+	cmd = exec.Command(bin, args...)
 	cmd.Stdout, cmd.Stderr = out, out
 	if err := cmd.Start(); err != nil {
-		return err
+		return nil, nil, err
 	}
-	exited := make(chan error, 1)
+	exited = make(chan error, 1)
 	go func() { exited <- cmd.Wait() }()
 
-	c := redis.NewClient(&redis.Options{Addr: s.Addr(), MaxRetries: -1, DialTimeout: 200 * time.Millisecond})
+	c := redis.NewClient(&redis.Options{Addr: net.JoinHostPort("127.0.0.1", strconv.Itoa(port)), MaxRetries: -1, DialTimeout: 200 * time.Millisecond})
 	defer c.Close()
 	deadline := time.Now().Add(10 * time.Second)
 	for {
@@ -161,18 +172,17 @@ func (s *Server) start() error {
 		err := c.Ping(ctx).Err()
 		cancel()
 		if err == nil {
-			s.cmd, s.exited = cmd, exited
-			return nil
+			return cmd, exited, nil
 		}
 		select {
 		case werr := <-exited:
-			return fmt.Errorf("redis-server on port %d exited: %v: %s", s.port, werr, out.String())
+			return nil, nil, fmt.Errorf("redis-server on port %d exited: %v: %s", port, werr, out.String())
 		default:
 		}
 		if time.Now().After(deadline) {
 			_ = cmd.Process.Kill()
 			<-exited
-			return fmt.Errorf("redis-server on port %d did not answer PING within 10s: %v", s.port, err)
+			return nil, nil, fmt.Errorf("redis-server on port %d did not answer PING within 10s: %v", port, err)
 		}
 		time.Sleep(10 * time.Millisecond) // polling a starting process: no signal to await
 	}
