@@ -1,12 +1,10 @@
 package httpapi
 
 import (
-	"bytes"
 	"context"
 	"encoding/json"
 	"errors"
 	"fmt"
-	"io"
 	"log/slog"
 	"net/http"
 	"net/http/httptest"
@@ -18,6 +16,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 
 	"github.com/tokenkeeper/tokenkeeper/internal/metrics"
+	"github.com/tokenkeeper/tokenkeeper/internal/testlog"
 	"github.com/tokenkeeper/tokenkeeper/pkg/tokencache"
 	"github.com/tokenkeeper/tokenkeeper/pkg/wechat"
 )
@@ -115,7 +114,7 @@ type env struct {
 	h      http.Handler
 	tokens *fakeTokens
 	clock  *testClock
-	logs   *syncBuffer
+	logs   *testlog.Buffer
 	reg    *prometheus.Registry
 }
 
@@ -134,7 +133,7 @@ func defaultConfig(tokens *fakeTokens) Config {
 // buffer; edit, if set, changes the config first.
 func newEnv(t *testing.T, edit func(*Config)) *env {
 	t.Helper()
-	e := &env{t: t, tokens: newFakeTokens("wxa", "wxb"), clock: &testClock{now: t0}, logs: &syncBuffer{}, reg: prometheus.NewRegistry()}
+	e := &env{t: t, tokens: newFakeTokens("wxa", "wxb"), clock: &testClock{now: t0}, logs: &testlog.Buffer{}, reg: prometheus.NewRegistry()}
 	m, err := metrics.New(e.reg)
 	if err != nil {
 		t.Fatal(err)
@@ -618,22 +617,3 @@ func TestLogsNeverCarryTokensOrKeys(t *testing.T) {
 		t.Fatalf("only %d log lines for the whole run", n)
 	}
 }
-
-type syncBuffer struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (b *syncBuffer) Write(p []byte) (int, error) {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	return b.b.Write(p)
-}
-
-func (b *syncBuffer) String() string {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	return b.b.String()
-}
-
-var _ io.Writer = (*syncBuffer)(nil)

@@ -1,7 +1,6 @@
 package refresher_test
 
 import (
-	"bytes"
 	"context"
 	"encoding/json"
 	"errors"
@@ -11,7 +10,6 @@ import (
 	"net"
 	"net/http"
 	"strings"
-	"sync"
 	"testing"
 	"time"
 
@@ -21,6 +19,7 @@ import (
 	"github.com/tokenkeeper/tokenkeeper/internal/config"
 	"github.com/tokenkeeper/tokenkeeper/internal/refresher"
 	"github.com/tokenkeeper/tokenkeeper/internal/status"
+	"github.com/tokenkeeper/tokenkeeper/internal/testlog"
 	"github.com/tokenkeeper/tokenkeeper/pkg/wechattest"
 )
 
@@ -28,23 +27,6 @@ const (
 	apiKey = "replica-test-api-key-0123456789"
 	secret = "replica-test-secret-0123456789"
 )
-
-type syncBuffer struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (s *syncBuffer) Write(p []byte) (int, error) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.Write(p)
-}
-
-func (s *syncBuffer) String() string {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.String()
-}
 
 func testConfig(t *testing.T, redisAddr, wechatURL, httpAddr string) *config.Config {
 	t.Helper()
@@ -88,7 +70,7 @@ func TestReplicaServesLeadsAndReleases(t *testing.T) {
 	mr := miniredis.RunT(t)
 	fake := wechattest.New(t, wechattest.WithApp("wx1", secret), wechattest.WithLifetime(time.Hour))
 	cfg := testConfig(t, mr.Addr(), fake.URL(), "127.0.0.1:0")
-	logs := &syncBuffer{}
+	logs := &testlog.Buffer{}
 	listening := make(chan string, 1)
 	r, err := refresher.New(cfg, slog.New(slog.NewTextHandler(logs, nil)), refresher.WithOnListening(func(addr string) { listening <- addr }))
 	if err != nil {

@@ -11,6 +11,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/tokenkeeper/tokenkeeper/internal/testlog"
 	"github.com/tokenkeeper/tokenkeeper/pkg/tokencache"
 	"github.com/tokenkeeper/tokenkeeper/pkg/wechat"
 )
@@ -264,7 +265,7 @@ func TestQuotaWaitsForBeijingMidnight(t *testing.T) {
 }
 
 func TestConfigErrorStopsTheAppAndLogsAnError(t *testing.T) {
-	var logs syncBuffer
+	var logs testlog.Buffer
 	log := slog.New(slog.NewTextHandler(&logs, &slog.HandlerOptions{Level: slog.LevelDebug}))
 	ref := newFakeRefresher(func(ctx context.Context, app string, n int) (tokencache.Token, error) {
 		if app == "wxbad" {
@@ -682,23 +683,6 @@ func TestNewValidates(t *testing.T) {
 			t.Errorf("New(%+v) = %v; want an error containing %q", tc.cfg, err, tc.want)
 		}
 	}
-}
-
-type syncBuffer struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (b *syncBuffer) Write(p []byte) (int, error) {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	return b.b.Write(p)
-}
-
-func (b *syncBuffer) String() string {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	return b.b.String()
 }
 
 func TestResultNeverPrintsTheToken(t *testing.T) {

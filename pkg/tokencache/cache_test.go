@@ -8,6 +8,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/tokenkeeper/tokenkeeper/internal/testlog"
 	"github.com/tokenkeeper/tokenkeeper/pkg/wechat"
 )
 
@@ -298,7 +299,7 @@ func TestDailyBudgetIsSharedAndRefusesBeforeSending(t *testing.T) {
 }
 
 func TestCorruptRecordKeepsTheLastGoodTokenAndIsReplaced(t *testing.T) {
-	var logs logBuffer
+	var logs testlog.Buffer
 	f := newFixture(t, WithLogger(newTestLogger(&logs)))
 	first := mustToken(t, f.cache, "wx1")
 	f.m.Set("tokenkeeper:{wx1}:token", "<html>oops</html>")
