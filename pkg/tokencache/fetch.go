@@ -274,7 +274,13 @@ func (c *Cache) fetchLocked(ctx context.Context, st *appState, cond condition, b
 		c.log.Warn("tokencache: fetched token not stored; the stored one was capped", "app", st.id, "outcome", out[0],
 			"token", wechat.Fingerprint(tok.Value))
 		cur, found, rerr := c.read(ctx, st, now)
-		if rerr == nil && found && satisfied(cur, condUsable, bad, now) && (cond != condReplace || cur.Value != bad) {
+		// Any live token serves the caller now (a due one included: its
+		// refresh is someone's job again), but never the one reported bad.
+		want := condUsable
+		if cond == condReplace {
+			want = condReplace
+		}
+		if rerr == nil && found && satisfied(cur, want, bad, now) {
 			return cur, nil
 		}
 		return Token{}, errNotStored
@@ -430,10 +436,8 @@ func checkUpstream(t wechat.Token) error {
 	if t.Value == "" || len(t.Value) > maxTokenLen {
 		return fmt.Errorf("%w: source returned a token of %d bytes", wechat.ErrMalformedReply, len(t.Value))
 	}
-	for i := 0; i < len(t.Value); i++ {
-		if b := t.Value[i]; b <= ' ' || b > '~' || b == '|' {
-			return fmt.Errorf("%w: source returned a token with a byte outside printable ASCII", wechat.ErrMalformedReply)
-		}
+	if !printableASCII(t.Value) || strings.Contains(t.Value, "|") {
+		return fmt.Errorf("%w: source returned a token with a byte outside printable ASCII or a '|'", wechat.ErrMalformedReply)
 	}
 	if t.ExpiresIn <= 0 || t.ExpiresIn > 24*time.Hour {
 		return fmt.Errorf("%w: source returned expires_in %v", wechat.ErrMalformedReply, t.ExpiresIn)

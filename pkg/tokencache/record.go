@@ -119,10 +119,8 @@ func decodeRecord(key, s string) (Token, error) {
 	case nums[4] > nums[3]:
 		return bad("fetched_at after expires_at")
 	}
-	for i := 0; i < len(rest); i++ {
-		if c := rest[i]; c <= ' ' || c > '~' {
-			return bad("access_token contains a byte outside printable ASCII")
-		}
+	if !printableASCII(rest) {
+		return bad("access_token contains a byte outside printable ASCII")
 	}
 	tok := Token{
 		Value:       rest,
@@ -136,6 +134,17 @@ func decodeRecord(key, s string) (Token, error) {
 		tok.IssuedAt = time.UnixMilli(nums[5])
 	}
 	return tok, nil
+}
+
+// printableASCII reports whether s holds only the bytes '!' to '~': what
+// WeChat's tokens are made of, and what a record can carry.
+func printableASCII(s string) bool {
+	for i := 0; i < len(s); i++ {
+		if c := s[i]; c <= ' ' || c > '~' {
+			return false
+		}
+	}
+	return true
 }
 
 // unixMilliOrZero is t in Unix milliseconds, 0 for the zero time ("unknown"
