@@ -240,10 +240,8 @@ func (c *Cache) Invalidate(ctx context.Context, appID, bad string) (Token, error
 	if err != nil && !errors.Is(err, ErrCorruptRecord) {
 		return c.redisDown(ctx, st, err)
 	}
-	now := c.opt.now()
-	if found && tok.Value != bad && now.Before(tok.UsableUntil) {
+	if found && satisfied(tok, condReplace, bad, c.opt.now()) { // read kept it in memory
 		c.stats.invalidationsIgnored.Add(1)
-		c.storeNear(st, tok, now)
 		return tok, nil
 	}
 	c.stats.invalidations.Add(1)
@@ -268,7 +266,8 @@ func (c *Cache) Refresh(ctx context.Context, appID string) (Token, error) {
 	return c.fetch(ctx, st, condDue, "")
 }
 
-// Peek reads appID's record from Redis without fetching or caching.
+// Peek reads appID's record from Redis and never fetches. Like every read,
+// it refreshes this process's in-memory copy with what it found.
 func (c *Cache) Peek(ctx context.Context, appID string) (tok Token, found bool, err error) {
 	st, err := c.app(appID)
 	if err != nil {

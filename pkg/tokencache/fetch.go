@@ -75,7 +75,6 @@ func (c *Cache) fetch(ctx context.Context, st *appState, cond condition, bad str
 }
 
 func (c *Cache) fetchFleet(ctx context.Context, st *appState, cond condition, bad string) (Token, error) {
-	var lastErr error
 	for attempt := 0; attempt < maxFleetAttempts; attempt++ {
 		if err := c.held(st); err != nil {
 			return Token{}, err
@@ -106,9 +105,8 @@ func (c *Cache) fetchFleet(ctx context.Context, st *appState, cond condition, ba
 		if !errors.Is(err, errNotStored) {
 			return tok, err
 		}
-		lastErr = err
 	}
-	return Token{}, fmt.Errorf("tokencache: app %q: no token after %d attempts: %w", st.id, maxFleetAttempts, lastErr)
+	return Token{}, fmt.Errorf("tokencache: app %q: no usable token after %d rounds of waiting for another holder or having our write refused", st.id, maxFleetAttempts)
 }
 
 // errNotStored: our fetch was not stored and nothing usable is there.
