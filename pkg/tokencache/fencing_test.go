@@ -85,28 +85,16 @@ func TestLateWriterIsRefusedAndCapsTheNewerToken(t *testing.T) {
 			first := mustToken(t, f.cache, "wx1")
 
 			// A fetches and stalls before writing; its lock "expires".
-			aBlock := make(chan struct{})
-			f.src.block = aBlock
-			f.src.started = make(chan struct{}, 4)
-			aDone := make(chan error, 1)
-			go func() {
-				_, err := f.cache.Invalidate(context.Background(), "wx1", first.Value)
-				aDone <- err
-			}()
-			<-f.src.started
+			release := f.stallFetch("wx1", first.Value)
 			f.clock.Advance(tc.stall)
 
 			// B, holding the lock now, fetches and stores.
-			f.src.mu.Lock()
-			f.src.block = nil
-			f.src.mu.Unlock()
 			b, err := other.Invalidate(context.Background(), "wx1", first.Value)
 			if err != nil {
 				t.Fatal(err)
 			}
 			// A wakes up: its compare-and-set must fail.
-			close(aBlock)
-			if err := <-aDone; err != nil {
+			if err := release(); err != nil {
 				t.Fatalf("late writer: %v (it should return the stored token)", err)
 			}
 			rec, _ := f.record(t, "wx1")
@@ -133,18 +121,7 @@ func TestWriterSeeingAnotherFetchInFlightCapsItsToken(t *testing.T) {
 	first := mustToken(t, f.cache, "wx1")
 
 	// A's fetch is in flight (sent, no reply yet) ...
-	aBlock := make(chan struct{})
-	f.src.block = aBlock
-	f.src.started = make(chan struct{}, 4)
-	aDone := make(chan error, 1)
-	go func() {
-		_, err := f.cache.Invalidate(context.Background(), "wx1", first.Value)
-		aDone <- err
-	}()
-	<-f.src.started
-	f.src.mu.Lock()
-	f.src.block = nil
-	f.src.mu.Unlock()
+	release := f.stallFetch("wx1", first.Value)
 	// ... when B stores: A's fetch may mint after B's, so B's token is
 	// stored capped.
 	bSentAt := f.clock.Now()
@@ -155,8 +132,7 @@ func TestWriterSeeingAnotherFetchInFlightCapsItsToken(t *testing.T) {
 	if want := bSentAt.Add(defaultCapWindow); !rec.UsableUntil.Equal(want) {
 		t.Fatalf("contended token usable until %v, want %v", rec.UsableUntil, want)
 	}
-	close(aBlock)
-	<-aDone
+	_ = release() // A's outcome is not what this test is about
 }
 
 func TestAnnouncementsUpdateNearCopiesPrecisely(t *testing.T) {
@@ -307,25 +283,13 @@ func TestLateWriterUsesWeChatsClockToKeepTheNewest(t *testing.T) {
 				}
 				return time.Time{}
 			}
-			aBlock := make(chan struct{})
-			f.src.block = aBlock
-			f.src.started = make(chan struct{}, 4)
-			aDone := make(chan error, 1)
-			go func() {
-				_, err := f.cache.Invalidate(context.Background(), "wx1", first.Value)
-				aDone <- err
-			}()
-			<-f.src.started
+			release := f.stallFetch("wx1", first.Value)
 			f.clock.Advance(time.Minute)
-			f.src.mu.Lock()
-			f.src.block = nil
-			f.src.mu.Unlock()
 			b, err := other.Invalidate(context.Background(), "wx1", first.Value)
 			if err != nil {
 				t.Fatal(err)
 			}
-			close(aBlock)
-			if err := <-aDone; err != nil {
+			if err := release(); err != nil {
 				t.Fatalf("late writer: %v", err)
 			}
 			rec, _ := f.record(t, "wx1")

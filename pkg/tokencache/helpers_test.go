@@ -172,6 +172,32 @@ func (f *fixture) record(t *testing.T, app string) (Token, time.Duration) {
 	return tok, f.m.TTL(key)
 }
 
+// stallFetch starts a passive refresh of bad by f.cache ("process A") and
+// returns once A's upstream fetch is in flight and held there, as if A had
+// been frozen mid-fetch. Fetches started afterwards are not held. release
+// lets A finish and returns what its Invalidate returned.
+func (f *fixture) stallFetch(app, bad string) (release func() error) {
+	hold := make(chan struct{})
+	f.src.mu.Lock()
+	f.src.block = hold
+	f.src.started = make(chan struct{}, 4)
+	started := f.src.started
+	f.src.mu.Unlock()
+	done := make(chan error, 1)
+	go func() {
+		_, err := f.cache.Invalidate(context.Background(), app, bad)
+		done <- err
+	}()
+	<-started
+	f.src.mu.Lock()
+	f.src.block = nil
+	f.src.mu.Unlock()
+	return func() error {
+		close(hold)
+		return <-done
+	}
+}
+
 func mustToken(t *testing.T, c *Cache, app string) Token {
 	t.Helper()
 	tok, err := c.Token(context.Background(), app)
