@@ -69,6 +69,7 @@ func TestBinaryHTTPAPI(t *testing.T) {
 	// Passive refresh: reporting the current token fetches a new one...
 	mintedBefore := f.fake.Stats("wxa").Minted
 	body := `{"access_token":"` + tok.AccessToken + `"}`
+	f.fake.Revoke("wxa", tok.AccessToken)
 	code, fresh, err := call(http.MethodPost, f.url(0, "/v1/apps/wxa/invalidate"), testAPIKey, body)
 	if err != nil || code != http.StatusOK || fresh.AccessToken == tok.AccessToken || fresh.Version <= tok.Version {
 		t.Fatalf("invalidate current: %d %v %+v", code, err, fresh)

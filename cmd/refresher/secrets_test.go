@@ -400,6 +400,7 @@ func TestSecretsNeverLeak(t *testing.T) {
 	}
 
 	// Invalidate: good, stale, bad and hostile bodies; wrong keys.
+	fake.Revoke("wxs1", tok1.AccessToken)
 	h.do(base, "current token", "POST", "/v1/apps/wxs1/invalidate", jsonBody(apiKey), `{"access_token":"`+tok1.AccessToken+`"}`)
 	h.do(base, "stale token", "POST", "/v1/apps/wxs1/invalidate", jsonBody(apiKey), `{"access_token":"`+tok1.AccessToken+`"}`)
 	h.do(base, "an AppSecret as the token", "POST", "/v1/apps/wxs1/invalidate", jsonBody(apiKey), `{"access_token":"`+secret1+`"}`)
@@ -431,6 +432,7 @@ func TestSecretsNeverLeak(t *testing.T) {
 			x := h.do(base, "before fault "+f.Kind.String(), "GET", path+"/token", bearer(apiKey), "")
 			var tr tokenReply
 			_ = json.Unmarshal([]byte(x.body), &tr)
+			fake.Revoke(f.AppID, tr.AccessToken) // a report of a live token costs no fetch
 			h.do(base, "fault "+f.Kind.String(), "POST", path+"/invalidate", jsonBody(apiKey), `{"access_token":"`+tr.AccessToken+`"}`)
 			snapshotTokens()
 			return fake.PendingFaults() == 0
@@ -471,6 +473,7 @@ func TestSecretsNeverLeak(t *testing.T) {
 		out, _ := cli(-1, "token", "wxs1", "--config", cfgPath)
 		var tr tokenReply
 		_ = json.Unmarshal([]byte(out), &tr)
+		fake.Revoke("wxs1", tr.AccessToken)
 		cli(-1, "invalidate", "wxs1", tr.AccessToken, "--config", cfgPath)
 		snapshotTokens()
 	}

@@ -89,9 +89,16 @@ func TestWithRealCache(t *testing.T) {
 		t.Fatalf("GET token: %d %+v; want a fresh token, version 1", status, first)
 	}
 	report := `{"access_token":"` + first.AccessToken + `"}`
+	up.Revoke("wxa", first.AccessToken)
 	status, second := call("POST", "/v1/apps/wxa/invalidate", report)
 	if status != 200 || second.AccessToken == first.AccessToken || second.Version != 2 {
 		t.Fatalf("invalidate: %d %+v; want a new token, version 2", status, second)
+	}
+	// A report of a token WeChat still accepts is answered with it, and
+	// costs no fetch.
+	minted := up.Stats("wxa").Minted
+	if status, kept := call("POST", "/v1/apps/wxa/invalidate", `{"access_token":"`+second.AccessToken+`"}`); status != 200 || kept.AccessToken != second.AccessToken || up.Stats("wxa").Minted != minted {
+		t.Fatalf("report of a live token: %d %+v; want it kept, nothing minted", status, kept)
 	}
 	// Another server reports the same dead token: it gets the current one,
 	// and WeChat is not asked again.

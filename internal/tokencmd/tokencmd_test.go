@@ -79,7 +79,9 @@ func TestTokenAndInvalidate(t *testing.T) {
 	if n := fake.Stats("wx1").Minted; n != 1 {
 		t.Errorf("%d tokens minted for two reads, want 1", n)
 	}
-	// Reporting the current token replaces it; reporting it again does not.
+	// Reporting the current token replaces it once WeChat refuses it;
+	// reporting it again does not.
+	fake.Revoke("wx1", first.AccessToken)
 	if err := tokencmd.Invalidate(ctx, cfg, "wx1", first.AccessToken, &out); err != nil {
 		t.Fatal(err)
 	}

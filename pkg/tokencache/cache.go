@@ -6,7 +6,6 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
-	"strconv"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -42,8 +41,7 @@ type Cache struct {
 	log     *slog.Logger
 	channel string
 
-	apps   atomic.Pointer[map[string]*appState] // copy on write: the hit path takes no lock
-	appsMu sync.Mutex
+	apps sync.Map // appID → *appState: lock-free loads on the hit path, O(1) adds
 
 	flight singleflight.Group
 	stats  counters
@@ -58,16 +56,11 @@ type Cache struct {
 
 // appState is everything the cache keeps for one app.
 type appState struct {
-	id         string
-	mode       wechat.Mode
-	recordKey  string
-	intentsKey string
-	versionKey string
-	lockName   string
-	budgetKey  string // + YYYYMMDD (Beijing day)
+	id   string
+	mode wechat.Mode
+	keys keys
 
-	near       atomic.Pointer[nearEntry]
-	announced  atomic.Pointer[announcement] // the latest change message for the app
+	near       nearCopy
 	refreshing atomic.Bool
 	holdUntil  atomic.Int64 // Unix ms; fetching is suspended before it
 
@@ -75,11 +68,6 @@ type appState struct {
 	changed  chan struct{} // closed and replaced whenever the app's record changes
 	holdErr  error
 	failures int
-}
-
-type nearEntry struct {
-	tok      Token
-	loadedAt time.Time // zero once a change message said Redis has moved on
 }
 
 // New builds a Cache on client (standalone, Sentinel or Cluster) that
@@ -114,8 +102,6 @@ func New(client redis.UniversalClient, src Source, opts ...Option) (*Cache, erro
 		channel: o.keyPrefix + "events",
 	}
 	c.ctx, c.cancel = context.WithCancel(context.Background())
-	empty := map[string]*appState{}
-	c.apps.Store(&empty)
 	c.pubsub = client.Subscribe(c.ctx, c.channel)
 	c.wg.Add(1)
 	go c.listen()
@@ -160,30 +146,36 @@ func (c *Cache) Token(ctx context.Context, appID string) (Token, error) {
 		return Token{}, err
 	}
 	now := c.opt.now()
-	if e := st.near.Load(); e != nil && now.Before(e.tok.UsableUntil) && now.Sub(e.loadedAt) < c.opt.nearMaxAge {
-		c.stats.nearHits.Add(1)
+	if e, ok := st.near.hit(now); ok {
+		if !now.Before(e.revalidateAt) {
+			c.revalidateInBackground(st)
+		}
 		if !now.Before(e.tok.RefreshAt) {
 			c.refreshInBackground(st, now)
 		}
 		return e.tok, nil
 	}
-	return c.tokenSlow(ctx, st, now)
+	return c.tokenSlow(ctx, st)
 }
 
-func (c *Cache) tokenSlow(ctx context.Context, st *appState, now time.Time) (Token, error) {
-	tok, found, err := c.read(ctx, st, now)
-	now = c.opt.now() // the read may have taken long (a Redis that is going down)
+func (c *Cache) tokenSlow(ctx context.Context, st *appState) (Token, error) {
+	c.stats.nearMisses.Add(1)
+	tok, found, err := c.read(ctx, st)
+	now := c.opt.now() // the read may have taken long (a Redis that is going down)
 	switch {
 	case err == nil && found && now.Before(tok.UsableUntil):
+		if st.near.isDead(tok.Value) {
+			// Verified dead, but its replacement could not be stored.
+			return c.fetch(ctx, st, condReplace, tok.Value)
+		}
 		c.stats.redisHits.Add(1)
 		if !now.Before(tok.RefreshAt) {
 			c.refreshInBackground(st, now)
 		}
 		return tok, nil
 	case errors.Is(err, ErrCorruptRecord):
-		c.stats.corrupt.Add(1)
-		c.log.Error("tokencache: stored record is corrupt; it will be replaced", "app", st.id, "err", err)
-		if tok, ok := c.lastGood(st, now); ok {
+		c.corrupt(st, err)
+		if tok, ok := st.near.lastGood(now); ok {
 			c.refreshInBackground(st, now)
 			return tok, nil
 		}
@@ -194,12 +186,55 @@ func (c *Cache) tokenSlow(ctx context.Context, st *appState, now time.Time) (Tok
 	return c.fetch(ctx, st, condUsable, "")
 }
 
+// revalidateInBackground re-reads a current copy before it grows older than
+// the near max age: one read per app at a time, while readers keep being
+// served. If Redis does not answer, the copy serves on until its horizon.
+func (c *Cache) revalidateInBackground(st *appState) {
+	if !st.near.revalidating.CompareAndSwap(false, true) {
+		return
+	}
+	if !c.track() {
+		st.near.revalidating.Store(false)
+		return
+	}
+	go func() {
+		defer c.wg.Done()
+		defer st.near.revalidating.Store(false)
+		ctx, cancel := context.WithTimeout(c.ctx, c.opt.lockTTL)
+		defer cancel()
+		_, _, err := c.read(ctx, st)
+		switch {
+		case err == nil:
+			c.stats.revalidations.Add(1)
+		case errors.Is(err, ErrCorruptRecord):
+			c.corrupt(st, err)
+			c.refreshInBackground(st, c.opt.now())
+		default:
+			// Redis did not answer: the copy serves on until its horizon;
+			// try again a little later, not on every hit.
+			c.stats.revalidationErrors.Add(1)
+			st.near.retryLater(c.opt.now().Add(revalidateRetry))
+		}
+	}()
+}
+
+// revalidateRetry is how long a copy waits after a failed background read
+// before the next one.
+const revalidateRetry = time.Second
+
+// corrupt reports a record Redis holds that is not valid. It is never
+// served; the next fetch (one for the whole fleet) replaces it.
+func (c *Cache) corrupt(st *appState, err error) {
+	c.stats.corrupt.Add(1)
+	c.log.Error("tokencache: stored record is corrupt; it will be replaced", "app", st.id, "err", err)
+}
+
 // redisDown answers when Redis could not be read. A Redis error is never a
 // miss: fetching on every request during an outage would burn the quota and,
 // for classic apps, let instances invalidate each other.
 func (c *Cache) redisDown(ctx context.Context, st *appState, cause error) (Token, error) {
 	// A fresh reading: the failed Redis call may have taken a while.
-	if tok, ok := c.lastGood(st, c.opt.now()); ok {
+	if tok, ok := st.near.lastGood(c.opt.now()); ok {
 		c.stats.servedStale.Add(1)
 		return tok, nil
 	}
@@ -211,20 +246,19 @@ func (c *Cache) redisDown(ctx context.Context, st *appState, cause error) (Token
 	return Token{}, fmt.Errorf("%w: app %q: %w", ErrUnavailable, st.id, cause)
 }
 
-// lastGood is the near copy if WeChat still accepts it, however old the
-// copy is.
-func (c *Cache) lastGood(st *appState, now time.Time) (Token, bool) {
-	if e := st.near.Load(); e != nil && now.Before(e.tok.UsableUntil) {
-		return e.tok, true
-	}
-	return Token{}, false
-}
-
 // Invalidate is the passive refresh: a caller saw bad fail with 40001,
-// 40014 or 42001. It fetches a new token only if bad is still the current
-// one, so a thousand callers reporting the same dead token cause one fetch,
-// and a caller reporting a token that was already replaced just gets the
-// current one.
+// 40014 or 42001. A report costs a fetch only when it must:
+//   - bad is not the current token (already replaced, or junk): the
+//     current one is returned, and nothing is spent;
+//   - bad is current: WeChat is asked, with one call that mints nothing,
+//     whether it still accepts bad (the verdict is shared fleet-wide); if
+//     it does, bad is returned again;
+//   - bad is verified dead (or WeChat cannot tell): one fetch for the whole
+//     fleet, within a fleet-wide rate of passive refreshes and a share of
+//     the daily budget that leaves the scheduler its reserve.
+//
+// So a thousand callers reporting the same dead token cause one fetch, and
+// no caller can spend the quota by reporting live tokens.
 func (c *Cache) Invalidate(ctx context.Context, appID, bad string) (Token, error) {
 	st, err := c.app(appID)
 	if err != nil {
@@ -233,16 +267,38 @@ func (c *Cache) Invalidate(ctx context.Context, appID, bad string) (Token, error
 	if bad == "" {
 		return Token{}, errors.New("tokencache: invalidate: empty token")
 	}
-	if e := st.near.Load(); e != nil && e.tok.Value == bad {
-		st.near.CompareAndSwap(e, nil)
-	}
-	tok, found, err := c.read(ctx, st, c.opt.now())
+	tok, found, err := c.read(ctx, st)
 	if err != nil && !errors.Is(err, ErrCorruptRecord) {
+		if cur, ok := st.near.lastGood(c.opt.now()); ok && cur.Value == bad {
+			if v := c.verify(ctx, st, bad); v != verdictAlive {
+				st.near.kill(bad)
+			}
+		}
 		return c.redisDown(ctx, st, err)
 	}
-	if found && satisfied(tok, condReplace, bad, c.opt.now()) { // read kept it in memory
+	now := c.opt.now()
+	if found && satisfied(tok, condReplace, bad, now) {
 		c.stats.invalidationsIgnored.Add(1)
 		return tok, nil
+	}
+	if found && tok.Value == bad && now.Before(tok.UsableUntil) {
+		switch c.verify(ctx, st, bad) {
+		case verdictAlive:
+			c.stats.invalidationsRefuted.Add(1)
+			c.log.Info("tokencache: token reported invalid, but WeChat still accepts it; keeping it", "app", st.id, "token", wechat.Fingerprint(bad))
+			return tok, nil
+		case verdictDead:
+			st.near.kill(bad)
+			// Under the cache's invariant the fleet never hands out a token
+			// it killed: the stored token dying before its usable end means
+			// a fetch outside the fleet (or WeChat itself) killed it.
+			c.stats.killedOutside.Add(1)
+			c.log.Error("tokencache: the current token was killed outside the fleet: is this app's secret used elsewhere?",
+				"app", st.id, "token", wechat.Fingerprint(bad), "usable_until", tok.UsableUntil)
+			if h := c.opt.hooks.OnKilledOutside; h != nil {
+				h(st.id)
+			}
+		}
 	}
 	c.stats.invalidations.Add(1)
 	c.log.Info("tokencache: token reported invalid; refreshing", "app", st.id, "token", wechat.Fingerprint(bad))
@@ -260,7 +316,7 @@ func (c *Cache) Refresh(ctx context.Context, appID string) (Token, error) {
 		return Token{}, err
 	}
 	// Most calls find the token not yet due: one GET, no lock.
-	if tok, found, err := c.read(ctx, st, c.opt.now()); err == nil && found && satisfied(tok, condDue, "", c.opt.now()) {
+	if tok, found, err := c.read(ctx, st); err == nil && found && satisfied(tok, condDue, "", c.opt.now()) {
 		return tok, nil
 	}
 	return c.fetch(ctx, st, condDue, "")
@@ -273,7 +329,7 @@ func (c *Cache) Peek(ctx context.Context, appID string) (tok Token, found bool, 
 	if err != nil {
 		return Token{}, false, err
 	}
-	return c.read(ctx, st, c.opt.now())
+	return c.read(ctx, st)
 }
 
 // FetchesToday is how many upstream fetches every process together has
@@ -283,7 +339,7 @@ func (c *Cache) FetchesToday(ctx context.Context, appID string) (int64, error) {
 	if err != nil {
 		return 0, err
 	}
-	n, err := c.client.Get(ctx, st.budgetKey+wechat.QuotaDay(c.opt.now())).Int64()
+	n, err := c.client.Get(ctx, st.keys.budget+wechat.QuotaDay(c.opt.now())).Int64()
 	if errors.Is(err, redis.Nil) {
 		return 0, nil
 	}
@@ -306,43 +362,39 @@ func (c *Cache) Held(appID string) (until time.Time, cause error) {
 	return time.UnixMilli(ms), st.holdErr
 }
 
-// read gets and decodes the app's record. found is false when there is none.
-func (c *Cache) read(ctx context.Context, st *appState, now time.Time) (Token, bool, error) {
-	s, err := c.client.Get(ctx, st.recordKey).Result()
-	if errors.Is(err, redis.Nil) {
-		return Token{}, false, nil
-	}
-	if err != nil {
-		return Token{}, false, fmt.Errorf("tokencache: read %q: %w", st.recordKey, err)
-	}
-	tok, err := decodeRecord(st.recordKey, s)
-	if err != nil {
-		return Token{}, false, err
-	}
-	c.storeNear(st, tok, now)
-	return tok, true, nil
-}
-
-func (c *Cache) storeNear(st *appState, tok Token, now time.Time) {
-	// Even with the near cache off (near max age 0) the last good token is
-	// kept for Redis outages; loadedAt decides whether it serves hits.
-	e := &nearEntry{tok: tok, loadedAt: now}
-	// A read can race a change: it may return the record a newer token has
-	// just replaced, after that change was announced. What the announcement
-	// said still applies to what the read brought.
-	if a := st.announced.Load(); a != nil {
-		if next, changed := a.apply(e, c.opt.capWindow()); changed {
-			e = next
+// read gets and decodes the app's record, and hands it to the near copy.
+// found is false when there is none.
+func (c *Cache) read(ctx context.Context, st *appState) (Token, bool, error) {
+	for range 3 {
+		gen := st.near.generation()
+		sentAt := c.opt.now()
+		s, err := c.client.Get(ctx, st.keys.record).Result()
+		if errors.Is(err, redis.Nil) {
+			st.near.stale(false)
+			return Token{}, false, nil
 		}
+		if err != nil {
+			return Token{}, false, fmt.Errorf("tokencache: read %q: %w", st.keys.record, err)
+		}
+		tok, err := decodeRecord(st.keys.record, s)
+		if err != nil {
+			st.near.stale(false)
+			return Token{}, false, err
+		}
+		if st.near.adopt(tok, sentAt, gen, &c.opt) {
+			return tok, true, nil
+		}
+		// A newer change was announced while the read was under way: what
+		// it brought may be gone already. Read again.
 	}
-	st.near.Store(e)
+	return Token{}, false, nil
 }
 
 // app returns the state of appID, creating it on first use. The common case
-// is one atomic load and a map lookup.
+// is one lock-free map load.
 func (c *Cache) app(appID string) (*appState, error) {
-	if st, ok := (*c.apps.Load())[appID]; ok {
-		return st, nil
+	if st, ok := c.apps.Load(appID); ok {
+		return st.(*appState), nil
 	}
 	return c.addApp(appID)
 }
@@ -351,36 +403,15 @@ func (c *Cache) addApp(appID string) (*appState, error) {
 	if err := validAppID(appID); err != nil {
 		return nil, err
 	}
-	c.appsMu.Lock()
-	defer c.appsMu.Unlock()
-	old := *c.apps.Load()
-	if st, ok := old[appID]; ok {
-		return st, nil
-	}
 	mode := wechat.Classic
 	if m, ok := c.opt.modes[appID]; ok {
 		mode = m
 	} else if ms, ok := c.src.(ModeSource); ok {
 		mode = ms.Mode(appID)
 	}
-	base := c.opt.keyPrefix + "{" + appID + "}:"
-	st := &appState{
-		id:         appID,
-		mode:       mode,
-		recordKey:  base + "token",
-		intentsKey: base + "intents",
-		versionKey: base + "version",
-		lockName:   base + "lock",
-		budgetKey:  base + "fetches:",
-		changed:    make(chan struct{}),
-	}
-	next := make(map[string]*appState, len(old)+1)
-	for k, v := range old {
-		next[k] = v
-	}
-	next[appID] = st
-	c.apps.Store(&next)
-	return st, nil
+	st := &appState{id: appID, mode: mode, keys: appKeys(c.opt.keyPrefix, appID), changed: make(chan struct{})}
+	got, _ := c.apps.LoadOrStore(appID, st)
+	return got.(*appState), nil
 }
 
 func validAppID(id string) error {
@@ -397,78 +428,71 @@ func validAppID(id string) error {
 }
 
 // listen applies change messages and wakes everyone waiting for another
-// process's fetch.
+// process's fetch. A (re)subscription means anything announced while we
+// were not subscribed is lost: every copy must then be confirmed before use.
 func (c *Cache) listen() {
 	defer c.wg.Done()
-	for msg := range c.pubsub.Channel() {
-		ann, ok := parseAnnouncement(msg.Payload)
-		if !ok {
-			c.log.Warn("tokencache: ignoring a malformed change message", "channel", msg.Channel)
-			continue
-		}
-		st, ok := (*c.apps.Load())[ann.app]
-		if !ok {
-			continue
-		}
-		st.announced.Store(&ann)
-		if e := st.near.Load(); e != nil {
-			if next, changed := ann.apply(e, c.opt.capWindow()); changed {
-				st.near.CompareAndSwap(e, next)
+	for m := range c.pubsub.ChannelWithSubscriptions() {
+		switch msg := m.(type) {
+		case *redis.Subscription:
+			if msg.Kind == "subscribe" {
+				c.stats.gaps.Add(1)
+				c.apps.Range(func(_, v any) bool {
+					st := v.(*appState)
+					st.near.stale(true)
+					st.notify()
+					return true
+				})
 			}
+		case *redis.Message:
+			ann, ok := parseAnnouncement(msg.Payload)
+			if !ok {
+				c.log.Warn("tokencache: ignoring a malformed change message", "channel", msg.Channel)
+				continue
+			}
+			v, ok := c.apps.Load(ann.app)
+			if !ok {
+				continue
+			}
+			st := v.(*appState)
+			if st.near.announced(ann, &c.opt) {
+				if h := c.opt.hooks.OnChange; h != nil {
+					h(st.id)
+				}
+			}
+			st.notify()
 		}
-		st.notify()
 	}
 }
 
-// announcement is a change message: the record of app as it now is.
+// announcement is a change message: the record of app as it now is. A
+// message of rev 0 changes nothing; it wakes the processes waiting for a
+// fetch that stored nothing.
 type announcement struct {
 	app         string
 	version     int64
+	rev         int64
 	usableUntil time.Time
 	fetchedAt   time.Time
 }
 
+// wakeMessage is the announcement of rev 0 for app.
+func wakeMessage(app string) string { return app + " 0 0 0 0" }
+
 func parseAnnouncement(s string) (announcement, bool) {
 	f := strings.Fields(s)
-	if len(f) != 4 {
+	if len(f) != 5 {
 		return announcement{}, false
 	}
-	var n [3]int64
+	var n [4]int64
 	for i := range n {
-		v, err := strconv.ParseInt(f[i+1], 10, 64)
-		if err != nil {
+		v, ok := parseRecordNumber(f[i+1])
+		if !ok {
 			return announcement{}, false
 		}
 		n[i] = v
 	}
-	return announcement{app: f[0], version: n[0], usableUntil: time.UnixMilli(n[1]), fetchedAt: time.UnixMilli(n[2])}, true
-}
-
-// apply returns what the near copy e becomes after the announcement.
-//   - Same record (version and fetch time): it was capped or its cap
-//     lifted; take its usable end as Redis now has it.
-//   - An older record: a message overtaken by what we already hold.
-//   - Anything else is a newer token (after a Redis data loss its version
-//     may be lower, its fetch time is not): the copy stops serving hits at
-//     once. It is kept as the last good token for a Redis outage, but only
-//     as long as a token invalidated by that newer fetch may be handed out.
-func (a announcement) apply(e *nearEntry, capWindow time.Duration) (*nearEntry, bool) {
-	next := *e
-	switch {
-	case a.version == e.tok.Version && a.fetchedAt.Equal(e.tok.FetchedAt):
-		next.tok.UsableUntil = a.usableUntil
-		if next.tok.RefreshAt.After(a.usableUntil) {
-			next.tok.RefreshAt = a.usableUntil
-		}
-	case a.version < e.tok.Version && a.fetchedAt.Before(e.tok.FetchedAt):
-		return e, false
-	default:
-		next.loadedAt = time.Time{}
-		if limit := a.fetchedAt.Add(capWindow); limit.Before(next.tok.UsableUntil) {
-			next.tok.UsableUntil = limit
-		}
-	}
-	return &next, true
+	return announcement{app: f[0], version: n[0], rev: n[1], usableUntil: time.UnixMilli(n[2]), fetchedAt: time.UnixMilli(n[3])}, true
 }
 
 func (st *appState) changedChan() <-chan struct{} {
@@ -484,35 +508,46 @@ func (st *appState) notify() {
 	st.mu.Unlock()
 }
 
-// Stats are the cache's counters since New.
+// Stats are the cache's counters since New. Hits on the near copy are not
+// counted: a shared counter on the hit path would cost every parallel
+// reader a contended cache line; NearMisses counts the calls it did not
+// answer.
 type Stats struct {
-	NearHits             int64 // answered from memory
+	NearMisses           int64 // calls the near copy did not answer
 	RedisHits            int64 // answered from Redis
 	Misses               int64 // no usable token: waited for a fetch
 	Fetches              int64 // upstream fetches this process sent
 	FetchErrors          int64 // of which failed
 	Refused              int64 // fetched tokens whose write lost the compare-and-set
 	LockWaits            int64 // waits for another holder's fetch
-	ServedStale          int64 // answered from memory during a Redis error
+	ServedStale          int64 // answered from memory after a Redis error
+	Revalidations        int64 // background reads that confirmed a near copy
+	RevalidationErrors   int64 // background reads Redis did not answer (the copy kept serving)
 	BackgroundRefreshes  int64 // refreshes started while serving a due token
 	Invalidations        int64 // passive refreshes that fetched or waited
-	InvalidationsIgnored int64 // reports of a token already replaced
+	InvalidationsIgnored int64 // reports of a token already replaced (or never current)
+	InvalidationsRefuted int64 // reports of the current token that WeChat still accepted
+	KilledOutside        int64 // current tokens verified dead before their usable end
 	CorruptRecords       int64 // corrupt records read from Redis
+	SubscriptionGaps     int64 // (re)subscriptions: announcements may have been missed
 }
 
 type counters struct {
-	nearHits, redisHits, misses, fetches, fetchErrors, refused, lockWaits,
-	servedStale, background, invalidations, invalidationsIgnored, corrupt atomic.Int64
+	nearMisses, redisHits, misses, fetches, fetchErrors, refused, lockWaits, servedStale, background,
+	invalidations, invalidationsIgnored, invalidationsRefuted, killedOutside, corrupt, gaps,
+	revalidations, revalidationErrors atomic.Int64
 }
 
 // Stats returns a snapshot of the counters.
 func (c *Cache) Stats() Stats {
 	s := &c.stats
 	return Stats{
-		NearHits: s.nearHits.Load(), RedisHits: s.redisHits.Load(), Misses: s.misses.Load(),
+		NearMisses: s.nearMisses.Load(), RedisHits: s.redisHits.Load(), Misses: s.misses.Load(),
 		Fetches: s.fetches.Load(), FetchErrors: s.fetchErrors.Load(), Refused: s.refused.Load(),
 		LockWaits: s.lockWaits.Load(), ServedStale: s.servedStale.Load(), BackgroundRefreshes: s.background.Load(),
 		Invalidations: s.invalidations.Load(), InvalidationsIgnored: s.invalidationsIgnored.Load(),
-		CorruptRecords: s.corrupt.Load(),
+		InvalidationsRefuted: s.invalidationsRefuted.Load(), KilledOutside: s.killedOutside.Load(),
+		CorruptRecords: s.corrupt.Load(), SubscriptionGaps: s.gaps.Load(),
+		Revalidations: s.revalidations.Load(), RevalidationErrors: s.revalidationErrors.Load(),
 	}
 }

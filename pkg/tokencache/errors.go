@@ -16,6 +16,10 @@ var (
 	ErrCorruptRecord = errors.New("tokencache: corrupt record in redis")
 	// ErrClosed is returned after Close.
 	ErrClosed = errors.New("tokencache: cache closed")
+	// ErrPassiveRefreshLimited means the app's passive refreshes (verified
+	// dead tokens), counted in Redis by every process together, reached
+	// their rate limit. Nothing was sent upstream.
+	ErrPassiveRefreshLimited = errors.New("tokencache: passive refresh rate limit reached")
 	// ErrInvalidAppID is returned for an appID that cannot name Redis keys.
 	ErrInvalidAppID = errors.New("tokencache: invalid appid")
 )

@@ -136,39 +136,55 @@ func TestWriterSeeingAnotherFetchInFlightCapsItsToken(t *testing.T) {
 }
 
 func TestAnnouncementsUpdateNearCopiesPrecisely(t *testing.T) {
-	base := Token{Value: "a", Version: 5, FetchedAt: t0, RefreshAt: t0.Add(time.Hour), UsableUntil: t0.Add(2 * time.Hour)}
-	e := &nearEntry{tok: base, loadedAt: t0}
-	w := defaultCapWindow
-	// Same record, capped.
-	next, ok := announcement{version: 5, fetchedAt: t0, usableUntil: t0.Add(time.Minute)}.apply(e, w)
-	if !ok || !next.tok.UsableUntil.Equal(t0.Add(time.Minute)) || !next.tok.RefreshAt.Equal(t0.Add(time.Minute)) || next.loadedAt.IsZero() {
-		t.Fatalf("cap: %+v", next)
+	o := defaultOptions()
+	w := o.capWindow()
+	base := Token{Value: "a", Version: 5, Rev: 10, FetchedAt: t0, RefreshAt: t0.Add(time.Hour), UsableUntil: t0.Add(2 * time.Hour)}
+	fresh := func() *nearCopy {
+		n := &nearCopy{}
+		n.adopt(base, t0, n.generation(), &o)
+		return n
 	}
-	// Overtaken message.
-	if _, ok := (announcement{version: 4, fetchedAt: t0.Add(-time.Hour)}).apply(e, w); ok {
-		t.Fatal("an older record changed the copy")
+	// Same record, capped.
+	n := fresh()
+	if !n.announced(announcement{version: 5, rev: 11, fetchedAt: t0, usableUntil: t0.Add(time.Minute)}, &o) {
+		t.Fatal("cap not applied")
+	}
+	if e := n.cur.Load(); !e.tok.UsableUntil.Equal(t0.Add(time.Minute)) || !e.tok.RefreshAt.Equal(t0.Add(time.Minute)) || !e.current || !e.serveUntil.Equal(t0.Add(time.Minute)) {
+		t.Fatalf("cap: %+v", e)
+	}
+	// A message of a rev already seen (overtaken, or our own) changes nothing.
+	if n.announced(announcement{version: 5, rev: 10, fetchedAt: t0, usableUntil: t0.Add(2 * time.Hour)}, &o) {
+		t.Fatal("an older message lifted the cap")
+	}
+	if e := n.cur.Load(); !e.tok.UsableUntil.Equal(t0.Add(time.Minute)) {
+		t.Fatalf("after an older message: %+v", e)
 	}
 	// Newer token: stop serving hits, keep as last good within the cap window.
-	next, ok = announcement{version: 6, fetchedAt: t0.Add(time.Minute), usableUntil: t0.Add(3 * time.Hour)}.apply(e, w)
-	if !ok || !next.loadedAt.IsZero() || !next.tok.UsableUntil.Equal(t0.Add(time.Minute+w)) {
-		t.Fatalf("newer: %+v", next)
+	n = fresh()
+	n.announced(announcement{version: 6, rev: 12, fetchedAt: t0.Add(time.Minute), usableUntil: t0.Add(3 * time.Hour)}, &o)
+	if e := n.cur.Load(); e.current || !e.serveUntil.Equal(earliest(t0.Add(time.Minute+w), t0.Add(o.horizon()))) {
+		t.Fatalf("newer: %+v", e)
 	}
-	// After a Redis data loss the version restarts, the fetch time does not.
-	next, ok = announcement{version: 1, fetchedAt: t0.Add(time.Minute), usableUntil: t0.Add(3 * time.Hour)}.apply(e, w)
-	if !ok || !next.loadedAt.IsZero() {
-		t.Fatalf("after data loss: %+v", next)
+	// A wake message (rev 0) changes nothing.
+	n = fresh()
+	if n.announced(announcement{}, &o) || !n.cur.Load().current {
+		t.Fatal("a wake message changed the copy")
 	}
-	for _, bad := range []string{"", "wx1", "wx1 x 1 2", "wx1 1 2 3 4"} {
+	for _, bad := range []string{"", "wx1", "wx1 x 1 2 3", "wx1 1 2 3 4 5", "wx1 1 2 3", "wx1 1 02 3 4", "wx1 1 -2 3 4"} {
 		if _, ok := parseAnnouncement(bad); ok {
 			t.Errorf("parsed malformed announcement %q", bad)
 		}
 	}
+	if a, ok := parseAnnouncement("wx1 5 11 60000 1000"); !ok || a.app != "wx1" || a.version != 5 || a.rev != 11 ||
+		a.usableUntil.UnixMilli() != 60000 || a.fetchedAt.UnixMilli() != 1000 {
+		t.Fatalf("parse: %+v %v", a, ok)
+	}
 }
 
 func TestRecordRoundTripAndCorruption(t *testing.T) {
-	tok := Token{Value: "TOKEN_abc-123", Version: 7, UsableUntil: t0.Add(time.Hour), RefreshAt: t0.Add(50 * time.Minute), ExpiresAt: t0.Add(61 * time.Minute), FetchedAt: t0, IssuedAt: t0.Add(time.Second)}
+	tok := Token{Value: "TOKEN_abc-123", Version: 7, Rev: 1700000000000, UsableUntil: t0.Add(time.Hour), RefreshAt: t0.Add(50 * time.Minute), ExpiresAt: t0.Add(61 * time.Minute), FetchedAt: t0, IssuedAt: t0.Add(time.Second)}
 	got, err := decodeRecord("k", encodeRecord(tok))
-	if err != nil || got.Value != tok.Value || got.Version != 7 || !got.UsableUntil.Equal(tok.UsableUntil) || !got.FetchedAt.Equal(t0) || !got.IssuedAt.Equal(tok.IssuedAt) {
+	if err != nil || got.Value != tok.Value || got.Version != 7 || got.Rev != tok.Rev || !got.UsableUntil.Equal(tok.UsableUntil) || !got.FetchedAt.Equal(t0) || !got.IssuedAt.Equal(tok.IssuedAt) {
 		t.Fatalf("round trip: %v, %v", got, err)
 	}
 	long := make([]byte, maxTokenLen+1)
@@ -178,19 +194,23 @@ func TestRecordRoundTripAndCorruption(t *testing.T) {
 	for _, tc := range []struct{ in, reason string }{
 		{"", "unknown format"},
 		{"<html>", "unknown format"},
-		{"tk2|1|2|3|4|5|6|x", "unknown format"},
-		{"tk1|1|2|3|4|5", "too few fields: no fetched_at followed by the access_token"},
-		{"tk1|1|2|3|4|5|6", "too few fields: no issued_at followed by the access_token"},
-		{"tk1|x|2|3|4|5|0|t", "field version is not a non-negative integer"},
-		{"tk1|1|2|3|4|-5|0|t", "field fetched_at is not a non-negative integer"},
-		{"tk1|1|2|1|4|1|z|t", "field issued_at is not a non-negative integer"},
-		{"tk1|1|2|1|4|1|0|", "empty access_token"},
-		{"tk1|0|2|1|4|1|0|t", "version 0"},
-		{"tk1|1|5|1|4|1|0|t", "usable_until after expires_at"},
-		{"tk1|1|3|4|5|1|0|t", "refresh_at after usable_until"},
-		{"tk1|1|3|2|5|6|0|t", "fetched_at after expires_at"},
-		{"tk1|1|3|2|5|1|0|a b", "outside printable ASCII"},
-		{"tk1|1|3|2|5|1|0|" + string(long), "longer than 2048"},
+		{"tk1|1|2|1|4|1|0|t", "unknown format"},
+		{"tk2|1|1|2|3|4|5", "too few fields: no fetched_at followed by the access_token"},
+		{"tk2|1|1|2|3|4|5|6", "too few fields: no issued_at followed by the access_token"},
+		{"tk2|x|1|2|3|4|5|0|t", "field version is not a canonical decimal"},
+		{"tk2|1|1|2|3|4|-5|0|t", "field fetched_at is not a canonical decimal"},
+		{"tk2|1|1|2|1|4|1|z|t", "field issued_at is not a canonical decimal"},
+		{"tk2|1|1|2|1|4|1|01|t", "field issued_at is not a canonical decimal"},
+		{"tk2|1|1|2|1|4|1|1234567890123456|t", "field issued_at is not a canonical decimal"},
+		{"tk2|1|1|2|1|4|1|0|", "empty access_token"},
+		{"tk2|0|1|2|1|4|1|0|t", "version 0"},
+		{"tk2|1|0|2|1|4|1|0|t", "rev 0"},
+		{"tk2|1|1|5|1|4|1|0|t", "usable_until after expires_at"},
+		{"tk2|1|1|3|4|5|1|0|t", "refresh_at after usable_until"},
+		{"tk2|1|1|3|2|5|6|0|t", "fetched_at after expires_at"},
+		{"tk2|1|1|3|2|5|1|0|a b", "outside printable ASCII, or a '|'"},
+		{"tk2|1|1|3|2|5|1|0|a|b", "outside printable ASCII, or a '|'"},
+		{"tk2|1|1|3|2|5|1|0|" + string(long), "longer than 2048"},
 	} {
 		_, err := decodeRecord("k", tc.in)
 		if !errors.Is(err, ErrCorruptRecord) || !contains(err.Error(), tc.reason) {
@@ -209,9 +229,9 @@ func TestTokenNeverPrintsItsValue(t *testing.T) {
 }
 
 func FuzzDecodeRecord(f *testing.F) {
-	f.Add("tk1|1|2|1|4|1|0|tok")
-	f.Add("tk1|99|1700000000000|1699999990000|1700000060000|1699990000000|1699990001000|ACCESS_token-1")
-	f.Add("tk1|1|2|3|4|5")
+	f.Add("tk2|1|1|2|1|4|1|0|tok")
+	f.Add("tk2|99|1700000000001|1700000000000|1699999990000|1700000060000|1699990000000|1699990001000|ACCESS_token-1")
+	f.Add("tk2|1|1|2|3|4|5")
 	f.Add("<html>")
 	f.Fuzz(func(t *testing.T, s string) {
 		tok, err := decodeRecord("k", s)
@@ -221,10 +241,10 @@ func FuzzDecodeRecord(f *testing.F) {
 			}
 			return
 		}
-		if tok.Value == "" || tok.Version <= 0 || tok.UsableUntil.After(tok.ExpiresAt) || tok.RefreshAt.After(tok.UsableUntil) {
+		if tok.Value == "" || tok.Version <= 0 || tok.Rev <= 0 || tok.UsableUntil.After(tok.ExpiresAt) || tok.RefreshAt.After(tok.UsableUntil) {
 			t.Fatalf("accepted an invalid record %q: %+v", s, tok.LogValue())
 		}
-		if again, err := decodeRecord("k", encodeRecord(tok)); err != nil || again.Value != tok.Value || again.Version != tok.Version {
+		if again, err := decodeRecord("k", encodeRecord(tok)); err != nil || again != tok || encodeRecord(again) != s {
 			t.Fatalf("re-encoding %q: %v", s, err)
 		}
 	})
@@ -234,78 +254,29 @@ func contains(s, sub string) bool { return strings.Contains(s, sub) }
 
 // A read that returns the record a newer token has just replaced, after that
 // replacement was announced, must not leave the older token in memory as a
-// fresh copy: in a Redis outage it would be served past its death.
-func TestReadRacingAnAnnouncementStoresADemotedCopy(t *testing.T) {
+// current copy: in a Redis outage it would be served past its death.
+func TestReadRacingAnAnnouncementIsDropped(t *testing.T) {
 	f := newFixture(t)
 	old := mustToken(t, f.cache, "wx1")
 	st, _ := f.cache.app("wx1")
-	newer := announcement{app: "wx1", version: old.Version + 1, fetchedAt: f.clock.Now().Add(time.Second), usableUntil: old.UsableUntil.Add(time.Hour)}
-	st.announced.Store(&newer)
-	f.cache.storeNear(st, old, f.clock.Now()) // the racing read lands after the announcement
-	e := st.near.Load()
-	if !e.loadedAt.IsZero() {
+	gen := st.near.generation() // the racing read starts
+	newer := announcement{app: "wx1", version: old.Version + 1, rev: old.Rev + 1, fetchedAt: f.clock.Now().Add(time.Second), usableUntil: old.UsableUntil.Add(time.Hour)}
+	st.near.announced(newer, &f.cache.opt)
+	if st.near.adopt(old, f.clock.Now(), gen, &f.cache.opt) { // ... and lands after the announcement
+		t.Fatal("a read older than an announcement was adopted")
+	}
+	e := st.near.cur.Load()
+	if e.current {
 		t.Fatal("the superseded copy still serves hits")
 	}
-	if want := newer.fetchedAt.Add(defaultCapWindow); !e.tok.UsableUntil.Equal(want) {
-		t.Fatalf("superseded copy usable until %v, want %v (the newer fetch + cap window)", e.tok.UsableUntil, want)
+	if want := newer.fetchedAt.Add(defaultCapWindow); !e.serveUntil.Equal(want) {
+		t.Fatalf("superseded copy served until %v, want %v (the newer fetch + cap window)", e.serveUntil, want)
 	}
-	// An announcement about an older token changes nothing.
-	older := announcement{app: "wx1", version: old.Version - 1, fetchedAt: old.FetchedAt.Add(-time.Hour)}
-	st.announced.Store(&older)
-	f.cache.storeNear(st, old, f.clock.Now())
-	if e := st.near.Load(); e.loadedAt.IsZero() || !e.tok.UsableUntil.Equal(old.UsableUntil) {
-		t.Fatalf("an older announcement demoted the copy: %+v", e)
-	}
-}
-
-// When WeChat's own clock (the replies' Date) proves the order of two mints,
-// a late writer neither caps nor loses anything: the newest token is kept,
-// whichever process fetched it.
-func TestLateWriterUsesWeChatsClockToKeepTheNewest(t *testing.T) {
-	for _, tc := range []struct {
-		name       string
-		aIssued    time.Duration // A's reply Date, from t0; B's is t0+1m
-		wantStored string        // "A" or "B"
-	}{
-		{"A minted first: B's token lives on, uncapped", 0, "B"},
-		{"A minted last: A's token replaces B's", 2 * time.Minute, "A"},
-	} {
-		t.Run(tc.name, func(t *testing.T) {
-			f := newFixture(t, WithLocker(grantAll{}))
-			other := f.newCache(t, WithLocker(grantAll{}))
-			first := mustToken(t, f.cache, "wx1")
-			f.src.issuedAt = func(call int) time.Time {
-				switch call {
-				case 2: // A's fetch
-					return t0.Add(tc.aIssued)
-				case 3: // B's fetch
-					return t0.Add(time.Minute)
-				}
-				return time.Time{}
-			}
-			release := f.stallFetch("wx1", first.Value)
-			f.clock.Advance(time.Minute)
-			b, err := other.Invalidate(context.Background(), "wx1", first.Value)
-			if err != nil {
-				t.Fatal(err)
-			}
-			if err := release(); err != nil {
-				t.Fatalf("late writer: %v", err)
-			}
-			rec, _ := f.record(t, "wx1")
-			switch tc.wantStored {
-			case "B":
-				if rec.Value != b.Value || !rec.UsableUntil.Equal(b.UsableUntil) {
-					t.Fatalf("stored %v usable until %v; want B's %v untouched (usable until %v)", rec, rec.UsableUntil, b, b.UsableUntil)
-				}
-			case "A":
-				if rec.Value != "tok-2" || rec.Version != b.Version+1 {
-					t.Fatalf("stored %v; want A's tok-2 as version %d", rec, b.Version+1)
-				}
-			}
-			if n := f.src.Calls(); n != 3 {
-				t.Fatalf("fetches = %d, want 3: the order was proven, nothing to refetch", n)
-			}
-		})
+	// A read that raced nothing is the truth about Redis, even with a lower
+	// rev (Redis lost its data).
+	lost := old
+	lost.Rev = 1
+	if !st.near.adopt(lost, f.clock.Now(), st.near.generation(), &f.cache.opt) || !st.near.cur.Load().current {
+		t.Fatal("an unraced read was not adopted")
 	}
 }

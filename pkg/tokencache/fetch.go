@@ -8,7 +8,7 @@ import (
 	"fmt"
 	"math/rand/v2"
 	"strconv"
-	"strings"
+
 	"time"
 
 	"github.com/redis/go-redis/v9"
@@ -82,9 +82,12 @@ func (c *Cache) fetchFleet(ctx context.Context, st *appState, cond condition, ba
 		// Take the change channel before looking, so a change that lands
 		// between the look and the wait still wakes us.
 		changed := st.changedChan()
-		lk, err := c.locker.TryLock(ctx, st.lockName, c.opt.lockTTL)
+		lk, err := c.locker.TryLock(ctx, st.keys.lock, c.opt.lockTTL)
 		if errors.Is(err, lock.ErrNotAcquired) {
 			tok, ok, err := c.waitForHolder(ctx, st, changed, cond, bad)
+			if err != nil && ctx.Err() == nil {
+				return c.redisDown(ctx, st, err)
+			}
 			if ok || err != nil {
 				return tok, err
 			}
@@ -100,6 +103,10 @@ func (c *Cache) fetchFleet(ctx context.Context, st *appState, cond condition, ba
 		uctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), time.Second)
 		if uerr := lk.Unlock(uctx); uerr != nil {
 			c.log.Warn("tokencache: releasing the fetch lock failed; it expires by itself", "app", st.id, "err", uerr)
+		} else if err != nil {
+			// Nothing was stored, so nothing was announced: wake the
+			// processes waiting for our fetch, or they sleep out the lock.
+			_ = c.client.Publish(uctx, c.channel, wakeMessage(st.id)).Err()
 		}
 		cancel()
 		if !errors.Is(err, errNotStored) {
@@ -124,7 +131,7 @@ func (c *Cache) waitForHolder(ctx context.Context, st *appState, changed <-chan 
 	}
 	start := time.Now()
 	wait := c.opt.lockTTL
-	if ttl, err := c.client.PTTL(ctx, st.lockName).Result(); err == nil && ttl > 0 && ttl < wait {
+	if ttl, err := c.client.PTTL(ctx, st.keys.lock).Result(); err == nil && ttl > 0 && ttl < wait {
 		wait = ttl + 10*time.Millisecond
 	}
 	timer := time.NewTimer(wait)
@@ -142,7 +149,7 @@ func (c *Cache) waitForHolder(ctx context.Context, st *appState, changed <-chan 
 }
 
 func (c *Cache) lookAgain(ctx context.Context, st *appState, cond condition, bad string) (Token, bool, error) {
-	tok, found, err := c.read(ctx, st, c.opt.now())
+	tok, found, err := c.read(ctx, st)
 	if err != nil && !errors.Is(err, ErrCorruptRecord) {
 		return Token{}, false, err
 	}
@@ -152,136 +159,233 @@ func (c *Cache) lookAgain(ctx context.Context, st *appState, cond condition, bad
 	return Token{}, false, nil
 }
 
-// fetchLocked runs one fenced fetch while holding the app's lock.
+// attempt is one fenced upstream fetch, made while holding the app's lock:
+// begin (the second check, the budget, the intent and the cap), send, then
+// commit or abort.
+type attempt struct {
+	c        *Cache
+	st       *appState
+	cond     condition
+	bad      string
+	id       string
+	deadline time.Time // our intent's end: the fetch cannot mint after it
+	prev     Token     // what beginFetch found (zero if nothing valid)
+	beginCap string    // the usable_until beginFetch capped prev to, or ""
+	counter  string    // the version counter as the fetch began
+	sendAt   time.Time
+}
+
 func (c *Cache) fetchLocked(ctx context.Context, st *appState, cond condition, bad string) (Token, error) {
-	classic := st.mode == wechat.Classic
+	a := &attempt{c: c, st: st, cond: cond, bad: bad, id: newFetchID()}
+	if tok, done, err := a.begin(ctx); done {
+		return tok, err
+	}
+	up, err := a.send(ctx)
+	if err != nil {
+		return Token{}, err
+	}
+	return a.commit(ctx, up)
+}
+
+// begin runs beginFetch. done is true when the attempt ends there: a token
+// stored meanwhile makes the fetch unnecessary, or it may not be sent.
+func (a *attempt) begin(ctx context.Context) (Token, bool, error) {
+	c, st := a.c, a.st
+	gen := st.near.generation()
 	now := c.opt.now()
-	id := newFetchID()
-	deadline := now.Add(c.opt.fetchTimeout)
+	a.deadline = now.Add(c.opt.fetchTimeout)
 	capUntil, capRefresh := c.capAt(now)
-	res, err := beginFetch.Run(ctx, c.client,
-		[]string{st.recordKey, st.intentsKey, st.budgetKey + wechat.QuotaDay(now)},
-		now.UnixMilli(), id, deadline.UnixMilli(), capUntil, capRefresh, c.opt.dailyBudget,
-		(48 * time.Hour).Milliseconds(), flag(classic), string(cond), bad, c.channel, st.id, c.opt.capWindow().Milliseconds(),
+	budget := c.opt.dailyBudget
+	res, err := beginFetch.run(ctx, c.client,
+		[]string{st.keys.record, st.keys.intents, st.keys.budget + wechat.QuotaDay(now), st.keys.rev, st.keys.passive, st.keys.version},
+		beginArgs{Now: now.UnixMilli(), ID: a.id, Deadline: a.deadline.UnixMilli(), CapUntil: capUntil, CapRefresh: capRefresh,
+			Budget: budget, BadBudget: budget - c.opt.reserve(), BudgetTTL: (48 * time.Hour).Milliseconds(),
+			BadLimit: c.opt.passiveLimit, BadWindow: c.opt.passiveWindow.Milliseconds(),
+			Classic: st.mode == wechat.Classic, Cond: string(a.cond), Bad: a.bad, Channel: c.channel, App: st.id,
+			Window: c.opt.capWindow().Milliseconds()},
 	).StringSlice()
 	if err != nil {
-		return c.redisDown(ctx, st, fmt.Errorf("tokencache: begin fetch: %w", err))
+		tok, err := c.redisDown(ctx, st, fmt.Errorf("tokencache: begin fetch: %w", err))
+		return tok, true, err
 	}
 	switch res[0] {
 	case "fresh":
 		// The second check: while we waited for the lock, another process
 		// stored a token that makes this fetch unnecessary. Fetching anyway
 		// would invalidate it (classic) and waste quota.
-		tok, err := decodeRecord(st.recordKey, res[1])
+		tok, err := decodeRecord(st.keys.record, res[1])
 		if err != nil {
-			return Token{}, err
+			return Token{}, true, err
 		}
-		c.storeNear(st, tok, now)
-		return tok, nil
+		st.near.adopt(tok, now, gen, &c.opt)
+		return tok, true, nil
 	case "budget":
-		err := fmt.Errorf("%w: app %q has used %s of %d fetches today (Beijing time)", ErrBudgetExceeded, st.id, res[1], c.opt.dailyBudget)
+		err := fmt.Errorf("%w: app %q has used %s of %d fetches today (Beijing time)", ErrBudgetExceeded, st.id, res[1], budget)
+		if a.cond == condReplace && c.opt.reserve() > 0 {
+			err = fmt.Errorf("%w: app %q has used %s of %d fetches today (Beijing time); the last %d are kept for scheduled refreshes",
+				ErrBudgetExceeded, st.id, res[1], budget, c.opt.reserve())
+		} else {
+			c.hold(st, err, now)
+		}
 		c.emit(st, "budget", 0, err)
-		c.hold(st, err, now)
-		c.log.Error("tokencache: daily fetch budget exceeded; not fetching", "app", st.id, "budget", c.opt.dailyBudget)
-		return Token{}, err
+		c.log.Error("tokencache: daily fetch budget exceeded; not fetching", "app", st.id, "budget", budget, "passive", a.cond == condReplace)
+		return Token{}, true, err
+	case "limited":
+		err := fmt.Errorf("%w: app %q: %d passive refreshes in the last %v, fleet-wide", ErrPassiveRefreshLimited, st.id, c.opt.passiveLimit, c.opt.passiveWindow)
+		c.emit(st, "limited", 0, err)
+		c.log.Warn("tokencache: passive refresh rate limit reached; not fetching", "app", st.id, "limit", c.opt.passiveLimit, "window", c.opt.passiveWindow)
+		return Token{}, true, err
 	}
-	prev, _ := decodeRecord(st.recordKey, res[2]) // zero Token if none or corrupt
-	expected := strconv.FormatInt(prev.Version, 10)
-	beginCap := ""
-	if classic && prev.Version > 0 && capUntil < prev.UsableUntil.UnixMilli() {
-		beginCap = strconv.FormatInt(capUntil, 10)
+	a.prev, _ = decodeRecord(st.keys.record, res[2]) // zero Token if none or corrupt
+	a.counter = res[3]
+	// What beginFetch's cap set prev's usable end to (it never caps below
+	// prev's own fetch plus the window), so abort can tell its own cap.
+	if cu := max(capUntil, a.prev.FetchedAt.Add(c.opt.capWindow()).UnixMilli()); st.mode == wechat.Classic && a.prev.Version > 0 &&
+		cu < a.prev.UsableUntil.UnixMilli() && a.prev.FetchedAt.Before(a.deadline) {
+		a.beginCap = strconv.FormatInt(cu, 10)
 	}
+	return Token{}, false, nil
+}
 
-	sendAt := c.opt.now()
-	if !sendAt.Before(deadline) {
+// send fetches from upstream, unless our intent ran out before we could.
+func (a *attempt) send(ctx context.Context) (wechat.Token, error) {
+	c, st := a.c, a.st
+	a.sendAt = c.opt.now()
+	if !a.sendAt.Before(a.deadline) {
 		// Paused past our intent: another process may be fetching now, and
 		// a fetch sent this late could invalidate its token unseen.
-		c.abort(st, id, false, sendAt, deadline, expected, beginCap, prev, classic)
-		return Token{}, fmt.Errorf("tokencache: app %q: fetch deadline passed before sending; not sent", st.id)
+		a.abort(false)
+		return wechat.Token{}, fmt.Errorf("tokencache: app %q: fetch deadline passed before sending; not sent", st.id)
 	}
-	fctx, cancel := context.WithTimeout(ctx, deadline.Sub(sendAt))
+	fctx, cancel := context.WithTimeout(ctx, a.deadline.Sub(a.sendAt))
 	c.stats.fetches.Add(1)
 	up, err := c.src.Fetch(fctx, st.id)
 	cancel()
-	took := c.opt.now().Sub(sendAt)
 	if err == nil {
 		err = checkUpstream(up)
 	}
 	if err != nil {
 		c.stats.fetchErrors.Add(1)
-		var werr *wechat.Error
-		unknown := !errors.As(err, &werr) // only an errcode reply proves nothing was minted
-		c.abort(st, id, unknown, sendAt, deadline, expected, beginCap, prev, classic)
+		minted := mayHaveMinted(err)
+		a.abort(minted)
 		c.hold(st, err, c.opt.now())
-		c.emit(st, classOf(err), took, err)
-		c.log.Warn("tokencache: upstream fetch failed", "app", st.id, "err", err, "outcome_unknown", unknown)
-		return Token{}, fmt.Errorf("tokencache: app %q: fetch: %w", st.id, err)
+		c.emit(st, wechat.ClassName(err), c.opt.now().Sub(a.sendAt), err)
+		c.log.Warn("tokencache: upstream fetch failed", "app", st.id, "err", err, "may_have_minted", minted)
+		return wechat.Token{}, fmt.Errorf("tokencache: app %q: fetch: %w", st.id, err)
 	}
+	return up, nil
+}
 
+// mayHaveMinted reports whether a failed fetch may have reached WeChat and
+// minted a token: anything but an errcode reply or a request surely not sent.
+func mayHaveMinted(err error) bool {
+	var werr *wechat.Error
+	var cerr *wechat.ConfigError
+	var rerr *wechat.RequestError
+	switch {
+	case errors.As(err, &werr), errors.As(err, &cerr):
+		return false
+	case errors.As(err, &rerr):
+		return rerr.Sent
+	}
+	return true
+}
+
+// commit stores the fetched token with commitFetch.
+func (a *attempt) commit(ctx context.Context, up wechat.Token) (Token, error) {
+	c, st := a.c, a.st
+	took := c.opt.now().Sub(a.sendAt)
 	// A token's life counts from when we sent the request, on our clock:
 	// never later than WeChat's count.
-	fetchedAt := sendAt
-	tok := c.newToken(up, fetchedAt)
+	tok := c.newToken(up, a.sendAt)
+	sendCapUntil, sendCapRefresh := c.capAt(a.sendAt)
 	contended := tok
-	sendCapUntil, sendCapRefresh := c.capAt(sendAt)
-	if ms := sendCapUntil; ms < contended.UsableUntil.UnixMilli() {
-		contended.UsableUntil = time.UnixMilli(ms)
-	}
-	if ms := sendCapRefresh; ms < contended.RefreshAt.UnixMilli() {
-		contended.RefreshAt = time.UnixMilli(ms)
-	}
-	if contended.RefreshAt.After(contended.UsableUntil) {
-		contended.RefreshAt = contended.UsableUntil
-	}
-	now = c.opt.now()
-	out, err := commitFetch.Run(ctx, c.client,
-		[]string{st.recordKey, st.intentsKey, st.versionKey},
-		now.UnixMilli(), id, expected, recordTail(tok), tok.UsableUntil.UnixMilli(),
-		recordTail(contended), contended.UsableUntil.UnixMilli(), flag(classic),
-		sendCapUntil, sendCapRefresh, c.channel, st.id, tok.FetchedAt.UnixMilli(), c.opt.capWindow().Milliseconds(),
-		unixMilliOrZero(tok.IssuedAt), issueOrderSlack.Milliseconds(), deadline.UnixMilli(),
+	contended.UsableUntil = earliest(contended.UsableUntil, time.UnixMilli(sendCapUntil))
+	contended.RefreshAt = earliest(earliest(contended.RefreshAt, time.UnixMilli(sendCapRefresh)), contended.UsableUntil)
+	ms := func(t time.Time) string { return strconv.FormatInt(t.UnixMilli(), 10) }
+	gen := st.near.generation()
+	now := c.opt.now()
+	out, err := commitFetch.run(ctx, c.client,
+		[]string{st.keys.record, st.keys.intents, st.keys.version, st.keys.rev},
+		commitArgs{Now: now.UnixMilli(), ID: a.id, Expected: a.counter,
+			Token: tok.Value, Usable: ms(tok.UsableUntil), Refresh: ms(tok.RefreshAt),
+			CUsable: ms(contended.UsableUntil), CRefresh: ms(contended.RefreshAt),
+			Expires: ms(tok.ExpiresAt), Fetched: ms(tok.FetchedAt), Issued: strconv.FormatInt(unixMilliOrZero(tok.IssuedAt), 10),
+			Slack: issueOrderSlack.Milliseconds(), Classic: st.mode == wechat.Classic,
+			CapUntil: sendCapUntil, CapRefresh: sendCapRefresh, Deadline: a.deadline.UnixMilli(),
+			Window: c.opt.capWindow().Milliseconds(), Channel: c.channel, App: st.id},
 	).Slice()
 	if err != nil {
 		// We cannot know whether the write happened. If it did not, the
 		// stored token may have been invalidated by our fetch: its cap from
-		// beginFetch still bounds it. Keep ours in memory for this process.
+		// beginFetch still bounds it. Ours is the newest token WeChat
+		// knows of, so this process keeps it as its last good copy (a
+		// contended life: another fetch may be in flight).
+		st.near.keep(contended, a.sendAt, &c.opt)
 		c.emit(st, "error", took, err)
 		return Token{}, fmt.Errorf("tokencache: app %q: store fetched token: %w", st.id, err)
 	}
 	c.clearHold(st)
 	switch out[0] {
 	case "stored":
-		tok.Version = out[1].(int64)
-		if out[2].(int64) == 1 {
+		tok.Version, tok.Rev = out[1].(int64), out[2].(int64)
+		if out[3].(int64) == 1 {
 			tok.UsableUntil, tok.RefreshAt = contended.UsableUntil, contended.RefreshAt
 		}
-		c.storeNear(st, tok, now)
+		st.near.adopt(tok, a.sendAt, gen, &c.opt)
 		c.emit(st, "ok", took, nil)
 		msg := "tokencache: fetched and stored a new token"
-		if tok.Value == prev.Value {
+		if tok.Value == a.prev.Value {
 			// A stable refresh while more than the overlap remains returns the
 			// same token with a shorter expires_in; the next try gets a new one.
 			msg = "tokencache: refreshed; upstream returned the same token"
 		}
 		c.log.Info(msg, "app", st.id, "token", wechat.Fingerprint(tok.Value),
-			"version", tok.Version, "expires_in", up.ExpiresIn, "contended", out[2].(int64) == 1)
+			"version", tok.Version, "expires_in", up.ExpiresIn, "contended", out[3].(int64) == 1)
 		return tok, nil
 	default: // "refused" or "stale"
 		c.stats.refused.Add(1)
 		c.emit(st, "refused", took, nil)
 		c.log.Warn("tokencache: fetched token not stored; the stored one was capped", "app", st.id, "outcome", out[0],
 			"token", wechat.Fingerprint(tok.Value))
-		cur, found, rerr := c.read(ctx, st, now)
+		cur, found, rerr := c.read(ctx, st)
 		// Any live token serves the caller now (a due one included: its
 		// refresh is someone's job again), but never the one reported bad.
 		want := condUsable
-		if cond == condReplace {
+		if a.cond == condReplace {
 			want = condReplace
 		}
-		if rerr == nil && found && satisfied(cur, want, bad, now) {
+		if rerr == nil && found && satisfied(cur, want, a.bad, c.opt.now()) {
 			return cur, nil
 		}
 		return Token{}, errNotStored
+	}
+}
+
+// abort ends an attempt that stored nothing. It runs on its own context:
+// the caller's, or the cache's after Close, may be gone, and the intent
+// must not stay registered (other writers would store capped tokens).
+func (a *attempt) abort(mayHaveSent bool) {
+	c, st := a.c, a.st
+	at := a.sendAt
+	if at.IsZero() {
+		at = c.opt.now()
+	}
+	capUntil, capRefresh := c.capAt(at)
+	ctx, cancel := context.WithTimeout(context.Background(), c.opt.fetchTimeout)
+	defer cancel()
+	keys := []string{st.keys.record, st.keys.intents, st.keys.rev}
+	if !mayHaveSent {
+		// Nothing reached WeChat: the fetch is not charged to the budget.
+		_ = c.client.Decr(ctx, st.keys.budget+wechat.QuotaDay(at)).Err()
+	}
+	err := abortFetch.run(ctx, c.client, keys, abortArgs{Now: c.opt.now().UnixMilli(), ID: a.id, MayHaveSent: mayHaveSent,
+		Classic: st.mode == wechat.Classic, CapUntil: capUntil, CapRefresh: capRefresh,
+		Expected: strconv.FormatInt(a.prev.Version, 10), BeginCap: a.beginCap,
+		PrevUsable: strconv.FormatInt(a.prev.UsableUntil.UnixMilli(), 10), PrevRefresh: strconv.FormatInt(a.prev.RefreshAt.UnixMilli(), 10),
+		Deadline: a.deadline.UnixMilli(), Window: c.opt.capWindow().Milliseconds(), Channel: c.channel, App: st.id}).Err()
+	if err != nil && !errors.Is(err, redis.Nil) {
+		c.log.Warn("tokencache: could not record the end of a failed fetch", "app", st.id, "err", err)
 	}
 }
 
@@ -303,12 +407,12 @@ func (c *Cache) fetchUnlocked(ctx context.Context, st *appState) (Token, error) 
 		if err != nil {
 			c.stats.fetchErrors.Add(1)
 			c.hold(st, err, c.opt.now())
-			c.emit(st, classOf(err), c.opt.now().Sub(sendAt), err)
+			c.emit(st, wechat.ClassName(err), c.opt.now().Sub(sendAt), err)
 			return Token{}, fmt.Errorf("tokencache: app %q: redis unavailable and stable fetch failed: %w", st.id, err)
 		}
 		fetchedAt := sendAt
 		tok := c.newToken(up, fetchedAt)
-		st.near.Store(&nearEntry{tok: tok}) // zero loadedAt: serves only as last good
+		st.near.keep(tok, fetchedAt, &c.opt)
 		c.emit(st, "ok", c.opt.now().Sub(sendAt), nil)
 		return tok, nil
 	})
@@ -338,20 +442,6 @@ func (c *Cache) refreshInBackground(st *appState, now time.Time) {
 			c.log.Warn("tokencache: background refresh failed; serving the current token", "app", st.id, "err", err)
 		}
 	}()
-}
-
-func (c *Cache) abort(st *appState, id string, unknown bool, sendAt, deadline time.Time, expected, beginCap string, prev Token, classic bool) {
-	capUntil, capRefresh := c.capAt(sendAt)
-	ctx, cancel := context.WithTimeout(c.ctx, c.opt.fetchTimeout)
-	defer cancel()
-	err := abortFetch.Run(ctx, c.client, []string{st.recordKey, st.intentsKey},
-		c.opt.now().UnixMilli(), id, flag(unknown), capUntil, capRefresh, expected, beginCap,
-		prev.UsableUntil.UnixMilli(), prev.RefreshAt.UnixMilli(), c.channel, st.id, flag(classic), c.opt.capWindow().Milliseconds(),
-		deadline.UnixMilli(),
-	).Err()
-	if err != nil && !errors.Is(err, redis.Nil) {
-		c.log.Warn("tokencache: could not record the end of a failed fetch", "app", st.id, "err", err)
-	}
 }
 
 // capAt is the latest a token that a fetch sent at t may invalidate can
@@ -416,25 +506,13 @@ func (c *Cache) emit(st *appState, result string, d time.Duration, err error) {
 	}
 }
 
-func classOf(err error) string {
-	switch {
-	case errors.Is(err, wechat.ErrQuota):
-		return "quota"
-	case errors.Is(err, wechat.ErrConfig):
-		return "config"
-	case errors.Is(err, wechat.ErrTransient):
-		return "transient"
-	}
-	return "error"
-}
-
 // checkUpstream refuses what no Source should return; a bad token must never
 // reach Redis.
 func checkUpstream(t wechat.Token) error {
 	if t.Value == "" || len(t.Value) > maxTokenLen {
 		return fmt.Errorf("%w: source returned a token of %d bytes", wechat.ErrMalformedReply, len(t.Value))
 	}
-	if !printableASCII(t.Value) || strings.Contains(t.Value, "|") {
+	if !tokenBytes(t.Value) {
 		return fmt.Errorf("%w: source returned a token with a byte outside printable ASCII or a '|'", wechat.ErrMalformedReply)
 	}
 	if t.ExpiresIn <= 0 || t.ExpiresIn > 24*time.Hour {
@@ -462,24 +540,8 @@ func (c *Cache) newToken(up wechat.Token, fetchedAt time.Time) Token {
 // the spread of WeChat's servers.
 const issueOrderSlack = 2 * time.Second
 
-// recordTail is a record without its "tk1|version|" head; the version is
-// assigned inside commitFetch.
-func recordTail(t Token) string {
-	rec := encodeRecord(t)
-	// Drop "tk1|<version>|".
-	_, tail, _ := strings.Cut(rec[len(recordTag)+1:], "|")
-	return tail
-}
-
 func newFetchID() string {
 	var b [8]byte
 	_, _ = crand.Read(b[:])
 	return hex.EncodeToString(b[:])
-}
-
-func flag(b bool) string {
-	if b {
-		return "1"
-	}
-	return "0"
 }

@@ -420,7 +420,8 @@ func TestWaitersAreWokenNotTimedOut(t *testing.T) {
 	for i := 0; i < 20; i++ {
 		rdb := redis.NewClient(&redis.Options{Addr: redisSrv.Addr()})
 		t.Cleanup(func() { _ = rdb.Close() })
-		c, err := tokencache.New(rdb, src, tokencache.WithLockTTL(time.Minute), tokencache.WithFetchTimeout(30*time.Second))
+		c, err := tokencache.New(rdb, src, tokencache.WithLockTTL(time.Minute), tokencache.WithFetchTimeout(30*time.Second),
+			tokencache.WithPassiveRefreshLimit(0, 0, 0)) // its rounds of passive refreshes come faster than any real fleet's
 		if err != nil {
 			t.Fatal(err)
 		}

@@ -23,6 +23,11 @@ type options struct {
 	fetchTimeout time.Duration
 	nearMaxAge   time.Duration
 	dailyBudget  int
+	// passive refreshes: a fleet-wide rate, and the part of the daily
+	// budget they may not use
+	passiveLimit    int
+	passiveWindow   time.Duration
+	scheduleReserve int
 	backoffBase  time.Duration
 	backoffMax   time.Duration
 	configHold   time.Duration
@@ -43,6 +48,9 @@ func defaultOptions() options {
 		fetchTimeout: 10 * time.Second,
 		nearMaxAge:   10 * time.Second,
 		dailyBudget:  1500,
+		passiveLimit:    6,
+		passiveWindow:   time.Minute,
+		scheduleReserve: 300,
 		backoffBase:  time.Second,
 		backoffMax:   time.Minute,
 		configHold:   5 * time.Minute,
@@ -88,6 +96,16 @@ func WithNearMaxAge(d time.Duration) Option { return func(o *options) { o.nearMa
 // Redis across every process (default 1500, under WeChat's 2000; 0 = no cap).
 func WithDailyBudget(n int) Option { return func(o *options) { o.dailyBudget = n } }
 
+// WithPassiveRefreshLimit caps fetches caused by Invalidate (tokens
+// verified dead) at n per window for each app, counted in Redis across every
+// process (default 6 a minute; n = 0: no cap), and keeps the last reserve
+// fetches of each day's budget for refreshes ahead of expiry and misses
+// (default 300, at most a fifth of the budget), so passive refreshes can
+// never starve them.
+func WithPassiveRefreshLimit(n int, window time.Duration, reserve int) Option {
+	return func(o *options) { o.passiveLimit, o.passiveWindow, o.scheduleReserve = n, window, reserve }
+}
+
 // WithBackoff sets the exponential backoff, with jitter, after transient
 // upstream failures (default 1s doubling to 1m).
 func WithBackoff(base, max time.Duration) Option {
@@ -124,6 +142,12 @@ type Hooks struct {
 	OnFetch func(FetchEvent)
 	// OnLockWait is called when a caller waited for another holder's fetch.
 	OnLockWait func(appID string, waited time.Duration)
+	// OnChange is called when an announcement says an app's record changed
+	// (stored, capped, restored), e.g. so a scheduler can plan again.
+	OnChange func(appID string)
+	// OnKilledOutside is called when an app's current token was verified
+	// dead before its usable end: killed by a fetch outside the fleet.
+	OnKilledOutside func(appID string)
 }
 
 // FetchEvent describes one upstream fetch attempt.
@@ -153,8 +177,17 @@ func (o *options) validate() error {
 	if o.dailyBudget < 0 {
 		errs = append(errs, fmt.Errorf("daily budget %d: must not be negative", o.dailyBudget))
 	}
+	if o.passiveLimit < 0 || o.passiveLimit > 0 && o.passiveWindow <= 0 {
+		errs = append(errs, fmt.Errorf("passive refresh limit %d per %v: must not be negative, and its window positive", o.passiveLimit, o.passiveWindow))
+	}
+	if o.scheduleReserve < 0 {
+		errs = append(errs, fmt.Errorf("schedule reserve %d: must not be negative", o.scheduleReserve))
+	}
 	if o.fetchTimeout >= o.lockTTL {
 		errs = append(errs, fmt.Errorf("fetch timeout %v: must be shorter than the lock TTL %v, or a fetch outlives its lock", o.fetchTimeout, o.lockTTL))
+	}
+	if o.horizon() <= 0 {
+		errs = append(errs, fmt.Errorf("overlap %v: must exceed margin %v, or no copy could be served after Redis confirmed it", o.overlap, o.margin))
 	}
 	if o.capWindow() <= 0 {
 		errs = append(errs, fmt.Errorf("overlap %v: must exceed margin %v + near max age %v, or a token that a fetch invalidates cannot leave the caches in time", o.overlap, o.margin, o.nearMaxAge))
@@ -175,6 +208,15 @@ func (o *options) validate() error {
 // still be handed out: it must be gone from Redis (margin) and from every
 // near cache (near max age) before WeChat's overlap ends.
 func (o *options) capWindow() time.Duration { return o.overlap - o.margin - o.nearMaxAge }
+
+// horizon is how long after Redis last confirmed a copy it may be served:
+// any fetch that can kill the token was sent after that confirmation, and
+// WeChat keeps the token the overlap after such a fetch; the margin covers
+// the time a caller takes to use what it was handed.
+func (o *options) horizon() time.Duration { return o.overlap - o.margin }
+
+// reserve is the part of the daily budget passive refreshes may not use.
+func (o *options) reserve() int { return min(o.scheduleReserve, o.dailyBudget/5) }
 
 // lifetimes computes when a fresh token becomes due and stops being usable.
 func (o *options) lifetimes(fetchedAt time.Time, expiresIn time.Duration) (refreshAt, usableUntil time.Time) {

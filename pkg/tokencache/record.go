@@ -18,6 +18,12 @@ type Token struct {
 	// Version increases with every token stored for the app (it restarts
 	// only if Redis loses its data).
 	Version int64
+	// Rev increases with every change to the app's record: a store, a cap,
+	// a restore. It orders what a process reads against what it is told,
+	// so an older message never undoes a newer state. It is kept above the
+	// writer's clock in milliseconds, so it keeps increasing across a
+	// Redis data loss.
+	Rev int64
 	// UsableUntil is when the cache stops handing the token out: WeChat's
 	// expiry minus the safety margin, or earlier when a fetch may have
 	// invalidated it.
@@ -59,17 +65,36 @@ func (t Token) LogValue() slog.Value {
 		slog.Time("usable_until", t.UsableUntil))
 }
 
-const recordTag = "tk1"
+// The record grammar, written once here for Go and once in luaPrelude
+// (scripts.go) for Redis; FuzzRecordGrammar proves the two accept the same
+// language and read the same fields.
+//
+//	record  = "tk2" 7("|" number) "|" token
+//	number  = "0" / %x31-39 *14DIGIT      ; canonical, at most 15 digits (exact in Lua's doubles)
+//	token   = 1*2048(%x21-7B / %x7D-7E)   ; printable ASCII without '|'
+//
+// The numbers are, in order: version, rev, usable_until, refresh_at,
+// expires_at, fetched_at, issued_at (times in Unix ms, issued_at 0 for
+// unknown), and a record is valid only if version >= 1, rev >= 1,
+// refresh_at <= usable_until <= expires_at and fetched_at <= expires_at.
+const recordTag = "tk2"
 
 // maxTokenLen bounds what a record may hold: WeChat says to reserve 512
 // characters; the client refuses anything over 2048.
 const maxTokenLen = 2048
 
+// maxNumberDigits keeps every record number exact in Lua, whose numbers are
+// doubles (2^53 has 16 digits).
+const maxNumberDigits = 15
+
+// recordFields names a record's numbers in order.
+var recordFields = [...]string{"version", "rev", "usable_until", "refresh_at", "expires_at", "fetched_at", "issued_at"}
+
 func encodeRecord(t Token) string {
 	var b strings.Builder
-	b.Grow(len(t.Value) + 80)
+	b.Grow(len(t.Value) + 120)
 	b.WriteString(recordTag)
-	for _, n := range [...]int64{t.Version, t.UsableUntil.UnixMilli(), t.RefreshAt.UnixMilli(), t.ExpiresAt.UnixMilli(), t.FetchedAt.UnixMilli(), unixMilliOrZero(t.IssuedAt)} {
+	for _, n := range [...]int64{t.Version, t.Rev, t.UsableUntil.UnixMilli(), t.RefreshAt.UnixMilli(), t.ExpiresAt.UnixMilli(), t.FetchedAt.UnixMilli(), unixMilliOrZero(t.IssuedAt)} {
 		b.WriteByte('|')
 		b.WriteString(strconv.FormatInt(n, 10))
 	}
@@ -78,8 +103,8 @@ func encodeRecord(t Token) string {
 	return b.String()
 }
 
-// decodeRecord parses a stored record. The token in the result shares
-// memory with s.
+// decodeRecord parses a stored record (see the grammar above). The token in
+// the result shares memory with s.
 func decodeRecord(key, s string) (Token, error) {
 	bad := func(reason string) (Token, error) {
 		return Token{}, &CorruptRecordError{Key: key, Reason: reason}
@@ -89,58 +114,78 @@ func decodeRecord(key, s string) (Token, error) {
 		if len(s) > 12 {
 			s = s[:12] + "..."
 		}
-		return bad("unknown format (starts with " + strconv.Quote(s) + ", want \"tk1|\")")
+		return bad("unknown format (starts with " + strconv.Quote(s) + ", want \"" + recordTag + "|\")")
 	}
-	var nums [6]int64
-	names := [6]string{"version", "usable_until", "refresh_at", "expires_at", "fetched_at", "issued_at"}
+	var nums [len(recordFields)]int64
 	for i := range nums {
 		field, tail, ok := strings.Cut(rest, "|")
 		if !ok {
-			return bad("too few fields: no " + names[i] + " followed by the access_token")
+			return bad("too few fields: no " + recordFields[i] + " followed by the access_token")
 		}
-		n, err := strconv.ParseInt(field, 10, 64)
-		if err != nil || n < 0 {
-			return bad("field " + names[i] + " is not a non-negative integer")
+		n, ok := parseRecordNumber(field)
+		if !ok {
+			return bad("field " + recordFields[i] + " is not a canonical decimal of 1 to " + strconv.Itoa(maxNumberDigits) + " digits")
 		}
 		nums[i] = n
 		rest = tail
 	}
+	version, rev, usable, refresh, expires, fetched, issued := nums[0], nums[1], nums[2], nums[3], nums[4], nums[5], nums[6]
 	switch {
 	case rest == "":
 		return bad("empty access_token")
 	case len(rest) > maxTokenLen:
 		return bad("access_token longer than " + strconv.Itoa(maxTokenLen) + " bytes")
-	case nums[0] == 0:
+	case !tokenBytes(rest):
+		return bad("access_token contains a byte outside printable ASCII, or a '|'")
+	case version == 0:
 		return bad("version 0")
-	case nums[1] > nums[3]:
-		return bad("usable_until after expires_at")
-	case nums[2] > nums[1]:
+	case rev == 0:
+		return bad("rev 0")
+	case refresh > usable:
 		return bad("refresh_at after usable_until")
-	case nums[4] > nums[3]:
+	case usable > expires:
+		return bad("usable_until after expires_at")
+	case fetched > expires:
 		return bad("fetched_at after expires_at")
-	}
-	if !printableASCII(rest) {
-		return bad("access_token contains a byte outside printable ASCII")
 	}
 	tok := Token{
 		Value:       rest,
-		Version:     nums[0],
-		UsableUntil: time.UnixMilli(nums[1]),
-		RefreshAt:   time.UnixMilli(nums[2]),
-		ExpiresAt:   time.UnixMilli(nums[3]),
-		FetchedAt:   time.UnixMilli(nums[4]),
+		Version:     version,
+		Rev:         rev,
+		UsableUntil: time.UnixMilli(usable),
+		RefreshAt:   time.UnixMilli(refresh),
+		ExpiresAt:   time.UnixMilli(expires),
+		FetchedAt:   time.UnixMilli(fetched),
 	}
-	if nums[5] > 0 {
-		tok.IssuedAt = time.UnixMilli(nums[5])
+	if issued > 0 {
+		tok.IssuedAt = time.UnixMilli(issued)
 	}
 	return tok, nil
 }
 
-// printableASCII reports whether s holds only the bytes '!' to '~': what
-// WeChat's tokens are made of, and what a record can carry.
-func printableASCII(s string) bool {
+// parseRecordNumber reads a grammar number: "0", or 1 to maxNumberDigits
+// digits without a leading zero, so every number has one spelling and the
+// scripts may compare them as strings.
+func parseRecordNumber(s string) (int64, bool) {
+	if s == "" || len(s) > maxNumberDigits || len(s) > 1 && s[0] == '0' {
+		return 0, false
+	}
+	var n int64
 	for i := 0; i < len(s); i++ {
-		if c := s[i]; c <= ' ' || c > '~' {
+		c := s[i]
+		if c < '0' || c > '9' {
+			return 0, false
+		}
+		n = n*10 + int64(c-'0')
+	}
+	return n, true
+}
+
+// tokenBytes reports whether s holds only what a record's token may: the
+// printable ASCII bytes '!' to '~' except '|'.
+func tokenBytes(s string) bool {
+	for i := 0; i < len(s); i++ {
+		if c := s[i]; c <= ' ' || c > '~' || c == '|' {
 			return false
 		}
 	}

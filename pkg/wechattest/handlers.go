@@ -262,39 +262,54 @@ func (s *Server) stable(req stableRequest) reply {
 // is live and argsOK. A live token with bad arguments gets 40097 and is
 // not counted.
 func (s *Server) business(token string, argsOK bool) (appID string, refused *reply) {
+	return s.businessCounted(token, argsOK, false)
+}
+
+// businessCounted is business; a check (a call that only asks whether the
+// token is live, wechat.CheckHeader) is counted in Checks alone.
+func (s *Server) businessCounted(token string, argsOK, check bool) (appID string, refused *reply) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	fail := func(code int, msg string) (string, *reply) {
 		rep := errReply(code, msg)
 		return appID, &rep
 	}
+	// count records the outcome; a check counts only as a check.
+	count := func(st *Stats, outcome *int) {
+		if check {
+			st.Checks++
+		} else {
+			*outcome++
+		}
+	}
 	if token == "" {
 		return fail(41001, "access_token missing")
 	}
 	t, ok := s.tokens[token]
 	if !ok {
-		s.unattributed.BusinessInvalid++
+		count(&s.unattributed, &s.unattributed.BusinessInvalid)
 		return fail(40014, "invalid access_token")
 	}
 	appID = t.appID
 	a := s.apps[appID]
 	switch t.state(s.now()) {
 	case Expired:
-		a.stats.BusinessExpired++
+		count(&a.stats, &a.stats.BusinessExpired)
 		return fail(42001, "access_token expired")
 	case Superseded:
-		a.stats.BusinessSuperseded++
+		count(&a.stats, &a.stats.BusinessSuperseded)
 		return fail(40001, "invalid credential, access_token is invalid or not latest")
 	}
 	if !argsOK {
 		return fail(40097, "invalid args")
 	}
-	a.stats.BusinessOK++
+	count(&a.stats, &a.stats.BusinessOK)
 	return appID, nil
 }
 
 func (s *Server) handleDomainIP(w http.ResponseWriter, r *http.Request) {
-	if _, refused := s.business(r.URL.Query().Get("access_token"), true); refused != nil {
+	check := r.Header.Get(wechat.CheckHeader) != ""
+	if _, refused := s.businessCounted(r.URL.Query().Get("access_token"), true, check); refused != nil {
 		writeReply(w, *refused)
 		return
 	}

@@ -19,6 +19,7 @@ type Stats struct {
 	BusinessExpired    int // business calls answered 42001: the token was past its own expiry
 	BusinessInvalid    int // business calls answered 40014: a token this server never minted
 	QuotaUsed          int // classic calls that reached today's quota check (those refused with 45009 included)
+	Checks             int // calls that only asked whether a token is live (wechat.CheckHeader): not business calls
 }
 
 func (a Stats) add(b Stats) Stats {
@@ -29,6 +30,7 @@ func (a Stats) add(b Stats) Stats {
 	a.BusinessExpired += b.BusinessExpired
 	a.BusinessInvalid += b.BusinessInvalid
 	a.QuotaUsed += b.QuotaUsed
+	a.Checks += b.Checks
 	return a
 }
 
@@ -119,6 +121,20 @@ func (s *Server) TokenInfo(appID, token string) (info TokenInfo, ok bool) {
 		return TokenInfo{State: Unknown}, false
 	}
 	return TokenInfo{State: t.state(s.now()), Stable: t.stable, IssuedAt: t.issuedAt, ExpiresAt: t.expiresAt, GraceEndsAt: t.graceEndsAt}, true
+}
+
+// Revoke makes token dead at once (business APIs answer 40001), as a
+// fetch outside the fleet followed by the end of its grace would, or as
+// WeChat revoking it. It reports whether appID had minted token.
+func (s *Server) Revoke(appID, token string) bool {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	t, ok := s.tokens[token]
+	if !ok || t.appID != appID {
+		return false
+	}
+	t.graceEndsAt = s.now()
+	return true
 }
 
 // CurrentToken is the newest classic token of appID ("" if none).
