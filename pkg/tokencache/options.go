@@ -28,34 +28,34 @@ type options struct {
 	passiveLimit    int
 	passiveWindow   time.Duration
 	scheduleReserve int
-	backoffBase  time.Duration
-	backoffMax   time.Duration
-	configHold   time.Duration
-	logger       *slog.Logger
-	now          func() time.Time
-	locker       lock.Locker
-	modes        map[string]wechat.Mode
-	hooks        Hooks
+	backoffBase     time.Duration
+	backoffMax      time.Duration
+	configHold      time.Duration
+	logger          *slog.Logger
+	now             func() time.Time
+	locker          lock.Locker
+	modes           map[string]wechat.Mode
+	hooks           Hooks
 }
 
 func defaultOptions() options {
 	return options{
-		keyPrefix:    "tokenkeeper:",
-		refreshAhead: 5 * time.Minute,
-		margin:       time.Minute,
-		overlap:      5 * time.Minute,
-		lockTTL:      15 * time.Second,
-		fetchTimeout: 10 * time.Second,
-		nearMaxAge:   10 * time.Second,
-		dailyBudget:  1500,
+		keyPrefix:       "tokenkeeper:",
+		refreshAhead:    5 * time.Minute,
+		margin:          time.Minute,
+		overlap:         5 * time.Minute,
+		lockTTL:         15 * time.Second,
+		fetchTimeout:    10 * time.Second,
+		nearMaxAge:      10 * time.Second,
+		dailyBudget:     1500,
 		passiveLimit:    6,
 		passiveWindow:   time.Minute,
 		scheduleReserve: 300,
-		backoffBase:  time.Second,
-		backoffMax:   time.Minute,
-		configHold:   5 * time.Minute,
-		now:          time.Now,
-		modes:        map[string]wechat.Mode{},
+		backoffBase:     time.Second,
+		backoffMax:      time.Minute,
+		configHold:      5 * time.Minute,
+		now:             time.Now,
+		modes:           map[string]wechat.Mode{},
 	}
 }
 
