@@ -282,13 +282,16 @@ func (c *Cache) Invalidate(ctx context.Context, appID, bad string) (Token, error
 		return tok, nil
 	}
 	if found && tok.Value == bad && now.Before(tok.UsableUntil) {
-		switch c.verify(ctx, st, bad) {
-		case verdictAlive:
+		v := c.verify(ctx, st, bad)
+		if v == verdictAlive {
 			c.stats.invalidationsRefuted.Add(1)
 			c.log.Info("tokencache: token reported invalid, but WeChat still accepts it; keeping it", "app", st.id, "token", wechat.Fingerprint(bad))
 			return tok, nil
-		case verdictDead:
-			st.near.kill(bad)
+		}
+		// Dead, or WeChat could not tell: the caller's word stands, and
+		// this process never hands bad out again.
+		st.near.kill(bad)
+		if v == verdictDead {
 			// Under the cache's invariant the fleet never hands out a token
 			// it killed: the stored token dying before its usable end means
 			// a fetch outside the fleet (or WeChat itself) killed it.

@@ -48,20 +48,26 @@ const maxFleetAttempts = 8
 // fetch gets a token satisfying cond, fetching it at most once per process
 // (single-flight) and once per fleet (lock).
 func (c *Cache) fetch(ctx context.Context, st *appState, cond condition, bad string) (Token, error) {
-	key := st.id + "\x00" + string(cond) + "\x00" + bad
+	return c.flightDo(ctx, st.id+"\x00"+string(cond)+"\x00"+bad, 3*c.opt.lockTTL, func(fctx context.Context) (Token, error) {
+		return c.fetchFleet(fctx, st, cond, bad)
+	})
+}
+
+// flightDo runs fn once for every caller of the same key in this process.
+// The flight serves every caller that joins it, so it must not die with the
+// first caller's context: it is bounded by limit, ended by Close, and Close
+// waits for it. Each caller waits only as long as its own context allows.
+func (c *Cache) flightDo(ctx context.Context, key string, limit time.Duration, fn func(context.Context) (Token, error)) (Token, error) {
 	ch := c.flight.DoChan(key, func() (any, error) {
-		// Close waits for flights: they outlive the callers that started them.
 		if !c.track() {
 			return Token{}, ErrClosed
 		}
 		defer c.wg.Done()
-		// The flight serves every caller that joins it, so it must not die
-		// with the first caller's context; it is bounded on its own.
-		fctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 3*c.opt.lockTTL)
+		fctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), limit)
 		defer cancel()
 		stop := context.AfterFunc(c.ctx, cancel)
 		defer stop()
-		return c.fetchFleet(fctx, st, cond, bad)
+		return fn(fctx)
 	})
 	select {
 	case r := <-ch:
@@ -395,10 +401,8 @@ func (c *Cache) fetchUnlocked(ctx context.Context, st *appState) (Token, error) 
 	if err := c.held(st); err != nil {
 		return Token{}, err
 	}
-	v, err, _ := c.flight.Do(st.id+"\x00unlocked", func() (any, error) {
+	return c.flightDo(ctx, st.id+"\x00unlocked", c.opt.fetchTimeout, func(fctx context.Context) (Token, error) {
 		sendAt := c.opt.now()
-		fctx, cancel := context.WithTimeout(ctx, c.opt.fetchTimeout)
-		defer cancel()
 		c.stats.fetches.Add(1)
 		up, err := c.src.Fetch(fctx, st.id)
 		if err == nil {
@@ -416,10 +420,6 @@ func (c *Cache) fetchUnlocked(ctx context.Context, st *appState) (Token, error) 
 		c.emit(st, "ok", c.opt.now().Sub(sendAt), nil)
 		return tok, nil
 	})
-	if err != nil {
-		return Token{}, err
-	}
-	return v.(Token), nil
 }
 
 // refreshInBackground starts one refresh for st unless one is running or
