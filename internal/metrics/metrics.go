@@ -156,8 +156,12 @@ func (m *Metrics) ObserveLockWait(appID string, waited time.Duration) {
 	m.lockWaitDuration.Observe(waited.Seconds())
 }
 
-// SetLeader records whether this replica leads. A call that does not change
-// the state is not a transition.
+// SetLeader records whether this replica leads. Wire it to the elector's
+// own flag (lock.LeaderCallbacks.OnIsLeaderChange, called synchronously as
+// IsLeader changes), not to OnStartedLeading and OnStoppedLeading: those
+// run around the leading work, so the gauge would still say 1 while the
+// replica already knows it lost the lead. A call that does not change the
+// state is not a transition.
 func (m *Metrics) SetLeader(leading bool) {
 	if m == nil {
 		return

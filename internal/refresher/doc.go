@@ -6,6 +6,11 @@
 // Every replica serves tokens over HTTP from the shared Redis. The
 // replica holding the lease also runs the scheduler, which refreshes each
 // app's token ahead of expiry; when it loses the lease the scheduler's
-// context ends. Shutdown releases the lease first, so a standby takes
-// over at once, while the HTTP server drains; both are bounded.
+// context ends. The tokenkeeper_leader gauge follows the elector's own
+// leader flag: it turns 0 before the scheduler's context ends, so a
+// replica never reports 1 once it knows it no longer leads (after a Redis
+// data loss it learns that at its next renewal; see package lock for what
+// the election does and does not guarantee). Shutdown first leaves the
+// election (the scheduler stops, then the lease is released, so a standby
+// takes over at once) while the HTTP server drains; both are bounded.
 package refresher

@@ -100,15 +100,18 @@ func New(cfg *config.Config, log *slog.Logger, opts ...Option) (_ *Replica, err 
 	}
 
 	r.elector, err = lock.NewElector(cfg.ElectorConfig(r.client, lock.LeaderCallbacks{
+		// The gauge follows the elector's own flag, set synchronously:
+		// 0 before the scheduler's ctx is cancelled and before the lease
+		// is released, so it never says 1 once this replica knows it no
+		// longer leads (nor goes back to 1 after a short term ended).
+		OnIsLeaderChange: m.SetLeader,
 		OnStartedLeading: func(leading context.Context) {
-			m.SetLeader(true)
 			r.log.Info("refresher: started leading; running the refresh scheduler")
 			if err := sched.Run(leading); err != nil && !errors.Is(err, context.Canceled) {
 				r.log.Error("refresher: scheduler stopped", "err", err)
 			}
 		},
 		OnStoppedLeading: func() {
-			m.SetLeader(false)
 			r.log.Info("refresher: stopped leading; serving tokens only")
 		},
 		OnNewLeader: func(id string) { r.log.Info("refresher: leader is now", "leader", id) },

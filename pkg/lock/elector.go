@@ -23,6 +23,13 @@ import (
 // together do not hit Redis in lockstep.
 const CampaignJitter = 0.2
 
+// LeaseDriftFactor is the fraction of LeaseDuration by which the Elector
+// assumes the lease may expire early in Redis because clocks run at
+// slightly different rates (redsync's own default). A leader never leads
+// past the start of its last successful acquisition or renewal plus
+// LeaseDuration less this fraction of it.
+const LeaseDriftFactor = 0.01
+
 // ElectorConfig configures an Elector. The durations follow client-go's
 // leader election: LeaseDuration > RenewDeadline > RetryPeriod > 0.
 type ElectorConfig struct {
@@ -35,30 +42,72 @@ type ElectorConfig struct {
 	// LeaseDuration is how long the lease lives in Redis without renewal:
 	// the longest a standby waits after the leader crashed.
 	LeaseDuration time.Duration
-	// RenewDeadline is how long the leader keeps trying to renew, counted
-	// from the start of its last successful renewal, before it stops
-	// leading. It is shorter than LeaseDuration so that a leader cut off
-	// from Redis stops before its lease can pass to someone else.
+	// RenewDeadline is how long one renewal round may last: a round starts
+	// RetryPeriod after the last successful acquisition or renewal
+	// returned, and if none of its attempts succeeds within RenewDeadline
+	// the leader stops leading. The leader also stops, whatever the round,
+	// before its lease can expire in Redis (see LeaseDriftFactor).
 	RenewDeadline time.Duration
-	// RetryPeriod is the wait between renewals, and between acquisition
-	// attempts (plus up to CampaignJitter of it at random).
+	// RetryPeriod is the wait after a successful acquisition or renewal
+	// before the next renewal round, the period of the attempts within a
+	// round, and the wait between acquisition attempts (plus up to
+	// CampaignJitter of it at random).
 	RetryPeriod time.Duration
 	Callbacks   LeaderCallbacks
 	// Logger receives state changes and Redis failures; nil discards them.
 	Logger *slog.Logger
+	// Clock is the Elector's source of time for its schedule; nil is the
+	// wall clock. Tests inject a fake one. Redis's own timeouts (and the
+	// lease's expiry in Redis) always run on real time.
+	Clock Clock
 }
+
+// Clock is the time source of an Elector.
+type Clock interface {
+	Now() time.Time
+	// NewTimer returns a timer that fires once, d from now.
+	NewTimer(d time.Duration) Timer
+}
+
+// Timer is a Clock's one-shot timer.
+type Timer interface {
+	// C is where the timer sends the time when it fires.
+	C() <-chan time.Time
+	// Stop prevents the timer from firing; it reports whether it did.
+	Stop() bool
+}
+
+type wallClock struct{}
+
+func (wallClock) Now() time.Time                 { return time.Now() }
+func (wallClock) NewTimer(d time.Duration) Timer { return wallTimer{time.NewTimer(d)} }
+
+type wallTimer struct{ t *time.Timer }
+
+func (w wallTimer) C() <-chan time.Time { return w.t.C }
+func (w wallTimer) Stop() bool          { return w.t.Stop() }
 
 // LeaderCallbacks are called from the Elector's own goroutines, never while
 // it waits on Redis. All are optional.
 type LeaderCallbacks struct {
+	// OnIsLeaderChange is called by Run itself, synchronously, right after
+	// IsLeader changes, with the new value: true before OnStartedLeading
+	// is started, false before the leading ctx is cancelled and before
+	// anything else of the step-down (so before the lease is released and
+	// another replica can lead). Use it for state that must never claim
+	// the lead longer than IsLeader does, such as a leader gauge. It must
+	// return at once: it holds up the step-down.
+	OnIsLeaderChange func(leading bool)
 	// OnStartedLeading runs in its own goroutine when this replica gains
 	// the lead. ctx is cancelled the moment the lead is lost (renewal
-	// refused or RenewDeadline passed) or Run's context is done. It must
-	// return soon after ctx is cancelled: the Elector waits for it before
-	// campaigning again and before Run returns.
+	// refused, or no renewal within the deadline) or Run's context is
+	// done. It must return soon after ctx is cancelled: the Elector
+	// releases the lease only once it has returned, and waits for it
+	// before campaigning again (see Run).
 	OnStartedLeading func(ctx context.Context)
-	// OnStoppedLeading is called after the leading ctx was cancelled and
-	// IsLeader turned false.
+	// OnStoppedLeading is called after IsLeader turned false, the leading
+	// ctx was cancelled and OnStartedLeading returned (or RenewDeadline
+	// passed without it returning), before the lease is released.
 	OnStoppedLeading func()
 	// OnNewLeader is called, in order and from one goroutine, when the
 	// observed holder changes (this replica included). Intermediate values
@@ -71,9 +120,11 @@ type LeaderCallbacks struct {
 // Identity + "/" + a random suffix of base64url characters, so Leader can
 // recover the holder's identity while each term still has a unique value.
 type Elector struct {
-	cfg ElectorConfig
-	rs  *redsync.Redsync
-	log *slog.Logger
+	cfg    ElectorConfig
+	clock  Clock
+	store  leaseStore
+	log    *slog.Logger
+	jitter func() float64 // in [0, 1): the random part of campaign waits
 
 	running     atomic.Bool
 	isLeader    atomic.Bool
@@ -90,10 +141,16 @@ func NewElector(cfg ElectorConfig) (*Elector, error) {
 	if log == nil {
 		log = slog.New(slog.DiscardHandler)
 	}
+	clock := cfg.Clock
+	if clock == nil {
+		clock = wallClock{}
+	}
 	return &Elector{
-		cfg: cfg,
-		rs:  redsync.New(goredis.NewPool(cfg.Client)),
-		log: log.With("lease", cfg.Name, "identity", cfg.Identity),
+		cfg:    cfg,
+		clock:  clock,
+		store:  &redsyncLease{rs: redsync.New(goredis.NewPool(cfg.Client)), cfg: &cfg},
+		log:    log.With("lease", cfg.Name, "identity", cfg.Identity),
+		jitter: mathrand.Float64,
 	}, nil
 }
 
@@ -120,9 +177,9 @@ func (c *ElectorConfig) validate() error {
 	return errors.Join(errs...)
 }
 
-// IsLeader reports whether this replica leads now. It turns false just
-// before the leading ctx is cancelled, so whoever sees that ctx done also
-// sees IsLeader false.
+// IsLeader reports whether this replica leads now. It turns false before
+// the leading ctx is cancelled, so whoever sees that ctx done also sees
+// IsLeader false.
 func (e *Elector) IsLeader() bool { return e.isLeader.Load() }
 
 // Transitions is how many times this Elector gained the lead.
@@ -159,12 +216,17 @@ func (e *Elector) newValue() (string, error) {
 }
 
 // Run campaigns for the lead, leads while it can, campaigns again after
-// losing it, and returns when ctx is done. If it leads then, it cancels the
-// leading ctx, releases the lease at once (so a standby takes over without
-// waiting for expiry) and waits for OnStartedLeading to return. It returns
-// nil, or the error that kept it from releasing the lease (which then
-// expires on its own within LeaseDuration). Run may not be called twice at
-// the same time.
+// losing it, and returns when ctx is done. If it leads then, it steps down
+// as after a lost lead and releases the lease, so a standby takes over
+// without waiting for expiry. It returns nil, or the error that kept it
+// from releasing the lease (which then expires on its own within
+// LeaseDuration). Run never has two OnStartedLeading calls running at
+// once: after a lost lead it campaigns again only once OnStartedLeading
+// returned. When ctx is done it waits at most RenewDeadline for
+// OnStartedLeading, then for the release, whose context has a timeout of
+// RenewDeadline (go-redis enforces it only with ContextTimeoutEnabled;
+// otherwise its own read and write timeouts bound the call). Run may not
+// be called twice at the same time.
 func (e *Elector) Run(ctx context.Context) error {
 	if !e.running.CompareAndSwap(false, true) {
 		return fmt.Errorf("lock: Elector.Run for lease %q is already running", e.cfg.Name)
@@ -174,49 +236,58 @@ func (e *Elector) Run(ctx context.Context) error {
 	defer notifier.stop()
 
 	for {
-		m, acquiredAt := e.campaign(ctx, notifier)
-		if m == nil {
+		won, ok := e.campaign(ctx, notifier)
+		if !ok {
 			return nil
 		}
-		if err := e.lead(ctx, m, acquiredAt, notifier); ctx.Err() != nil {
+		if err := e.lead(ctx, won, notifier); ctx.Err() != nil {
 			return err
 		}
 	}
 }
 
-// campaign tries to take the lease every RetryPeriod (plus jitter) until it
-// succeeds, returning the held mutex and when the winning attempt started,
-// or nil once ctx is done.
-func (e *Elector) campaign(ctx context.Context, notifier *leaderNotifier) (*redsync.Mutex, time.Time) {
-	wait := time.NewTimer(0)
-	defer wait.Stop()
+// acquisition is a won campaign: the lease value and when the winning
+// attempt started and returned.
+type acquisition struct {
+	value      string
+	start, end time.Time
+}
+
+// campaign tries to take the lease at once, then every RetryPeriod (plus
+// jitter) until it succeeds or ctx is done.
+func (e *Elector) campaign(ctx context.Context, notifier *leaderNotifier) (acquisition, bool) {
 	redisFailing := false
-	for {
-		select {
-		case <-ctx.Done():
-			return nil, time.Time{}
-		case <-wait.C:
+	for attempt := 0; ; attempt++ {
+		if attempt > 0 {
+			wait := e.clock.NewTimer(e.cfg.RetryPeriod + time.Duration(e.jitter()*CampaignJitter*float64(e.cfg.RetryPeriod)))
+			select {
+			case <-ctx.Done():
+				wait.Stop()
+				return acquisition{}, false
+			case <-wait.C():
+			}
 		}
-		start := time.Now()
-		m := e.rs.NewMutex(e.cfg.Name,
-			redsync.WithExpiry(e.cfg.LeaseDuration),
-			redsync.WithTries(1),
-			redsync.WithGenValueFunc(e.newValue),
-			// redsync bounds each attempt to this fraction of the expiry;
-			// its 5% default is too tight for short leases.
-			redsync.WithTimeoutFactor(float64(e.cfg.RetryPeriod)/float64(e.cfg.LeaseDuration)),
-		)
-		err := m.TryLockContext(ctx)
+		if ctx.Err() != nil {
+			return acquisition{}, false
+		}
+		value, err := e.newValue()
+		if err != nil {
+			e.log.Error("lock: cannot campaign for the lead", "err", err)
+			continue
+		}
+		start := e.clock.Now()
+		err = e.store.acquire(ctx, value)
+		end := e.clock.Now()
 		if err == nil {
 			if redisFailing {
 				e.log.Info("lock: Redis reachable again")
 			}
-			return m, start
+			return acquisition{value: value, start: start, end: end}, true
 		}
 		if ctx.Err() != nil {
-			return nil, time.Time{}
+			return acquisition{}, false
 		}
-		if errors.Is(classify(e.cfg.Name, err), ErrNotAcquired) {
+		if errors.Is(err, ErrNotAcquired) {
 			if redisFailing {
 				e.log.Info("lock: Redis reachable again")
 				redisFailing = false
@@ -228,7 +299,6 @@ func (e *Elector) campaign(ctx context.Context, notifier *leaderNotifier) (*reds
 			e.log.Warn("lock: cannot campaign for the lead", "err", err)
 			redisFailing = true
 		}
-		wait.Reset(e.cfg.RetryPeriod + time.Duration(mathrand.Float64()*CampaignJitter*float64(e.cfg.RetryPeriod)))
 	}
 }
 
@@ -240,22 +310,68 @@ func (e *Elector) observeLeader(ctx context.Context, notifier *leaderNotifier) {
 	}
 }
 
-type renewal struct {
-	start time.Time
-	ok    bool
-	err   error
+// renewPlan is the renew schedule of one term, in the Elector's clock. It
+// is client-go's (a round of attempts every RetryPeriod, RenewDeadline
+// long, RetryPeriod after the last success returned), with one addition:
+// the deadline never passes the lease's own validity.
+type renewPlan struct {
+	lease, renew, retry time.Duration
+
+	// validUntil is the earliest the lease can expire in Redis: the start
+	// of the last successful acquisition or renewal (Redis applied the
+	// expiry after it) plus LeaseDuration, less the drift allowance.
+	validUntil time.Time
+	// deadline ends the term unless a renewal succeeds before it.
+	deadline time.Time
+	// nextTry is when the next attempt may start.
+	nextTry time.Time
 }
 
-// lead runs one term: it keeps extending m every RetryPeriod until the
-// lease is lost, RenewDeadline passes without a successful renewal, or ctx
-// is done; then it steps down. It returns the error from releasing the
-// lease.
-func (e *Elector) lead(ctx context.Context, m *redsync.Mutex, renewedAt time.Time, notifier *leaderNotifier) error {
-	value := m.Value()
-	leadCtx, stopLeading := context.WithCancel(ctx)
+func newRenewPlan(cfg *ElectorConfig, won acquisition) *renewPlan {
+	p := &renewPlan{lease: cfg.LeaseDuration, renew: cfg.RenewDeadline, retry: cfg.RetryPeriod}
+	p.succeeded(won.start, won.end)
+	return p
+}
+
+// succeeded starts the next round after a successful acquisition or
+// renewal that started at start and returned at end.
+func (p *renewPlan) succeeded(start, end time.Time) {
+	p.validUntil = start.Add(p.lease - time.Duration(LeaseDriftFactor*float64(p.lease)))
+	roundStart := end.Add(p.retry)
+	p.nextTry = roundStart
+	p.deadline = roundStart.Add(p.renew)
+	if p.validUntil.Before(p.deadline) {
+		p.deadline = p.validUntil
+	}
+}
+
+// failed schedules the next attempt of the round after one that started
+// at start and returned at end: RetryPeriod after the failed one started,
+// or at once if it took longer than that.
+func (p *renewPlan) failed(start, end time.Time) {
+	p.nextTry = start.Add(p.retry)
+	if end.After(p.nextTry) {
+		p.nextTry = end
+	}
+}
+
+// Reasons for stepping down, as logged.
+const (
+	whyShutdown = "shutting down"
+	whyDeadline = "no successful renewal within the renew deadline"
+	whyLost     = "lease lost: expired or taken by another holder"
+)
+
+// lead runs one term: it renews the lease on the renewPlan until the lease
+// is lost, the plan's deadline passes, or ctx is done; then it steps down.
+// It returns the error from releasing the lease.
+func (e *Elector) lead(ctx context.Context, won acquisition, notifier *leaderNotifier) error {
+	// The leading ctx is cancelled by stepDown only, also on shutdown:
+	// IsLeader must be false before it is done.
+	leadCtx, stopLeading := context.WithCancel(context.WithoutCancel(ctx))
 	defer stopLeading()
-	e.isLeader.Store(true)
 	e.transitions.Add(1)
+	e.setLeader(true)
 	e.log.Info("lock: started leading")
 	notifier.observe(e.cfg.Identity)
 	callbackDone := make(chan struct{})
@@ -266,75 +382,180 @@ func (e *Elector) lead(ctx context.Context, m *redsync.Mutex, renewedAt time.Tim
 		}
 	}()
 
-	// Each renewal runs in its own goroutine so that a Redis call stuck
-	// past its context (go-redis only honours read timeouts by default)
-	// cannot delay stepping down at the deadline.
-	results := make(chan renewal, 1)
-	inFlight := false
-	retry := time.NewTimer(e.cfg.RetryPeriod)
-	defer retry.Stop()
-	deadline := time.NewTimer(time.Until(renewedAt.Add(e.cfg.RenewDeadline)))
-	defer deadline.Stop()
-	var why string
-loop:
-	for {
+	// Each renewal runs in the background (see leaseStore.extend) so that
+	// a Redis call stuck past its context (go-redis only honours read
+	// timeouts by default) cannot delay stepping down at the deadline.
+	plan := newRenewPlan(&e.cfg, won)
+	var (
+		inFlight      <-chan error
+		attemptStart  time.Time
+		cancelAttempt context.CancelFunc = func() {}
+		why           string
+	)
+	for why == "" {
+		now := e.clock.Now()
+		if !now.Before(plan.deadline) {
+			why = whyDeadline
+			break
+		}
+		if inFlight == nil && !now.Before(plan.nextTry) {
+			var actx context.Context
+			actx, cancelAttempt = context.WithCancel(ctx)
+			attemptStart = now
+			inFlight = e.store.extend(actx, won.value)
+		}
+		wake := plan.deadline
+		if inFlight == nil && plan.nextTry.Before(wake) {
+			wake = plan.nextTry
+		}
+		timer := e.clock.NewTimer(wake.Sub(now))
 		select {
 		case <-ctx.Done():
-			why = "shutting down"
-			break loop
-		case <-deadline.C:
-			why = "no successful renewal within RenewDeadline"
-			break loop
-		case <-retry.C:
-			inFlight = true
-			go func(start, giveUp time.Time) {
-				actx, cancel := context.WithDeadline(ctx, giveUp)
-				defer cancel()
-				ok, err := m.ExtendContext(actx)
-				results <- renewal{start: start, ok: ok, err: err}
-			}(time.Now(), renewedAt.Add(e.cfg.RenewDeadline))
-		case r := <-results:
-			inFlight = false
-			if r.ok {
-				renewedAt = r.start
-				deadline.Reset(time.Until(renewedAt.Add(e.cfg.RenewDeadline)))
-			} else if lost(r.err) {
-				why = "lease lost: expired or taken by another holder"
-				break loop
-			} else {
+			why = whyShutdown
+		case <-timer.C():
+		case err := <-inFlight:
+			end := e.clock.Now()
+			inFlight = nil
+			cancelAttempt()
+			switch {
+			case !end.Before(plan.deadline):
+				// Too late to count, whatever it says.
+				why = whyDeadline
+			case err == nil:
+				plan.succeeded(attemptStart, end)
+			case errors.Is(err, errLeaseLost):
+				why = whyLost
+			default:
+				plan.failed(attemptStart, end)
 				e.log.Warn("lock: lease renewal failed; retrying until the renew deadline",
-					"err", r.err, "deadline", renewedAt.Add(e.cfg.RenewDeadline))
+					"err", err, "deadline", plan.deadline, "next_try", plan.nextTry)
 			}
-			retry.Reset(e.cfg.RetryPeriod)
 		}
+		timer.Stop()
 	}
+	// An attempt still in flight is abandoned: if it lands after the
+	// release it finds the value gone and does nothing (redsync's touch
+	// script compares the value).
+	cancelAttempt()
+	return e.stepDown(ctx, won.value, why, stopLeading, callbackDone)
+}
 
-	// Step down. Leading work stops first: IsLeader is false by the time
-	// anyone sees the leading ctx done. Nothing before the callbacks waits
-	// on Redis.
-	e.isLeader.Store(false)
+func (e *Elector) setLeader(leading bool) {
+	e.isLeader.Store(leading)
+	if f := e.cfg.Callbacks.OnIsLeaderChange; f != nil {
+		f(leading)
+	}
+}
+
+// stepDown ends a term, in this order: IsLeader turns false (and
+// OnIsLeaderChange is told), the leading ctx is cancelled, OnStartedLeading
+// is given up to RenewDeadline to return, OnStoppedLeading is called, and
+// the lease is released, unless it was lost (nothing to release) or
+// OnStartedLeading is still running (the lease then expires on its own, so
+// no successor starts while this term's work may still run).
+func (e *Elector) stepDown(ctx context.Context, value, why string, stopLeading context.CancelFunc, callbackDone <-chan struct{}) error {
+	e.setLeader(false)
 	stopLeading()
-	released := make(chan error, 1)
-	go func() { released <- e.release(ctx, value) }()
 	level := slog.LevelWarn
-	if ctx.Err() != nil {
+	if why == whyShutdown {
 		level = slog.LevelInfo
 	}
 	e.log.Log(ctx, level, "lock: stopped leading", "why", why)
+
+	bound := e.clock.NewTimer(e.cfg.RenewDeadline)
+	returned := true
+	select {
+	case <-callbackDone:
+	case <-bound.C():
+		returned = false
+	}
+	bound.Stop()
 	if f := e.cfg.Callbacks.OnStoppedLeading; f != nil {
 		f()
 	}
-	if inFlight {
-		// An extension that lands after the release finds the value gone
-		// and does nothing (redsync's touch script compares the value).
-		<-results
+	if !returned {
+		e.log.Error("lock: OnStartedLeading has not returned within RenewDeadline of its ctx being cancelled; not releasing the lease, it expires on its own",
+			"renew_deadline", e.cfg.RenewDeadline, "lease_duration", e.cfg.LeaseDuration)
+		// Never two terms' work at once: campaign again only after it.
+		select {
+		case <-callbackDone:
+		case <-ctx.Done():
+			return fmt.Errorf("lock: lease %q not released: OnStartedLeading had not returned %v after its ctx was cancelled (the lease expires on its own within %v)",
+				e.cfg.Name, e.cfg.RenewDeadline, e.cfg.LeaseDuration)
+		}
+		return nil
 	}
-	<-callbackDone
-	err := <-released
+	if why == whyLost {
+		return nil
+	}
+	err := e.store.release(context.WithoutCancel(ctx), value)
 	if err != nil && ctx.Err() == nil {
-		e.log.Debug("lock: could not release the lost lease", "err", err)
+		e.log.Debug("lock: could not release the lease after stepping down", "err", err)
 	}
 	return err
+}
+
+// errLeaseLost is what leaseStore.extend returns when the key no longer
+// holds our value (it expired, or another holder took it).
+var errLeaseLost = errors.New("lock: lease lost")
+
+// leaseStore is the Elector's view of the lease in Redis. Tests replace it
+// with a scripted one driven by a fake Clock.
+type leaseStore interface {
+	// acquire makes one attempt to set the lease to value. It returns nil
+	// if it did, an error wrapping ErrNotAcquired if another value holds
+	// it, and another error if Redis could not be asked.
+	acquire(ctx context.Context, value string) error
+	// extend resets the lease's expiry if it still holds value. It
+	// returns at once; the result (nil, an error wrapping errLeaseLost, or
+	// another error) arrives later on the returned channel, which is
+	// buffered: nobody has to receive it.
+	extend(ctx context.Context, value string) <-chan error
+	// release deletes the lease if it still holds value.
+	release(ctx context.Context, value string) error
+}
+
+// redsyncLease is the leaseStore on Redis, through redsync.
+type redsyncLease struct {
+	rs  *redsync.Redsync
+	cfg *ElectorConfig
+}
+
+func (l *redsyncLease) acquire(ctx context.Context, value string) error {
+	m := l.rs.NewMutex(l.cfg.Name,
+		redsync.WithExpiry(l.cfg.LeaseDuration),
+		redsync.WithTries(1),
+		redsync.WithGenValueFunc(func() (string, error) { return value, nil }),
+		// redsync bounds each attempt to this fraction of the expiry;
+		// its 5% default is too tight for short leases.
+		redsync.WithTimeoutFactor(float64(l.cfg.RetryPeriod)/float64(l.cfg.LeaseDuration)),
+	)
+	if err := m.TryLockContext(ctx); err != nil {
+		if ctx.Err() != nil {
+			return fmt.Errorf("lock: acquire %q: %w", l.cfg.Name, ctx.Err())
+		}
+		return classify(l.cfg.Name, err)
+	}
+	return nil
+}
+
+func (l *redsyncLease) extend(ctx context.Context, value string) <-chan error {
+	result := make(chan error, 1)
+	go func() {
+		m := l.rs.NewMutex(l.cfg.Name, redsync.WithExpiry(l.cfg.LeaseDuration), redsync.WithValue(value))
+		ok, err := m.ExtendContext(ctx)
+		switch {
+		case ok:
+			result <- nil
+		case lost(err):
+			result <- fmt.Errorf("lock: extend %q: %w (%w)", l.cfg.Name, errLeaseLost, err)
+		case err == nil:
+			result <- fmt.Errorf("lock: extend %q: no quorum", l.cfg.Name)
+		default:
+			result <- fmt.Errorf("lock: extend %q: %w", l.cfg.Name, err)
+		}
+	}()
+	return result
 }
 
 // lost tells a refused extension (our value is no longer under the key)
@@ -345,12 +566,12 @@ func lost(err error) bool {
 	return errors.As(err, &taken) || errors.As(err, &nodeTaken)
 }
 
-// release deletes the lease if it still holds value. It gets its own
-// timeout because it runs when ctx may already be done.
-func (e *Elector) release(ctx context.Context, value string) error {
-	rctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), e.cfg.RenewDeadline)
+// release gets its own timeout because it runs when ctx may already be
+// done.
+func (l *redsyncLease) release(ctx context.Context, value string) error {
+	rctx, cancel := context.WithTimeout(ctx, l.cfg.RenewDeadline)
 	defer cancel()
-	m := e.rs.NewMutex(e.cfg.Name, redsync.WithValue(value))
+	m := l.rs.NewMutex(l.cfg.Name, redsync.WithValue(value))
 	ok, err := m.UnlockContext(rctx)
 	if ok || errors.Is(err, redsync.ErrLockAlreadyExpired) || lost(err) {
 		return nil
@@ -358,7 +579,7 @@ func (e *Elector) release(ctx context.Context, value string) error {
 	if err == nil {
 		err = errors.New("no quorum")
 	}
-	return fmt.Errorf("lock: release lease %q (it expires on its own within %v): %w", e.cfg.Name, e.cfg.LeaseDuration, err)
+	return fmt.Errorf("lock: release lease %q (it expires on its own within %v): %w", l.cfg.Name, l.cfg.LeaseDuration, err)
 }
 
 // leaderNotifier delivers OnNewLeader calls in order from one goroutine,

@@ -602,3 +602,93 @@ func TestLeaderStepsDownWhenRedisRestartsEmpty(t *testing.T) {
 		t.Errorf("Leader() = %q, %v; want host-a", id, err)
 	}
 }
+
+// slowRedis is a go-redis hook that delays every command, as a Redis far
+// away or overloaded would.
+type slowRedis struct{ delay time.Duration }
+
+func (s slowRedis) DialHook(next redis.DialHook) redis.DialHook { return next }
+
+func (s slowRedis) ProcessHook(next redis.ProcessHook) redis.ProcessHook {
+	return func(ctx context.Context, cmd redis.Cmder) error {
+		s.wait(ctx)
+		return next(ctx, cmd)
+	}
+}
+
+func (s slowRedis) ProcessPipelineHook(next redis.ProcessPipelineHook) redis.ProcessPipelineHook {
+	return func(ctx context.Context, cmds []redis.Cmder) error {
+		s.wait(ctx)
+		return next(ctx, cmds)
+	}
+}
+
+func (s slowRedis) wait(ctx context.Context) {
+	t := time.NewTimer(s.delay)
+	defer t.Stop()
+	select {
+	case <-t.C:
+	case <-ctx.Done():
+	}
+}
+
+// The numbers: lease 3 s, renew deadline 1.2 s, retry period 1 s,
+// and 300 ms for every Redis command. Alone, the candidate must win once
+// and keep the lead: every renewal takes 300-600 ms (the first extension
+// also loads the script), far within the renew deadline.
+func TestLoneCandidateKeepsTheLeadWhenRedisIsSlow(t *testing.T) {
+	mr := miniredis.RunT(t)
+	client := redis.NewClient(&redis.Options{Addr: mr.Addr()})
+	client.AddHook(slowRedis{delay: 300 * time.Millisecond})
+	t.Cleanup(func() { _ = client.Close() })
+	tm := timings{lease: 3 * time.Second, renew: 1200 * time.Millisecond, retry: time.Second}
+	c := (*group)(nil).add(t, client, "host-a", tm)
+	c.run(t)
+	leadCtx := await(t, c.started, 5*time.Second, "the only candidate to lead")
+	start := time.Now()
+	const watch = 4 * time.Second
+	select {
+	case <-leadCtx.Done():
+		t.Fatalf("the only candidate stepped down %v after it started leading (renew deadline %v, retry %v, 300 ms per Redis command)",
+			time.Since(start).Round(time.Millisecond), tm.renew, tm.retry)
+	case <-time.After(watch): // the observation window, not a synchronization
+	}
+	if n := c.Transitions(); n != 1 || !c.IsLeader() {
+		t.Fatalf("after %v: Transitions %d, IsLeader %v; want 1, true", watch, n, c.IsLeader())
+	}
+}
+
+// Whoever sees the leading ctx done must see IsLeader false, also when the
+// term ends because Run's own ctx is done (the leading ctx used to be a
+// child of it, so it was cancelled before the elector even noticed).
+func TestShutdownTurnsIsLeaderFalseBeforeTheLeadingCtxIsDone(t *testing.T) {
+	mr := miniredis.RunT(t)
+	client := redis.NewClient(&redis.Options{Addr: mr.Addr()})
+	t.Cleanup(func() { _ = client.Close() })
+	var e *Elector
+	started := make(chan struct{})
+	leaderWhenDone := make(chan bool, 1)
+	e, err := NewElector(ElectorConfig{
+		Client: client, Name: "tokenkeeper:leader", Identity: "host-a",
+		LeaseDuration: fast.lease, RenewDeadline: fast.renew, RetryPeriod: fast.retry,
+		Callbacks: LeaderCallbacks{OnStartedLeading: func(ctx context.Context) {
+			close(started)
+			<-ctx.Done()
+			leaderWhenDone <- e.IsLeader()
+		}},
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error, 1)
+	go func() { done <- e.Run(ctx) }()
+	await(t, started, 5*time.Second, "host-a to lead")
+	cancel()
+	if await(t, leaderWhenDone, 5*time.Second, "the leading ctx to be done") {
+		t.Error("OnStartedLeading saw its ctx done while IsLeader() was still true")
+	}
+	if err := await(t, done, 5*time.Second, "Run to return"); err != nil {
+		t.Errorf("Run = %v, want nil", err)
+	}
+}

@@ -46,7 +46,8 @@ func ExampleElector() {
 	}
 	ctx, stop := context.WithCancel(context.Background())
 	defer stop()
-	// Cancelling ctx (e.g. on SIGTERM) releases the lease at once.
+	// Cancelling ctx (e.g. on SIGTERM) stops the leading work and then
+	// releases the lease, so a standby takes over at once.
 	if err := elector.Run(ctx); err != nil {
 		slog.Warn("leader lease not released; it will expire on its own", "err", err)
 	}
