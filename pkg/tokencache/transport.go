@@ -10,6 +10,7 @@ import (
 	"net/http"
 	"net/url"
 	"strings"
+	"time"
 
 	"github.com/tokenkeeper/tokenkeeper/pkg/wechat"
 )
@@ -83,10 +84,75 @@ type Transport struct {
 	// (https://api.weixin.qq.com). Give a relay's or a test server's URL
 	// here.
 	BaseURL string
+	// Observe, when not nil, is called once at the end of every RoundTrip
+	// with what happened; see TransportEvent. It runs on the caller's
+	// goroutine before RoundTrip returns, so it should be quick, and must be
+	// safe for concurrent use if the Transport is. nil costs nothing.
+	Observe func(TransportEvent)
+}
+
+// TransportEvent is one RoundTrip's outcome, for Transport.Observe. It holds
+// no token value, only fingerprints, so it is safe to log.
+//
+// A dead-token call (one WeChat answered 40001, 40014 or 42001) is an
+// attempt with Refused set: First, and Retry when Retried. Its Fingerprint
+// and Token say which token it was.
+type TransportEvent struct {
+	// Path is the request's URL path (never the query, which holds the token).
+	Path string
+	// TokenErr is Source.Token's error: no request was sent.
+	TokenErr error
+	// First is the request as sent first (zero if none was sent).
+	First TransportAttempt
+	// Invalidated: WeChat refused First's token, which was reported with
+	// Source.Invalidate. InvalidateErr is what that returned.
+	Invalidated   bool
+	InvalidateErr error
+	// Retried: the request was sent once more, with the token Invalidate
+	// returned; Retry says how that went. A request is not retried when
+	// Invalidate failed or returned the refused token again, or when its
+	// body cannot be sent twice.
+	Retried bool
+	Retry   TransportAttempt
+	// Err is the error RoundTrip returned (ErrForeignHost, a Source error,
+	// Base's error), nil when it returned a response.
+	Err error
+}
+
+// TransportAttempt is one request Transport sent.
+type TransportAttempt struct {
+	// Fingerprint is wechat.Fingerprint of the token sent.
+	Fingerprint string
+	// Token is the token sent, with its Value removed.
+	Token Token
+	// Sent is when the request was handed to Base.
+	Sent time.Time
+	// Status is the HTTP status, 0 without a response.
+	Status int
+	// Errcode is WeChat's errcode, 0 for success or when the reply was not
+	// read (not JSON, larger than 1 MiB, or Err).
+	Errcode int
+	// Refused: WeChat said the token is no longer valid (40001, 40014 or
+	// 42001 from a business API): a call answered with a dead token.
+	Refused bool
+	// Err is Base's error, or why the reply gave no errcode: reading it
+	// failed, or it is not a WeChat reply (matches wechat.ErrMalformedReply).
+	Err error
 }
 
 // RoundTrip implements http.RoundTripper.
-func (t *Transport) RoundTrip(req *http.Request) (*http.Response, error) {
+func (t *Transport) RoundTrip(req *http.Request) (resp *http.Response, err error) {
+	var ev *TransportEvent
+	if t.Observe != nil {
+		ev = &TransportEvent{}
+		if req.URL != nil {
+			ev.Path = req.URL.Path
+		}
+		defer func() {
+			ev.Err = err
+			t.Observe(*ev)
+		}()
+	}
 	if err := t.check(req); err != nil {
 		closeBody(req)
 		return nil, err
@@ -95,15 +161,21 @@ func (t *Transport) RoundTrip(req *http.Request) (*http.Response, error) {
 	tok, err := t.Source.Token(ctx)
 	if err != nil {
 		closeBody(req)
+		if ev != nil {
+			ev.TokenErr = err
+		}
 		return nil, err
 	}
-	resp, refused, err := t.attempt(req, tok, true)
+	resp, refused, err := t.attempt(req, tok, ev.first(), true)
 	if err != nil || !refused {
 		return resp, err
 	}
 	// Report the dead token even when this request cannot be retried, so
 	// the next one goes out with a live token.
 	fresh, ierr := t.Source.Invalidate(ctx, tok.Value)
+	if ev != nil {
+		ev.Invalidated, ev.InvalidateErr = true, ierr
+	}
 	if ierr != nil || fresh.Value == tok.Value || req.Body != nil && req.GetBody == nil {
 		return resp, nil
 	}
@@ -114,8 +186,11 @@ func (t *Transport) RoundTrip(req *http.Request) (*http.Response, error) {
 			return nil, err
 		}
 	}
-	// The retry's reply is the caller's: it is not read.
-	resp, _, err = t.attempt(retry, fresh, false)
+	if ev != nil {
+		ev.Retried = true
+	}
+	// The retry's reply is the caller's: read it only for an observer.
+	resp, _, err = t.attempt(retry, fresh, ev.retry(), ev != nil)
 	return resp, err
 }
 
@@ -160,12 +235,29 @@ func canonicalHost(scheme, host string) string {
 }
 
 // attempt sends req with tok and, if look, reads the reply for its errcode.
-func (t *Transport) attempt(req *http.Request, tok Token, look bool) (*http.Response, bool, error) {
-	resp, err := t.send(req, tok.Value)
-	if err != nil || !look {
-		return resp, false, err
+// a, when not nil, records the attempt.
+func (t *Transport) attempt(req *http.Request, tok Token, a *TransportAttempt, look bool) (*http.Response, bool, error) {
+	if a != nil {
+		a.Fingerprint, a.Token, a.Sent = wechat.Fingerprint(tok.Value), tok, time.Now()
+		a.Token.Value = ""
 	}
-	_, refused, _ := inspect(req.URL.Path, resp)
+	resp, err := t.send(req, tok.Value)
+	if err != nil {
+		if a != nil {
+			a.Err = err
+		}
+		return nil, false, err
+	}
+	if !look {
+		if a != nil {
+			a.Status = resp.StatusCode
+		}
+		return resp, false, nil
+	}
+	code, refused, rerr := inspect(req.URL.Path, resp)
+	if a != nil {
+		a.Status, a.Errcode, a.Refused, a.Err = resp.StatusCode, code, refused, rerr
+	}
 	return resp, refused, nil
 }
 
@@ -231,4 +323,18 @@ func closeBody(req *http.Request) {
 	if req.Body != nil {
 		_ = req.Body.Close()
 	}
+}
+
+func (e *TransportEvent) first() *TransportAttempt {
+	if e == nil {
+		return nil
+	}
+	return &e.First
+}
+
+func (e *TransportEvent) retry() *TransportAttempt {
+	if e == nil {
+		return nil
+	}
+	return &e.Retry
 }

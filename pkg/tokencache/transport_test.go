@@ -3,6 +3,7 @@ package tokencache_test
 import (
 	"context"
 	"errors"
+	"fmt"
 	"io"
 	"net/http"
 	"net/http/httptest"
@@ -244,7 +245,8 @@ func TestTransportSendsTokensOnlyToItsHost(t *testing.T) {
 
 	// BaseURL names the redirector: it gets the token, and its redirect to
 	// the second server fails without sending anything there.
-	tr := &tokencache.Transport{Source: src, BaseURL: redirector.URL}
+	var events []tokencache.TransportEvent
+	tr := &tokencache.Transport{Source: src, BaseURL: redirector.URL, Observe: func(e tokencache.TransportEvent) { events = append(events, e) }}
 	httpc = &http.Client{Transport: tr}
 	resp, err := httpc.Get(redirector.URL + "/cgi-bin/get_api_domain_ip")
 	if err == nil {
@@ -259,6 +261,10 @@ func TestTransportSendsTokensOnlyToItsHost(t *testing.T) {
 	}
 	if got := other.requests(); len(got) != 0 {
 		t.Errorf("redirect: the second server got %d requests (tokens %q), want none", len(got), got)
+	}
+	if len(events) != 2 || events[0].Err != nil || events[0].First.Status != http.StatusFound ||
+		!errors.Is(events[1].Err, tokencache.ErrForeignHost) || events[1].First.Fingerprint != "" {
+		t.Errorf("events %+v: want the redirect answered, then the refused request with no token sent", events)
 	}
 
 	// Nor directly, nor in clear text, nor on another port of the same host.
@@ -301,5 +307,100 @@ func TestTransportSendsTokensOnlyToItsHost(t *testing.T) {
 		} else {
 			resp.Body.Close()
 		}
+	}
+}
+
+type failingSource struct{ err error }
+
+func (s failingSource) Token(context.Context) (tokencache.Token, error) {
+	return tokencache.Token{}, s.err
+}
+func (s failingSource) Invalidate(context.Context, string) (tokencache.Token, error) {
+	return tokencache.Token{}, s.err
+}
+
+// Observe reports each call: the token sent (by fingerprint), WeChat's
+// errcode, the invalidation, the retry and its outcome. That is what the
+// chaos reader counts dead-token calls from.
+func TestTransportObserve(t *testing.T) {
+	wx := newTokenRecorder(t, func(w http.ResponseWriter, r *http.Request) {
+		tok := r.URL.Query().Get("access_token")
+		switch {
+		case r.URL.Path == "/text":
+			w.Header().Set("Content-Type", "text/plain")
+			_, _ = io.WriteString(w, "not json")
+		case strings.Contains(tok, "dead"):
+			_, _ = io.WriteString(w, `{"errcode":40001,"errmsg":"invalid credential"}`)
+		case strings.Contains(tok, "expired"):
+			_, _ = io.WriteString(w, `{"errcode":42001,"errmsg":"access_token expired"}`)
+		default:
+			_, _ = io.WriteString(w, `{"ip_list":["127.0.0.1"]}`)
+		}
+	})
+	observe := func(src tokencache.TokenSource, method, path string, body io.Reader) (tokencache.TransportEvent, string) {
+		t.Helper()
+		var events []tokencache.TransportEvent
+		tr := &tokencache.Transport{Source: src, BaseURL: wx.URL, Observe: func(e tokencache.TransportEvent) { events = append(events, e) }}
+		req, _ := http.NewRequest(method, wx.URL+path, body)
+		var reply string
+		if resp, err := tr.RoundTrip(req); err == nil {
+			b, _ := io.ReadAll(resp.Body)
+			resp.Body.Close()
+			reply = string(b)
+		}
+		if len(events) != 1 {
+			t.Fatalf("%s %s: %d events, want 1", method, path, len(events))
+		}
+		for _, tok := range []string{"tok-live", "tok-dead", "tok-expired"} {
+			if strings.Contains(fmt.Sprintf("%+v", events[0]), tok) {
+				t.Errorf("event %+v holds a token value", events[0])
+			}
+		}
+		return events[0], reply
+	}
+	fp := wechat.Fingerprint
+
+	// A live token: one call, answered.
+	e, _ := observe(&staticSource{tokens: []string{"tok-live-1"}}, "GET", "/cgi-bin/get_api_domain_ip", nil)
+	if e.Path != "/cgi-bin/get_api_domain_ip" || e.First.Fingerprint != fp("tok-live-1") || e.First.Token.Version != 1 ||
+		e.First.Status != 200 || e.First.Errcode != 0 || e.First.Refused || e.First.Sent.IsZero() || e.Invalidated || e.Retried || e.Err != nil {
+		t.Errorf("live token: %+v", e)
+	}
+	// A dead token: refused (40001), invalidated, retried with the live one.
+	src := &staticSource{tokens: []string{"tok-dead-1", "tok-live-2"}}
+	e, reply := observe(src, "GET", "/cgi-bin/get_api_domain_ip", nil)
+	if !strings.Contains(reply, "ip_list") || e.First.Fingerprint != fp("tok-dead-1") || e.First.Errcode != 40001 || !e.First.Refused ||
+		!e.Invalidated || e.InvalidateErr != nil || !e.Retried || e.Retry.Fingerprint != fp("tok-live-2") || e.Retry.Token.Version != 2 ||
+		e.Retry.Errcode != 0 || e.Retry.Refused || e.Retry.Status != 200 || e.Err != nil {
+		t.Errorf("dead token, retried: reply %s, event %+v", reply, e)
+	}
+	// The replacement is dead too (42001): both calls are dead-token calls.
+	e, reply = observe(&staticSource{tokens: []string{"tok-dead-1", "tok-expired-2"}}, "GET", "/cgi-bin/get_api_domain_ip", nil)
+	if !strings.Contains(reply, "42001") || !e.First.Refused || !e.Retried || !e.Retry.Refused || e.Retry.Errcode != 42001 ||
+		e.Retry.Fingerprint != fp("tok-expired-2") {
+		t.Errorf("dead token, retry refused: reply %s, event %+v", reply, e)
+	}
+	// A body that cannot be sent twice: invalidated, not retried.
+	e, reply = observe(&staticSource{tokens: []string{"tok-dead-1", "tok-live-2"}}, "POST", "/cgi-bin/message/custom/send",
+		io.NopCloser(strings.NewReader("{}")))
+	if !strings.Contains(reply, "40001") || !e.First.Refused || !e.Invalidated || e.Retried || e.Retry != (tokencache.TransportAttempt{}) {
+		t.Errorf("non-replayable: reply %s, event %+v", reply, e)
+	}
+	// Invalidate gives the same token back: not retried.
+	e, _ = observe(&staticSource{tokens: []string{"tok-dead-1"}}, "GET", "/cgi-bin/get_api_domain_ip", nil)
+	if !e.Invalidated || e.Retried {
+		t.Errorf("no replacement: %+v", e)
+	}
+	// A reply that is not WeChat's JSON has no errcode, and says why.
+	e, _ = observe(&staticSource{tokens: []string{"tok-live-1"}}, "GET", "/text", nil)
+	if e.First.Errcode != 0 || e.First.Refused || !errors.Is(e.First.Err, wechat.ErrMalformedReply) || e.Err != nil {
+		t.Errorf("text reply: %+v", e)
+	}
+	// No token: nothing sent.
+	boom := errors.New("redis down")
+	before := len(wx.requests())
+	e, _ = observe(failingSource{boom}, "GET", "/cgi-bin/get_api_domain_ip", nil)
+	if !errors.Is(e.TokenErr, boom) || !errors.Is(e.Err, boom) || e.First != (tokencache.TransportAttempt{}) || len(wx.requests()) != before {
+		t.Errorf("token error: %+v", e)
 	}
 }
