@@ -8,8 +8,11 @@
 // flags (RegisterFlags: --identity, --redis-addrs, --wechat-base-url,
 // --http-addr, --log-level, --log-format). Every key works from the
 // environment alone, so a container needs no file at all. A key the file
-// misspells is an error, not silently ignored; testdata/config in the
-// repository holds commented examples.
+// misspells is an error, not silently ignored, that names the key in full
+// and suggests the valid key of its section it is a near miss of (an unknown
+// key that is no near miss may be a pasted secret and is shortened like a
+// rejected value; see keySuggestion); testdata/config in the repository
+// holds commented examples.
 //
 // # Environment scheme
 //

@@ -166,7 +166,7 @@ func Load(o Options) (cfg *Config, err error) {
 
 	var raw rawConfig
 	if err := v.UnmarshalExact(&raw); err != nil {
-		return nil, fmt.Errorf("config: %s (with the environment and flags applied): %s", describeFile(file), shortenInvalidKeys(unwrapAll(err).Error()))
+		return nil, fmt.Errorf("config: %s (with the environment and flags applied): %s", describeFile(file), nameInvalidKeys(unwrapAll(err).Error()))
 	}
 	applyEnvLists(&raw, env, used)
 
@@ -202,10 +202,11 @@ func describeFile(file string) string {
 
 // unwrapAll keeps viper's wrapping out of messages that already say what
 // went wrong, while keeping the cause's own text (which holds the line).
-// shortenInvalidKeys passes the key names in a decoder's "has invalid keys:
-// a, b" through shown: a misspelt key is worth naming, a secret pasted where
-// a key goes is not.
-func shortenInvalidKeys(msg string) string {
+// nameInvalidKeys rewrites the key names in a decoder's "'section' has
+// invalid keys: a, b" through keySuggestion: a misspelt key is named in full
+// with the valid key it misspells, anything else (maybe a secret pasted
+// where a key goes) is shortened like a rejected value.
+func nameInvalidKeys(msg string) string {
 	const marker = "has invalid keys: "
 	lines := strings.Split(msg, "\n")
 	for i, line := range lines {
@@ -213,9 +214,14 @@ func shortenInvalidKeys(msg string) string {
 		if !ok {
 			continue
 		}
+		// head is "'section' ", maybe after an indentation or a bullet.
+		section := ""
+		if _, rest, ok := strings.Cut(head, "'"); ok {
+			section, _, _ = strings.Cut(rest, "'")
+		}
 		names := strings.Split(keys, ", ")
 		for j, k := range names {
-			names[j] = shown(k)
+			names[j] = keySuggestion(section, k)
 		}
 		lines[i] = head + marker + strings.Join(names, ", ")
 	}
