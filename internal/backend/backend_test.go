@@ -56,7 +56,7 @@ func TestConfigErrorsAreErrConfig(t *testing.T) {
 	cfg := load(t, `apps: [{id: wx1, secret: backend-test-secret-2}]`)
 	cfg.Cache.KeyPrefix = "{bad}" // config validation bypassed: tokencache refuses it
 	_, _, err := backend.Open(cfg)
-	if !errors.Is(err, backend.ErrConfig) || !strings.HasPrefix(err.Error(), "configuration: ") || !strings.Contains(err.Error(), "key prefix") {
+	if !errors.Is(err, backend.ErrConfig) || !strings.HasPrefix(err.Error(), "configuration: ") || !strings.Contains(err.Error(), "KeyPrefix") {
 		t.Fatalf("err %v: want ErrConfig naming the key prefix", err)
 	}
 	if strings.Contains(err.Error(), "backend-test-secret-2") {

@@ -4,6 +4,7 @@ import (
 	"log/slog"
 	"time"
 
+	"github.com/tokenkeeper/tokenkeeper/pkg/tokencache"
 	"github.com/tokenkeeper/tokenkeeper/pkg/wechat"
 )
 
@@ -62,17 +63,24 @@ type App struct {
 	SecretFrom string
 }
 
-// Cache holds tokencache's timings; see the tokencache With* options.
-type Cache struct {
-	KeyPrefix    string
-	RefreshAhead time.Duration
-	Margin       time.Duration
-	Overlap      time.Duration
-	LockTTL      time.Duration
-	FetchTimeout time.Duration
-	NearMaxAge   time.Duration
-	DailyBudget  int
-}
+// Cache is tokencache's configuration: its rules and defaults live there.
+type Cache = tokencache.Config
+
+// cacheKeys and leaseKeys are the one table from the fields of
+// tokencache.Config and lock.ElectorConfig to this file's keys; the env
+// variable of each key is EnvName(key). Fields not listed keep their
+// defaults.
+var (
+	cacheKeys = map[string]string{
+		"KeyPrefix": "cache.key_prefix", "RefreshAhead": "cache.refresh_ahead", "Margin": "cache.margin",
+		"Overlap": "cache.overlap", "LockTTL": "cache.lock_ttl", "FetchTimeout": "cache.fetch_timeout",
+		"NearMaxAge": "cache.near_max_age", "DailyBudget": "cache.daily_budget",
+	}
+	leaseKeys = map[string]string{
+		"Name": "lease.name", "Identity": "identity", "LeaseDuration": "lease.duration",
+		"RenewDeadline": "lease.renew_deadline", "RetryPeriod": "lease.retry_period",
+	}
+)
 
 // Lease holds the leader election's timings, as in client-go:
 // Duration > RenewDeadline > RetryPeriod.
@@ -118,6 +126,8 @@ func (c *Config) AppIDs() []string {
 // defaults are the values of every scalar key before the file, the
 // environment and flags are applied. They are also the set of scalar keys
 // the environment may set: a key missing here cannot be set by a variable.
+var defaultCache = tokencache.DefaultConfig()
+
 var defaults = map[string]any{
 	"identity":             "",
 	"redis.addrs":          []string{"127.0.0.1:6379"},
@@ -130,14 +140,14 @@ var defaults = map[string]any{
 	"redis.master_name":    "",
 	"wechat.base_url":      wechat.DefaultBaseURL,
 	"wechat.timeout":       "10s",
-	"cache.key_prefix":     "tokenkeeper:",
-	"cache.refresh_ahead":  "5m",
-	"cache.margin":         "1m",
-	"cache.overlap":        "5m",
-	"cache.lock_ttl":       "15s",
-	"cache.fetch_timeout":  "10s",
-	"cache.near_max_age":   "10s",
-	"cache.daily_budget":   1500,
+	"cache.key_prefix":     defaultCache.KeyPrefix,
+	"cache.refresh_ahead":  defaultCache.RefreshAhead.String(),
+	"cache.margin":         defaultCache.Margin.String(),
+	"cache.overlap":        defaultCache.Overlap.String(),
+	"cache.lock_ttl":       defaultCache.LockTTL.String(),
+	"cache.fetch_timeout":  defaultCache.FetchTimeout.String(),
+	"cache.near_max_age":   defaultCache.NearMaxAge.String(),
+	"cache.daily_budget":   defaultCache.DailyBudget,
 	"lease.name":           "tokenkeeper:leader",
 	"lease.duration":       "15s",
 	"lease.renew_deadline": "10s",

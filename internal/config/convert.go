@@ -66,16 +66,7 @@ func (c *Config) WeChatClientOptions() []wechat.Option {
 // CacheOptions maps the cache section and the apps' modes onto tokencache
 // options. The caller adds its logger and hooks.
 func (c *Config) CacheOptions() []tokencache.Option {
-	opts := []tokencache.Option{
-		tokencache.WithKeyPrefix(c.Cache.KeyPrefix),
-		tokencache.WithRefreshAhead(c.Cache.RefreshAhead),
-		tokencache.WithMargin(c.Cache.Margin),
-		tokencache.WithOverlap(c.Cache.Overlap),
-		tokencache.WithLockTTL(c.Cache.LockTTL),
-		tokencache.WithFetchTimeout(c.Cache.FetchTimeout),
-		tokencache.WithNearMaxAge(c.Cache.NearMaxAge),
-		tokencache.WithDailyBudget(c.Cache.DailyBudget),
-	}
+	opts := []tokencache.Option{tokencache.WithConfig(c.Cache)}
 	for _, a := range c.Apps {
 		opts = append(opts, tokencache.WithMode(a.ID, a.Mode))
 	}

@@ -14,6 +14,9 @@ import (
 	"time"
 	"unicode/utf8"
 
+	"github.com/tokenkeeper/tokenkeeper/pkg/fieldcheck"
+	"github.com/tokenkeeper/tokenkeeper/pkg/lock"
+	"github.com/tokenkeeper/tokenkeeper/pkg/tokencache"
 	"github.com/tokenkeeper/tokenkeeper/pkg/wechat"
 )
 
@@ -118,16 +121,15 @@ func resolve(raw *rawConfig, env map[string]string, read func(string) ([]byte, e
 		c.Apps = append(c.Apps, app)
 	}
 
-	c.Cache = Cache{
-		KeyPrefix:    raw.Cache.KeyPrefix,
-		RefreshAhead: dur("cache.refresh_ahead", raw.Cache.RefreshAhead),
-		Margin:       dur("cache.margin", raw.Cache.Margin),
-		Overlap:      dur("cache.overlap", raw.Cache.Overlap),
-		LockTTL:      dur("cache.lock_ttl", raw.Cache.LockTTL),
-		FetchTimeout: dur("cache.fetch_timeout", raw.Cache.FetchTimeout),
-		NearMaxAge:   dur("cache.near_max_age", raw.Cache.NearMaxAge),
-		DailyBudget:  raw.Cache.DailyBudget,
-	}
+	c.Cache = tokencache.DefaultConfig()
+	c.Cache.KeyPrefix = raw.Cache.KeyPrefix
+	c.Cache.RefreshAhead = dur("cache.refresh_ahead", raw.Cache.RefreshAhead)
+	c.Cache.Margin = dur("cache.margin", raw.Cache.Margin)
+	c.Cache.Overlap = dur("cache.overlap", raw.Cache.Overlap)
+	c.Cache.LockTTL = dur("cache.lock_ttl", raw.Cache.LockTTL)
+	c.Cache.FetchTimeout = dur("cache.fetch_timeout", raw.Cache.FetchTimeout)
+	c.Cache.NearMaxAge = dur("cache.near_max_age", raw.Cache.NearMaxAge)
+	c.Cache.DailyBudget = raw.Cache.DailyBudget
 	c.Lease = Lease{
 		Name:          raw.Lease.Name,
 		Duration:      dur("lease.duration", raw.Lease.Duration),
@@ -249,10 +251,6 @@ func (c *Config) problems() []Problem {
 		ps = append(ps, Problem{Field: field, Env: envName, Reason: fmt.Sprintf(format, args...)})
 	}
 
-	if c.Identity == "" {
-		add("identity", EnvName("identity"), "must not be empty")
-	}
-
 	// Redis.
 	if len(c.Redis.Addrs) == 0 {
 		add("redis.addrs", EnvName("redis.addrs"), "no Redis address: give at least one host:port")
@@ -302,44 +300,26 @@ func (c *Config) problems() []Problem {
 		}
 	}
 
-	// Cache (the same rules tokencache.New enforces, named by field).
-	if c.Cache.KeyPrefix == "" || strings.ContainsAny(c.Cache.KeyPrefix, "{}") {
-		add("cache.key_prefix", EnvName("cache.key_prefix"), "%s: must be non-empty and contain no '{' or '}' (they would break the per-app hash tag)", shown(c.Cache.KeyPrefix))
-	}
-	for _, d := range []struct {
-		key string
-		v   time.Duration
-	}{{"cache.refresh_ahead", c.Cache.RefreshAhead}, {"cache.margin", c.Cache.Margin}, {"cache.overlap", c.Cache.Overlap}, {"cache.lock_ttl", c.Cache.LockTTL}, {"cache.fetch_timeout", c.Cache.FetchTimeout}} {
-		if d.v <= 0 {
-			add(d.key, EnvName(d.key), "%v: must be positive", d.v)
+	// Cache and lease: the rules of tokencache.Config and lock.ElectorConfig,
+	// under this file's keys.
+	addRules := func(err error, keys map[string]string) {
+		var fe *fieldcheck.Error
+		if !errors.As(err, &fe) {
+			return
+		}
+		name := func(field string) string {
+			if k, ok := keys[field]; ok {
+				return k
+			}
+			return field
+		}
+		for _, p := range fe.Problems {
+			key := name(p.Field)
+			add(key, EnvName(key), "%s", p.Text(name))
 		}
 	}
-	if c.Cache.NearMaxAge < 0 {
-		add("cache.near_max_age", EnvName("cache.near_max_age"), "%v: must not be negative", c.Cache.NearMaxAge)
-	}
-	if c.Cache.FetchTimeout > 0 && c.Cache.FetchTimeout >= c.Cache.LockTTL {
-		add("cache.fetch_timeout", EnvName("cache.fetch_timeout"), "%v must be shorter than cache.lock_ttl %v, or a fetch outlives its lock", c.Cache.FetchTimeout, c.Cache.LockTTL)
-	}
-	if c.Cache.Overlap > 0 && c.Cache.Overlap <= c.Cache.Margin+c.Cache.NearMaxAge {
-		add("cache.overlap", EnvName("cache.overlap"), "%v must exceed cache.margin %v + cache.near_max_age %v, or a token a fetch invalidates cannot leave the caches in time", c.Cache.Overlap, c.Cache.Margin, c.Cache.NearMaxAge)
-	}
-	if c.Cache.DailyBudget < 0 {
-		add("cache.daily_budget", EnvName("cache.daily_budget"), "%d: must not be negative (0 = no cap)", c.Cache.DailyBudget)
-	}
-
-	// Lease (client-go's ordering).
-	if c.Lease.Name == "" {
-		add("lease.name", EnvName("lease.name"), "must not be empty: it is the lease's Redis key")
-	}
-	if c.Lease.RetryPeriod <= 0 {
-		add("lease.retry_period", EnvName("lease.retry_period"), "%v: must be positive", c.Lease.RetryPeriod)
-	}
-	if c.Lease.RenewDeadline <= c.Lease.RetryPeriod {
-		add("lease.renew_deadline", EnvName("lease.renew_deadline"), "%v must be greater than lease.retry_period %v, or a failed renewal is never retried before the lead is given up", c.Lease.RenewDeadline, c.Lease.RetryPeriod)
-	}
-	if c.Lease.Duration <= c.Lease.RenewDeadline {
-		add("lease.duration", EnvName("lease.duration"), "%v must be greater than lease.renew_deadline %v, so a leader that cannot renew stops before its lease passes to another replica", c.Lease.Duration, c.Lease.RenewDeadline)
-	}
+	addRules(c.Cache.Validate(), cacheKeys)
+	addRules(c.ElectorConfig(nil, lock.LeaderCallbacks{}, nil).Validate(), leaseKeys)
 
 	// HTTP.
 	if host, port, err := net.SplitHostPort(c.HTTP.Addr); err != nil || !validPort(port) {
@@ -409,14 +389,8 @@ func validPort(s string) bool {
 
 // appIDProblem applies tokencache's rule for appids (they name Redis keys).
 func appIDProblem(id string) string {
-	if id == "" || len(id) > 64 {
-		return fmt.Sprintf("appid %s: must be 1 to 64 characters", shown(id))
-	}
-	for i := 0; i < len(id); i++ {
-		c := id[i]
-		if !(c >= 'a' && c <= 'z' || c >= 'A' && c <= 'Z' || c >= '0' && c <= '9' || c == '_' || c == '-' || c == '.') {
-			return fmt.Sprintf("appid %s: only letters, digits, '_', '-' and '.' are allowed", shown(id))
-		}
+	if reason := tokencache.AppIDProblem(id); reason != "" {
+		return fmt.Sprintf("appid %s: %s", shown(id), reason)
 	}
 	return ""
 }

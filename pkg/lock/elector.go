@@ -16,6 +16,8 @@ import (
 	"github.com/go-redsync/redsync/v4"
 	"github.com/go-redsync/redsync/v4/redis/goredis/v9"
 	"github.com/redis/go-redis/v9"
+
+	"github.com/tokenkeeper/tokenkeeper/pkg/fieldcheck"
 )
 
 // CampaignJitter is the largest fraction of RetryPeriod added at random to
@@ -155,26 +157,34 @@ func NewElector(cfg ElectorConfig) (*Elector, error) {
 }
 
 func (c *ElectorConfig) validate() error {
-	var errs []error
+	err := c.Validate()
 	if c.Client == nil {
-		errs = append(errs, errors.New("lock: ElectorConfig.Client is nil: the lease needs a Redis client"))
+		err = errors.Join(err, errors.New("lock: ElectorConfig.Client is nil: the lease needs a Redis client"))
 	}
+	return err
+}
+
+// Validate reports every rule of the lease's settings that c breaks, as a
+// *fieldcheck.Error naming fields by their Go names (the Client is checked
+// by NewElector); nil if none.
+func (c ElectorConfig) Validate() error {
+	var l fieldcheck.List
 	if c.Name == "" {
-		errs = append(errs, errors.New("lock: ElectorConfig.Name is empty: it is the lease's Redis key"))
+		l.Add("Name", "must not be empty: it is the lease's Redis key")
 	}
 	if c.Identity == "" {
-		errs = append(errs, errors.New("lock: ElectorConfig.Identity is empty: replicas must be told apart (e.g. hostname-pid)"))
+		l.Add("Identity", "must not be empty: replicas must be told apart (e.g. hostname-pid)")
 	}
 	if c.RetryPeriod <= 0 {
-		errs = append(errs, fmt.Errorf("lock: ElectorConfig.RetryPeriod is %v: it must be positive", c.RetryPeriod))
+		l.Add("RetryPeriod", "%v: must be positive", c.RetryPeriod)
 	}
 	if c.RenewDeadline <= c.RetryPeriod {
-		errs = append(errs, fmt.Errorf("lock: ElectorConfig.RenewDeadline (%v) must be greater than RetryPeriod (%v), or a failed renewal could never be retried before giving up the lead", c.RenewDeadline, c.RetryPeriod))
+		l.Add("RenewDeadline", "%v must be greater than {{RetryPeriod}} %v, or a failed renewal could never be retried before giving up the lead", c.RenewDeadline, c.RetryPeriod)
 	}
 	if c.LeaseDuration <= c.RenewDeadline {
-		errs = append(errs, fmt.Errorf("lock: ElectorConfig.LeaseDuration (%v) must be greater than RenewDeadline (%v), so a leader that cannot renew stops before its lease can pass to another replica", c.LeaseDuration, c.RenewDeadline))
+		l.Add("LeaseDuration", "%v must be greater than {{RenewDeadline}} %v, so a leader that cannot renew stops before its lease can pass to another replica", c.LeaseDuration, c.RenewDeadline)
 	}
-	return errors.Join(errs...)
+	return l.Err("lock: invalid ElectorConfig")
 }
 
 // IsLeader reports whether this replica leads now. It turns false before

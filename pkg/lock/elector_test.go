@@ -208,14 +208,14 @@ func TestNewElectorValidation(t *testing.T) {
 		want   string
 	}{
 		{"nil client", func(c *ElectorConfig) { c.Client = nil }, "Client is nil"},
-		{"empty name", func(c *ElectorConfig) { c.Name = "" }, "Name is empty"},
-		{"empty identity", func(c *ElectorConfig) { c.Identity = "" }, "Identity is empty"},
-		{"zero retry", func(c *ElectorConfig) { c.RetryPeriod = 0 }, "RetryPeriod is 0s: it must be positive"},
-		{"negative retry", func(c *ElectorConfig) { c.RetryPeriod = -time.Second }, "RetryPeriod is -1s"},
-		{"renew = retry", func(c *ElectorConfig) { c.RenewDeadline = c.RetryPeriod }, "RenewDeadline (2s) must be greater than RetryPeriod (2s)"},
-		{"renew < retry", func(c *ElectorConfig) { c.RenewDeadline = time.Second }, "RenewDeadline (1s) must be greater than RetryPeriod (2s)"},
-		{"lease = renew", func(c *ElectorConfig) { c.LeaseDuration = c.RenewDeadline }, "LeaseDuration (10s) must be greater than RenewDeadline (10s)"},
-		{"lease < renew", func(c *ElectorConfig) { c.LeaseDuration = 5 * time.Second }, "LeaseDuration (5s) must be greater than RenewDeadline (10s)"},
+		{"empty name", func(c *ElectorConfig) { c.Name = "" }, "Name: must not be empty"},
+		{"empty identity", func(c *ElectorConfig) { c.Identity = "" }, "Identity: must not be empty"},
+		{"zero retry", func(c *ElectorConfig) { c.RetryPeriod = 0 }, "RetryPeriod: 0s: must be positive"},
+		{"negative retry", func(c *ElectorConfig) { c.RetryPeriod = -time.Second }, "RetryPeriod: -1s"},
+		{"renew = retry", func(c *ElectorConfig) { c.RenewDeadline = c.RetryPeriod }, "RenewDeadline: 2s must be greater than RetryPeriod 2s"},
+		{"renew < retry", func(c *ElectorConfig) { c.RenewDeadline = time.Second }, "RenewDeadline: 1s must be greater than RetryPeriod 2s"},
+		{"lease = renew", func(c *ElectorConfig) { c.LeaseDuration = c.RenewDeadline }, "LeaseDuration: 10s must be greater than RenewDeadline 10s"},
+		{"lease < renew", func(c *ElectorConfig) { c.LeaseDuration = 5 * time.Second }, "LeaseDuration: 5s must be greater than RenewDeadline 10s"},
 	}
 	for _, tc := range cases {
 		t.Run(tc.name, func(t *testing.T) {
@@ -233,7 +233,7 @@ func TestNewElectorValidation(t *testing.T) {
 	// Several problems are all reported.
 	_, err := NewElector(ElectorConfig{})
 	for _, field := range []string{"Client", "Name", "Identity", "RetryPeriod", "RenewDeadline", "LeaseDuration"} {
-		if err == nil || !strings.Contains(err.Error(), "ElectorConfig."+field) {
+		if err == nil || !strings.Contains(err.Error(), field+": ") && !strings.Contains(err.Error(), "ElectorConfig."+field) {
 			t.Errorf("zero config: error %v does not name %s", err, field)
 		}
 	}

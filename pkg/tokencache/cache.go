@@ -99,7 +99,7 @@ func New(client redis.UniversalClient, src Source, opts ...Option) (*Cache, erro
 		opt:     o,
 		locker:  o.locker,
 		log:     o.logger,
-		channel: o.keyPrefix + "events",
+		channel: o.KeyPrefix + "events",
 	}
 	c.ctx, c.cancel = context.WithCancel(context.Background())
 	c.pubsub = client.Subscribe(c.ctx, c.channel)
@@ -200,7 +200,7 @@ func (c *Cache) revalidateInBackground(st *appState) {
 	go func() {
 		defer c.wg.Done()
 		defer st.near.revalidating.Store(false)
-		ctx, cancel := context.WithTimeout(c.ctx, c.opt.lockTTL)
+		ctx, cancel := context.WithTimeout(c.ctx, c.opt.LockTTL)
 		defer cancel()
 		_, _, err := c.read(ctx, st)
 		switch {
@@ -379,7 +379,7 @@ func (c *Cache) read(ctx context.Context, st *appState) (Token, bool, error) {
 		if err != nil {
 			return Token{}, false, fmt.Errorf("tokencache: read %q: %w", st.keys.record, err)
 		}
-		tok, err := decodeRecord(st.keys.record, s)
+		tok, err := DecodeRecord(st.keys.record, s)
 		if err != nil {
 			st.near.stale(false)
 			return Token{}, false, err
@@ -412,22 +412,32 @@ func (c *Cache) addApp(appID string) (*appState, error) {
 	} else if ms, ok := c.src.(ModeSource); ok {
 		mode = ms.Mode(appID)
 	}
-	st := &appState{id: appID, mode: mode, keys: appKeys(c.opt.keyPrefix, appID), changed: make(chan struct{})}
+	st := &appState{id: appID, mode: mode, keys: appKeys(c.opt.KeyPrefix, appID), changed: make(chan struct{})}
 	got, _ := c.apps.LoadOrStore(appID, st)
 	return got.(*appState), nil
 }
 
 func validAppID(id string) error {
+	if reason := AppIDProblem(id); reason != "" {
+		return fmt.Errorf("%w %q: %s", ErrInvalidAppID, id, reason)
+	}
+	return nil
+}
+
+// AppIDProblem is the rule for appids (they name Redis keys): what is wrong
+// with id, or "" if nothing is. It does not quote id, which may be a secret
+// pasted into the wrong place.
+func AppIDProblem(id string) string {
 	if id == "" || len(id) > 64 {
-		return fmt.Errorf("%w %q: must be 1 to 64 characters", ErrInvalidAppID, id)
+		return "must be 1 to 64 characters"
 	}
 	for i := 0; i < len(id); i++ {
 		c := id[i]
 		if !(c >= 'a' && c <= 'z' || c >= 'A' && c <= 'Z' || c >= '0' && c <= '9' || c == '_' || c == '-' || c == '.') {
-			return fmt.Errorf("%w %q: only letters, digits, '_', '-' and '.' are allowed", ErrInvalidAppID, id)
+			return "only letters, digits, '_', '-' and '.' are allowed"
 		}
 	}
-	return nil
+	return ""
 }
 
 // listen applies change messages and wakes everyone waiting for another

@@ -9,6 +9,7 @@ import (
 	"time"
 
 	"github.com/tokenkeeper/tokenkeeper/internal/testlog"
+	"github.com/tokenkeeper/tokenkeeper/pkg/fieldcheck"
 	"github.com/tokenkeeper/tokenkeeper/pkg/wechat"
 )
 
@@ -351,16 +352,30 @@ func TestOptionsAreValidated(t *testing.T) {
 		opt  Option
 		want string
 	}{
-		{WithKeyPrefix("a{b}"), "key prefix"},
-		{WithLockTTL(time.Second), "fetch timeout"},
-		{WithOverlap(time.Minute), "overlap"},
-		{WithNearMaxAge(-1), "near max age"},
-		{WithDailyBudget(-1), "daily budget"},
-		{WithRefreshAhead(0), "refresh ahead"},
+		{WithKeyPrefix("a{b}"), "KeyPrefix"},
+		{WithLockTTL(time.Second), "FetchTimeout"},
+		{WithOverlap(time.Minute), "Overlap"},
+		{WithNearMaxAge(-1), "NearMaxAge"},
+		{WithDailyBudget(-1), "DailyBudget"},
+		{WithRefreshAhead(0), "RefreshAhead"},
+		{WithPassiveRefreshLimit(-1, time.Minute, 0), "PassiveLimit"},
+		{WithPassiveRefreshLimit(1, 0, 0), "PassiveWindow"},
+		{WithBackoff(time.Minute, time.Second), "BackoffMax"},
 	} {
 		_, err := New(f.rdb, f.src, tc.opt)
-		if err == nil || !strings.Contains(err.Error(), tc.want) {
+		var fe *fieldcheck.Error
+		if !errors.As(err, &fe) || fe.Problems[0].Field != tc.want {
 			t.Errorf("%s: err = %v", tc.want, err)
 		}
+	}
+	// Every problem at once.
+	bad := DefaultConfig()
+	bad.KeyPrefix, bad.DailyBudget, bad.NearMaxAge = "", -1, -1
+	var fe *fieldcheck.Error
+	if err := bad.Validate(); !errors.As(err, &fe) || len(fe.Problems) != 3 {
+		t.Fatalf("three problems: %v", err)
+	}
+	if err := DefaultConfig().Validate(); err != nil {
+		t.Fatalf("DefaultConfig: %v", err)
 	}
 }

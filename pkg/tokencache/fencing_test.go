@@ -183,7 +183,7 @@ func TestAnnouncementsUpdateNearCopiesPrecisely(t *testing.T) {
 
 func TestRecordRoundTripAndCorruption(t *testing.T) {
 	tok := Token{Value: "TOKEN_abc-123", Version: 7, Rev: 1700000000000, UsableUntil: t0.Add(time.Hour), RefreshAt: t0.Add(50 * time.Minute), ExpiresAt: t0.Add(61 * time.Minute), FetchedAt: t0, IssuedAt: t0.Add(time.Second)}
-	got, err := decodeRecord("k", encodeRecord(tok))
+	got, err := DecodeRecord("k", EncodeRecord(tok))
 	if err != nil || got.Value != tok.Value || got.Version != 7 || got.Rev != tok.Rev || !got.UsableUntil.Equal(tok.UsableUntil) || !got.FetchedAt.Equal(t0) || !got.IssuedAt.Equal(tok.IssuedAt) {
 		t.Fatalf("round trip: %v, %v", got, err)
 	}
@@ -212,7 +212,7 @@ func TestRecordRoundTripAndCorruption(t *testing.T) {
 		{"tk2|1|1|3|2|5|1|0|a|b", "outside printable ASCII, or a '|'"},
 		{"tk2|1|1|3|2|5|1|0|" + string(long), "longer than 2048"},
 	} {
-		_, err := decodeRecord("k", tc.in)
+		_, err := DecodeRecord("k", tc.in)
 		if !errors.Is(err, ErrCorruptRecord) || !contains(err.Error(), tc.reason) {
 			t.Errorf("%.20q: err = %v, want %q", tc.in, err, tc.reason)
 		}
@@ -234,7 +234,7 @@ func FuzzDecodeRecord(f *testing.F) {
 	f.Add("tk2|1|1|2|3|4|5")
 	f.Add("<html>")
 	f.Fuzz(func(t *testing.T, s string) {
-		tok, err := decodeRecord("k", s)
+		tok, err := DecodeRecord("k", s)
 		if err != nil {
 			if !errors.Is(err, ErrCorruptRecord) || contains(err.Error(), s) && len(s) > 16 {
 				t.Fatalf("bad error for %q: %v", s, err)
@@ -244,7 +244,7 @@ func FuzzDecodeRecord(f *testing.F) {
 		if tok.Value == "" || tok.Version <= 0 || tok.Rev <= 0 || tok.UsableUntil.After(tok.ExpiresAt) || tok.RefreshAt.After(tok.UsableUntil) {
 			t.Fatalf("accepted an invalid record %q: %+v", s, tok.LogValue())
 		}
-		if again, err := decodeRecord("k", encodeRecord(tok)); err != nil || again != tok || encodeRecord(again) != s {
+		if again, err := DecodeRecord("k", EncodeRecord(tok)); err != nil || again != tok || EncodeRecord(again) != s {
 			t.Fatalf("re-encoding %q: %v", s, err)
 		}
 	})

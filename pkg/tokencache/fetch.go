@@ -48,7 +48,7 @@ const maxFleetAttempts = 8
 // fetch gets a token satisfying cond, fetching it at most once per process
 // (single-flight) and once per fleet (lock).
 func (c *Cache) fetch(ctx context.Context, st *appState, cond condition, bad string) (Token, error) {
-	return c.flightDo(ctx, st.id+"\x00"+string(cond)+"\x00"+bad, 3*c.opt.lockTTL, func(fctx context.Context) (Token, error) {
+	return c.flightDo(ctx, st.id+"\x00"+string(cond)+"\x00"+bad, 3*c.opt.LockTTL, func(fctx context.Context) (Token, error) {
 		return c.fetchFleet(fctx, st, cond, bad)
 	})
 }
@@ -88,7 +88,7 @@ func (c *Cache) fetchFleet(ctx context.Context, st *appState, cond condition, ba
 		// Take the change channel before looking, so a change that lands
 		// between the look and the wait still wakes us.
 		changed := st.changedChan()
-		lk, err := c.locker.TryLock(ctx, st.keys.lock, c.opt.lockTTL)
+		lk, err := c.locker.TryLock(ctx, st.keys.lock, c.opt.LockTTL)
 		if errors.Is(err, lock.ErrNotAcquired) {
 			tok, ok, err := c.waitForHolder(ctx, st, changed, cond, bad)
 			if err != nil && ctx.Err() == nil {
@@ -136,7 +136,7 @@ func (c *Cache) waitForHolder(ctx context.Context, st *appState, changed <-chan 
 		return tok, ok, err
 	}
 	start := time.Now()
-	wait := c.opt.lockTTL
+	wait := c.opt.LockTTL
 	if ttl, err := c.client.PTTL(ctx, st.keys.lock).Result(); err == nil && ttl > 0 && ttl < wait {
 		wait = ttl + 10*time.Millisecond
 	}
@@ -199,14 +199,14 @@ func (a *attempt) begin(ctx context.Context) (Token, bool, error) {
 	c, st := a.c, a.st
 	gen := st.near.generation()
 	now := c.opt.now()
-	a.deadline = now.Add(c.opt.fetchTimeout)
+	a.deadline = now.Add(c.opt.FetchTimeout)
 	capUntil, capRefresh := c.capAt(now)
-	budget := c.opt.dailyBudget
+	budget := c.opt.DailyBudget
 	res, err := beginFetch.run(ctx, c.client,
 		[]string{st.keys.record, st.keys.intents, st.keys.budget + wechat.QuotaDay(now), st.keys.rev, st.keys.passive, st.keys.version},
 		beginArgs{Now: now.UnixMilli(), ID: a.id, Deadline: a.deadline.UnixMilli(), CapUntil: capUntil, CapRefresh: capRefresh,
 			Budget: budget, BadBudget: budget - c.opt.reserve(), BudgetTTL: (48 * time.Hour).Milliseconds(),
-			BadLimit: c.opt.passiveLimit, BadWindow: c.opt.passiveWindow.Milliseconds(),
+			BadLimit: c.opt.PassiveLimit, BadWindow: c.opt.PassiveWindow.Milliseconds(),
 			Classic: st.mode == wechat.Classic, Cond: string(a.cond), Bad: a.bad, Channel: c.channel, App: st.id,
 			Window: c.opt.capWindow().Milliseconds()},
 	).StringSlice()
@@ -219,7 +219,7 @@ func (a *attempt) begin(ctx context.Context) (Token, bool, error) {
 		// The second check: while we waited for the lock, another process
 		// stored a token that makes this fetch unnecessary. Fetching anyway
 		// would invalidate it (classic) and waste quota.
-		tok, err := decodeRecord(st.keys.record, res[1])
+		tok, err := DecodeRecord(st.keys.record, res[1])
 		if err != nil {
 			return Token{}, true, err
 		}
@@ -237,12 +237,12 @@ func (a *attempt) begin(ctx context.Context) (Token, bool, error) {
 		c.log.Error("tokencache: daily fetch budget exceeded; not fetching", "app", st.id, "budget", budget, "passive", a.cond == condReplace)
 		return Token{}, true, err
 	case "limited":
-		err := fmt.Errorf("%w: app %q: %d passive refreshes in the last %v, fleet-wide", ErrPassiveRefreshLimited, st.id, c.opt.passiveLimit, c.opt.passiveWindow)
+		err := fmt.Errorf("%w: app %q: %d passive refreshes in the last %v, fleet-wide", ErrPassiveRefreshLimited, st.id, c.opt.PassiveLimit, c.opt.PassiveWindow)
 		c.emit(st, "limited", 0, err)
-		c.log.Warn("tokencache: passive refresh rate limit reached; not fetching", "app", st.id, "limit", c.opt.passiveLimit, "window", c.opt.passiveWindow)
+		c.log.Warn("tokencache: passive refresh rate limit reached; not fetching", "app", st.id, "limit", c.opt.PassiveLimit, "window", c.opt.PassiveWindow)
 		return Token{}, true, err
 	}
-	a.prev, _ = decodeRecord(st.keys.record, res[2]) // zero Token if none or corrupt
+	a.prev, _ = DecodeRecord(st.keys.record, res[2]) // zero Token if none or corrupt
 	a.counter = res[3]
 	// What beginFetch's cap set prev's usable end to (it never caps below
 	// prev's own fetch plus the window), so abort can tell its own cap.
@@ -378,7 +378,7 @@ func (a *attempt) abort(mayHaveSent bool) {
 		at = c.opt.now()
 	}
 	capUntil, capRefresh := c.capAt(at)
-	ctx, cancel := context.WithTimeout(context.Background(), c.opt.fetchTimeout)
+	ctx, cancel := context.WithTimeout(context.Background(), c.opt.FetchTimeout)
 	defer cancel()
 	keys := []string{st.keys.record, st.keys.intents, st.keys.rev}
 	if !mayHaveSent {
@@ -401,7 +401,7 @@ func (c *Cache) fetchUnlocked(ctx context.Context, st *appState) (Token, error) 
 	if err := c.held(st); err != nil {
 		return Token{}, err
 	}
-	return c.flightDo(ctx, st.id+"\x00unlocked", c.opt.fetchTimeout, func(fctx context.Context) (Token, error) {
+	return c.flightDo(ctx, st.id+"\x00unlocked", c.opt.FetchTimeout, func(fctx context.Context) (Token, error) {
 		sendAt := c.opt.now()
 		c.stats.fetches.Add(1)
 		up, err := c.src.Fetch(fctx, st.id)
@@ -436,7 +436,7 @@ func (c *Cache) refreshInBackground(st *appState, now time.Time) {
 	go func() {
 		defer c.wg.Done()
 		defer st.refreshing.Store(false)
-		ctx, cancel := context.WithTimeout(c.ctx, 3*c.opt.lockTTL)
+		ctx, cancel := context.WithTimeout(c.ctx, 3*c.opt.LockTTL)
 		defer cancel()
 		if _, err := c.fetch(ctx, st, condDue, ""); err != nil && ctx.Err() == nil {
 			c.log.Warn("tokencache: background refresh failed; serving the current token", "app", st.id, "err", err)
@@ -463,16 +463,16 @@ func (c *Cache) hold(st *appState, err error, now time.Time) {
 	case errors.Is(err, wechat.ErrQuota):
 		until = wechat.NextQuotaReset(now)
 	case errors.Is(err, wechat.ErrConfig):
-		until = now.Add(c.opt.configHold)
+		until = now.Add(c.opt.ConfigHold)
 	case errors.Is(err, ErrBudgetExceeded):
 		until = now.Add(time.Minute)
 	case errors.As(err, &werr) && werr.Code == 45011:
 		until = now.Add(time.Minute) // WeChat's minute limit
 	default:
 		st.failures++
-		backoff := c.opt.backoffBase << min(st.failures-1, 20)
-		if backoff > c.opt.backoffMax || backoff <= 0 {
-			backoff = c.opt.backoffMax
+		backoff := c.opt.BackoffBase << min(st.failures-1, 20)
+		if backoff > c.opt.BackoffMax || backoff <= 0 {
+			backoff = c.opt.BackoffMax
 		}
 		until = now.Add(backoff/2 + rand.N(backoff/2+1))
 	}

@@ -19,7 +19,7 @@ import (
 // record one side accepts and the other rejects is a poison record: the
 // scripts would compare against a version Go never saw.
 func FuzzRecordGrammar(f *testing.F) {
-	good := encodeRecord(Token{Value: "ACCESS_token-1", Version: 99, Rev: 1700000000001, UsableUntil: time.UnixMilli(1700000000000),
+	good := EncodeRecord(Token{Value: "ACCESS_token-1", Version: 99, Rev: 1700000000001, UsableUntil: time.UnixMilli(1700000000000),
 		RefreshAt: time.UnixMilli(1699999990000), ExpiresAt: time.UnixMilli(1700000060000), FetchedAt: time.UnixMilli(1699990000000),
 		IssuedAt: time.UnixMilli(1699990001000)})
 	for _, seed := range []string{
@@ -62,7 +62,7 @@ func FuzzRecordGrammar(f *testing.F) {
 		f.Cleanup(func() { _ = c.Close() })
 	}
 	f.Fuzz(func(t *testing.T, s string) {
-		tok, err := decodeRecord("k", s)
+		tok, err := DecodeRecord("k", s)
 		goAccepts := err == nil
 		for name, c := range backends {
 			if err := c.Set(ctx, "grammar", s, 0).Err(); err != nil {
@@ -93,6 +93,6 @@ func FuzzRecordGrammar(f *testing.F) {
 }
 
 func decodeErr(s string) error {
-	_, err := decodeRecord("k", s)
+	_, err := DecodeRecord("k", s)
 	return err
 }

@@ -165,7 +165,7 @@ func (f *fixture) record(t *testing.T, app string) (Token, time.Duration) {
 	if err != nil {
 		t.Fatalf("record %s: %v", key, err)
 	}
-	tok, err := decodeRecord(key, s)
+	tok, err := DecodeRecord(key, s)
 	if err != nil {
 		t.Fatal(err)
 	}

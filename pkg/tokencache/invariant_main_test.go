@@ -42,6 +42,6 @@ func (f *fixture) putRecordSilently(t *testing.T, app string, tok Token) {
 	t.Helper()
 	tok.Rev = f.clock.Now().UnixMilli() + 1000
 	key := RecordKey("tokenkeeper:", app)
-	f.m.Set(key, encodeRecord(tok))
+	f.m.Set(key, EncodeRecord(tok))
 	f.m.SetTTL(key, tok.UsableUntil.Sub(f.clock.Now()))
 }

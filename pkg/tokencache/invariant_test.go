@@ -121,10 +121,10 @@ func TestPoisonRecordIsReplacedByOneFetch(t *testing.T) {
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			f := newFixture(t)
-			good := encodeRecord(Token{Value: "poisoned", Version: 7, UsableUntil: t0.Add(time.Hour),
+			good := EncodeRecord(Token{Value: "poisoned", Version: 7, UsableUntil: t0.Add(time.Hour),
 				RefreshAt: t0.Add(50 * time.Minute), ExpiresAt: t0.Add(2 * time.Hour), FetchedAt: t0})
 			poison := tc.poison(good)
-			if _, err := decodeRecord("k", poison); err == nil {
+			if _, err := DecodeRecord("k", poison); err == nil {
 				t.Fatalf("test bug: %q decodes", poison)
 			}
 			f.m.Set("tokenkeeper:{wx1}:token", poison)

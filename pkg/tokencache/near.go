@@ -63,8 +63,8 @@ func (n *nearCopy) adopt(tok Token, confirmedAt time.Time, gen uint64, o *option
 		return false
 	}
 	n.rev = tok.Rev
-	e := &nearEntry{tok: tok, current: o.nearMaxAge > 0, confirmedAt: confirmedAt,
-		revalidateAt: confirmedAt.Add(o.nearMaxAge * 3 / 4), serveUntil: earliest(tok.UsableUntil, confirmedAt.Add(o.horizon()))}
+	e := &nearEntry{tok: tok, current: o.NearMaxAge > 0, confirmedAt: confirmedAt,
+		revalidateAt: confirmedAt.Add(o.NearMaxAge * 3 / 4), serveUntil: earliest(tok.UsableUntil, confirmedAt.Add(o.horizon()))}
 	if tok.Value == n.dead {
 		e.current, e.serveUntil = false, time.Time{}
 	} else {

@@ -90,7 +90,8 @@ const maxNumberDigits = 15
 // recordFields names a record's numbers in order.
 var recordFields = [...]string{"version", "rev", "usable_until", "refresh_at", "expires_at", "fetched_at", "issued_at"}
 
-func encodeRecord(t Token) string {
+// EncodeRecord is t as a stored record (the grammar above).
+func EncodeRecord(t Token) string {
 	var b strings.Builder
 	b.Grow(len(t.Value) + 120)
 	b.WriteString(recordTag)
@@ -103,9 +104,10 @@ func encodeRecord(t Token) string {
 	return b.String()
 }
 
-// decodeRecord parses a stored record (see the grammar above). The token in
-// the result shares memory with s.
-func decodeRecord(key, s string) (Token, error) {
+// DecodeRecord parses a stored record (see the grammar above); key only
+// names it in the error, a *CorruptRecordError. The token in the result
+// shares memory with s.
+func DecodeRecord(key, s string) (Token, error) {
 	bad := func(reason string) (Token, error) {
 		return Token{}, &CorruptRecordError{Key: key, Reason: reason}
 	}

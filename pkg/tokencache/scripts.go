@@ -18,7 +18,7 @@ import (
 // Lua, so no float formatting can corrupt a record.
 //
 // parse below is the record grammar of record.go, in Lua: it returns nil
-// for exactly the strings decodeRecord rejects (FuzzRecordGrammar). Every
+// for exactly the strings DecodeRecord rejects (FuzzRecordGrammar). Every
 // change to a record takes a new rev (see Token.Rev) and is announced on
 // the events channel as "app version rev usable_until fetched_at": the
 // record as it now is (a deleted one has usable_until in the past).

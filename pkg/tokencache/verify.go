@@ -52,7 +52,7 @@ func (c *Cache) verify(ctx context.Context, st *appState, tok string) verdict {
 		c.log.Warn("tokencache: reading a token's verdict failed; asking WeChat", "app", st.id, "err", err)
 	}
 	r, _, _ := c.flight.Do(st.id+"\x00verify\x00"+tok, func() (any, error) {
-		vctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), c.opt.fetchTimeout)
+		vctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), c.opt.FetchTimeout)
 		defer cancel()
 		err := v.Verify(vctx, st.id, tok)
 		switch {
