@@ -335,7 +335,7 @@ func (r *run) injectRedisOutage(ctx context.Context, f *FaultRecord) {
 		return
 	}
 	f.Applied = true
-	f.Target = fmt.Sprintf("redis-server (pid %d)", r.redis.cur.pid())
+	f.Target = fmt.Sprintf("redis-server (pid %d)", r.redis.current().pid())
 	sleepCtx(context.WithoutCancel(ctx), r.cfg.RedisOutage)
 	if err := r.redis.resume(); err != nil {
 		f.Detail = "resume failed: " + err.Error()
@@ -353,14 +353,14 @@ func (r *run) injectRedisOutage(ctx context.Context, f *FaultRecord) {
 }
 
 func (r *run) injectRedisRestart(ctx context.Context, f *FaultRecord) {
-	f.Target = fmt.Sprintf("redis-server (pid %d)", r.redis.cur.pid())
+	f.Target = fmt.Sprintf("redis-server (pid %d)", r.redis.current().pid())
 	if err := r.redis.restart(); err != nil {
 		f.Detail = "restart failed: " + err.Error()
 		return
 	}
 	f.Applied, f.DataLoss = true, true
 	f.Detail = fmt.Sprintf("killed and restarted empty on port %d in %v (pid %d)", r.redis.port,
-		time.Since(f.At).Round(time.Millisecond), r.redis.cur.pid())
+		time.Since(f.At).Round(time.Millisecond), r.redis.current().pid())
 	f.Refetch = append([]string(nil), r.up.apps...)
 	sleepCtx(ctx, r.settle())
 	f.Ended = time.Now()
@@ -391,7 +391,7 @@ func (r *run) sender(port int) (*child, error) {
 	running := r.procs.running()
 	pids := make([]int, 0, len(running))
 	for pid, c := range running {
-		if c != r.redis.cur {
+		if c != r.redis.current() {
 			pids = append(pids, pid)
 		}
 	}
