@@ -7,7 +7,8 @@
 // binary re-executed as "chaos reader"), each sharing the tokens through
 // pkg/tokencache exactly as an application would: take the token, call a
 // business API with it, and on 40001/40014/42001 report it with Invalidate
-// and retry once.
+// and retry once. Each reader reaches Redis through a TCP proxy of its own
+// in this process, so a fault can cut that one reader off.
 //
 // On a schedule it prints, it kills the leader (and restarts it), freezes
 // the process that holds an app's fetch lock for longer than the lock's

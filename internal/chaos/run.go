@@ -43,6 +43,7 @@ type run struct {
 type readerProc struct {
 	id    int
 	proc  *child
+	proxy *redisProxy // its only way to Redis
 	mu    sync.Mutex
 	last  ReaderLine
 	lines int
@@ -69,6 +70,7 @@ func Run(ctx context.Context, cfg Config) (*Report, error) {
 		cfg.RedisBin = bin
 	}
 	r := &run{cfg: &cfg, stops: make(map[int][][2]time.Time)}
+	defer r.closeProxies() // after the children are gone
 	defer r.procs.killAll()
 	return r.run(ctx)
 }
@@ -251,26 +253,40 @@ func (r *run) frozen(pid int, from, to time.Time) bool {
 }
 
 func (r *run) startReader(id int) error {
+	name := fmt.Sprintf("reader-%d", id)
+	// Each reader reaches Redis through a proxy of its own, so a fault can
+	// cut that one process off.
+	proxy, err := startProxy(name, r.redis.addr())
+	if err != nil {
+		return err
+	}
 	pr, pw, err := os.Pipe()
 	if err != nil {
+		proxy.close()
 		return fmt.Errorf("reader %d: pipe: %w", id, err)
 	}
 	rc := ReaderConfig{
-		ID: id, RedisAddr: r.redis.addr(), UpstreamURL: r.up.url, Apps: r.cfg.Apps, Goroutines: r.cfg.Goroutines,
+		ID: id, RedisAddr: proxy.addr(), UpstreamURL: r.up.url, Apps: r.cfg.Apps, Goroutines: r.cfg.Goroutines,
 		Interval: r.cfg.Interval, MaxDuration: r.cfg.Duration + 2*time.Minute, ReportEvery: time.Second,
 		KeyPrefix: r.cfg.KeyPrefix, Grace: r.cfg.Grace, Cache: r.cfg.Cache,
 	}
-	name := fmt.Sprintf("reader-%d", id)
 	c, err := r.procs.start(name, r.cfg.ReaderBin, rc.args(), r.env, filepath.Join(r.cfg.WorkDir, name+".log"), pw)
 	_ = pw.Close() // the child has its own copy
 	if err != nil {
 		_ = pr.Close()
+		proxy.close()
 		return err
 	}
-	rp := &readerProc{id: id, proc: c, ready: make(chan struct{})}
+	rp := &readerProc{id: id, proc: c, proxy: proxy, ready: make(chan struct{})}
 	r.readers = append(r.readers, rp)
 	go rp.consume(pr)
 	return nil
+}
+
+func (r *run) closeProxies() {
+	for _, rp := range r.readers {
+		rp.proxy.close()
+	}
 }
 
 // consume reads the reader's JSON lines until its stdout closes.
