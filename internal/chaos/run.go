@@ -361,7 +361,7 @@ func (r *run) waitStored(ctx context.Context, d time.Duration) (int, error) {
 		pipe := r.client.Pipeline()
 		cmds := make([]*redis.IntCmd, len(apps))
 		for i, app := range apps {
-			cmds[i] = pipe.Exists(ctx, r.cfg.KeyPrefix+"{"+app+"}:token")
+			cmds[i] = pipe.Exists(ctx, recordKey(r.cfg.KeyPrefix, app))
 		}
 		_, err := pipe.Exec(ctx)
 		n := 0
