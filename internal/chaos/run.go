@@ -35,8 +35,15 @@ type run struct {
 	stopsMu sync.Mutex
 	stops   map[int][][2]time.Time // pid -> frozen intervals
 
-	pendingMu sync.Mutex
-	pending   map[string]bool // apps with an upstream fault injected and not yet over
+	claimsMu  sync.Mutex
+	claims    map[string]int // apps a fault is acting on, and by how many
+	appCursor int            // where pickApps starts next
+
+	// Also under claimsMu:
+	readerCursor int          // where pickReader starts next
+	readersCut   map[int]bool // readers a partition or lost announcement is acting on
+	partitions   int          // partitions injected so far (they alternate black hole and refuse)
+	poisons      int          // poisoned records written so far (they walk the mutation table)
 }
 
 // readerProc is one reader child and what it has reported.
@@ -125,7 +132,7 @@ func (r *run) run(ctx context.Context) (*Report, error) {
 
 	for i := 0; i < cfg.Replicas; i++ {
 		rep := &replica{identity: fmt.Sprintf("replica-%d", i+1)}
-		if rep.config, err = writeReplicaConfig(cfg, cfg.WorkDir, rep.identity, r.redis.addr(), r.up.url); err != nil {
+		if rep.config, rep.httpAddr, err = writeReplicaConfig(cfg, cfg.WorkDir, rep.identity, r.redis.addr(), r.up.url); err != nil {
 			return nil, err
 		}
 		rep.log = filepath.Join(cfg.WorkDir, rep.identity+".log")
