@@ -57,10 +57,13 @@ func (r *run) replaceToken(ctx context.Context, app string) (replacement, error)
 	}
 	before := len(r.up.tokenCalls()[app])
 	wait := r.cfg.RefreshInterval() + r.cfg.Cache.FetchTimeout + time.Second // the next refresh
+	via := "its next refresh"
 	if len(r.replicas) > 0 {
-		if err := r.invalidateViaReplica(ctx, app, old); err != nil {
+		who, err := r.invalidateViaReplica(ctx, app, old)
+		if err != nil {
 			return replacement{}, err
 		}
+		via = who + "'s HTTP invalidate"
 		wait = 2 * time.Second // the answer came after the store: the mint is recorded by now, or nearly
 	}
 	deadline := time.Now().Add(wait)
@@ -68,7 +71,11 @@ func (r *run) replaceToken(ctx context.Context, app string) (replacement, error)
 		calls := r.up.tokenCalls()[app]
 		for _, c := range calls[min(before, len(calls)):] {
 			if c.minted > 0 {
-				return replacement{old: old, mintAt: c.at, by: c.who}, nil
+				by := via
+				if c.who != "" {
+					by += " (fetched by " + c.who + ")"
+				}
+				return replacement{old: old, mintAt: c.at, by: by}, nil
 			}
 		}
 		if time.Now().After(deadline) {
@@ -81,8 +88,9 @@ func (r *run) replaceToken(ctx context.Context, app string) (replacement, error)
 }
 
 // invalidateViaReplica POSTs the token to a running replica's
-// /v1/apps/{app}/invalidate, trying each replica in turn.
-func (r *run) invalidateViaReplica(ctx context.Context, app, token string) error {
+// /v1/apps/{app}/invalidate, trying each replica in turn; it returns the
+// identity of the one that answered.
+func (r *run) invalidateViaReplica(ctx context.Context, app, token string) (string, error) {
 	body, _ := json.Marshal(map[string]string{"access_token": token})
 	hc := &http.Client{Timeout: 3 * time.Second}
 	var errs []error
@@ -92,26 +100,26 @@ func (r *run) invalidateViaReplica(ctx context.Context, app, token string) error
 		}
 		req, err := http.NewRequestWithContext(ctx, http.MethodPost, "http://"+rep.httpAddr+"/v1/apps/"+app+"/invalidate", bytes.NewReader(body))
 		if err != nil {
-			return err
+			return "", err
 		}
 		req.Header.Set("Content-Type", "application/json")
 		resp, err := hc.Do(req)
 		if err != nil {
-			errs = append(errs, fmt.Errorf("%s: request failed", rep.identity)) // never print the *url.Error: fine here, but keep one habit
+			errs = append(errs, fmt.Errorf("%s: request failed", rep.identity)) // not the *url.Error: keep one habit for URLs
 			continue
 		}
 		msg, _ := io.ReadAll(io.LimitReader(resp.Body, 512))
 		resp.Body.Close()
 		if resp.StatusCode == http.StatusOK {
-			return nil
+			return rep.identity, nil
 		}
 		// An error answer never carries a token (httpapi's contract).
 		errs = append(errs, fmt.Errorf("%s: HTTP %d %s", rep.identity, resp.StatusCode, strings.TrimSpace(string(msg))))
 	}
 	if len(errs) == 0 {
-		return errors.New("no running replica to invalidate through")
+		return "", errors.New("no running replica to invalidate through")
 	}
-	return fmt.Errorf("invalidate %s: %w", app, errors.Join(errs...))
+	return "", fmt.Errorf("invalidate %s: %w", app, errors.Join(errs...))
 }
 
 // pickReader chooses the next reader that is running, not frozen and not
