@@ -5,7 +5,7 @@
 // --refresher-bin is given; redis-server must be on PATH):
 //
 //	go build -o /tmp/chaos ./cmd/chaos
-//	/tmp/chaos                                  # short run: 1 min, 3 apps, every fault
+//	/tmp/chaos                                  # short run: 75 s, 3 apps, every fault once
 //	/tmp/chaos --no-faults --duration 30s       # fetches must equal the ideal
 //	/tmp/chaos --apps 1000 --duration 5m --json # long run, JSON report
 //

@@ -57,11 +57,12 @@ type Config struct {
 }
 
 // DefaultConfig is the short variant: 3 apps, 20 s tokens with a 5 s
-// grace, 10 readers of 20 goroutines, 3 replicas, one minute.
+// grace, 10 readers of 20 goroutines, 3 replicas, 75 s (one cycle of
+// faults, 5.5 s apart, between the warm-up and the tail).
 func DefaultConfig() Config {
 	return Config{
 		Apps:          3,
-		Duration:      time.Minute,
+		Duration:      75 * time.Second,
 		TokenLifetime: 20 * time.Second,
 		Grace:         5 * time.Second,
 		Readers:       10,

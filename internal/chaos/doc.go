@@ -7,13 +7,22 @@
 // binary re-executed as "chaos reader"), each sharing the tokens through
 // pkg/tokencache exactly as an application would: take the token, call a
 // business API with it, and on 40001/40014/42001 report it with Invalidate
-// and retry once.
+// and retry once. Each reader reaches Redis through a TCP proxy of its own
+// in this process, so a fault can cut that one reader off.
 //
 // On a schedule it prints, it kills the leader (and restarts it), freezes
 // the process that holds an app's fetch lock for longer than the lock's
 // expiry, restarts Redis empty, pauses Redis for a few seconds, and makes
-// the upstream misbehave. Everything it started is killed when it returns,
-// whatever the reason.
+// the upstream misbehave. Through the readers' proxies it also cuts one
+// reader off Redis (a black hole or a refusal) while a replica's HTTP
+// invalidate replaces a token, for longer than the replaced token lives
+// (partition); and silences one reader's pub/sub connections while a
+// token is replaced, then drops them so go-redis resubscribes
+// (lost-announcement). And it writes malformed records, built from the
+// live ones by a table of named mutations, into live apps' record keys
+// (poison-record), then watches each key until a new token replaces the
+// poison. Everything it started is killed when it returns, whatever the
+// reason.
 //
 // The report counts what the fake saw: tokens minted per app against the
 // ideal for the run's length (one per refresh interval), business calls
@@ -22,6 +31,11 @@
 // errors by kind, leader transitions and how long each takeover took.
 // Check lists every broken invariant; no fault excuses a dead token except
 // the data loss of a Redis restart, whose window is reported on its own.
+// Each fault's window is checked on its own too: no dead-token answer for
+// its apps or its reader; every poisoned record replaced by a new token
+// within a near-cache period, a lock TTL and a fetch timeout (plus a
+// second), with no more mints from the poison to the window's end than
+// the refreshes due, one for the poison and one per other fault there.
 //
 // Who holds a fetch lock is found without trusting any process's word: the
 // fake's listener is wrapped, and a token request's source port is mapped

@@ -3,7 +3,10 @@ package chaos
 import (
 	"context"
 	"fmt"
+	"slices"
 	"strconv"
+	"strings"
+	"sync"
 	"sync/atomic"
 	"syscall"
 	"time"
@@ -22,11 +25,17 @@ const (
 	FaultUpstreamLostReply = "upstream-lost-reply"     // minted, then the connection closes unanswered
 	FaultRedisOutage       = "redis-outage"            // redis-server paused (SIGSTOP) for a few seconds
 	FaultRedisRestart      = "redis-restart"           // redis-server killed and restarted empty: data loss
+	FaultPartition         = "partition"               // one reader cut off Redis while another process replaces a token
+	FaultLostAnnouncement  = "lost-announcement"       // one reader's pub/sub silenced while a token is replaced, then dropped
+	FaultPoisonRecord      = "poison-record"           // malformed records written into live apps' record keys
 )
 
+// cycle is one round of the schedule. The poison comes first: its window
+// lasts until every poisoned record is replaced, which a cache that leaves
+// one in place stretches to the record's TTL.
 var cycle = []string{
-	FaultUpstreamBusy, FaultUpstreamHTML502, FaultUpstreamTruncated, FaultLeaderKill, FaultLockHolderStop,
-	FaultUpstreamLatency, FaultUpstreamLostReply, FaultRedisOutage, FaultRedisRestart,
+	FaultPoisonRecord, FaultUpstreamBusy, FaultUpstreamHTML502, FaultUpstreamTruncated, FaultLeaderKill, FaultPartition,
+	FaultLockHolderStop, FaultUpstreamLatency, FaultLostAnnouncement, FaultUpstreamLostReply, FaultRedisOutage, FaultRedisRestart,
 }
 
 // FaultRecord is one planned fault and what became of it.
@@ -50,6 +59,23 @@ type FaultRecord struct {
 	// interval after the app's previous) were charged to this fault.
 	EarlyMints int  `json:"early_mints_charged"`
 	DataLoss   bool `json:"data_loss,omitempty"`
+	// Reader is the reader a partition or lost announcement targeted.
+	Reader int `json:"reader,omitempty"`
+	// Dead is how many business calls on a dead token the readers saw in
+	// the window, outside every data-loss window, that concern this
+	// fault: for its apps (App and Refetch) or its reader, or any call
+	// for a fault of the whole fleet. DeadByReader splits them by reader.
+	Dead         int         `json:"dead_charged"`
+	DeadByReader map[int]int `json:"dead_charged_by_reader,omitempty"`
+
+	// Proxy is what the target reader's Redis proxy did during a
+	// partition or a lost announcement.
+	Proxy *ProxyCounters `json:"proxy,omitempty"`
+	// Superseded is, for a fault that had a token replaced, who used the
+	// replaced token after its successor was minted.
+	Superseded []TokenUse `json:"superseded_uses,omitempty"`
+	// Poison is every record a poison-record fault wrote.
+	Poison []*PoisonedRecord `json:"poison,omitempty"`
 }
 
 // plan lays out the schedule: whole cycles spread between a warm-up and a
@@ -110,6 +136,12 @@ func (r *run) inject(ctx context.Context, f *FaultRecord) {
 		r.injectRedisOutage(ctx, f)
 	case f.Kind == FaultRedisRestart:
 		r.injectRedisRestart(ctx, f)
+	case f.Kind == FaultPartition:
+		r.injectPartition(ctx, f)
+	case f.Kind == FaultLostAnnouncement:
+		r.injectLostAnnouncement(ctx, f)
+	case f.Kind == FaultPoisonRecord:
+		r.injectPoison(ctx, f)
 	}
 	if f.Ended.IsZero() {
 		f.Ended = time.Now()
@@ -119,6 +151,23 @@ func (r *run) inject(ctx context.Context, f *FaultRecord) {
 		status = "NOT APPLIED"
 	}
 	r.logf("fault %-24s %s %s: %s", f.Kind, r.offset(time.Now()), status, f.Detail)
+}
+
+// concerns reports whether a dead call is this fault's business: one of
+// its apps, its reader, or anything for a fault of the whole fleet.
+func (f *FaultRecord) concerns(d DeadCall) bool {
+	if f.Reader != 0 && d.Reader == f.Reader {
+		return true
+	}
+	var apps []string
+	if f.App != "" {
+		apps = strings.Split(f.App, ",")
+	}
+	apps = append(apps, f.Refetch...)
+	if f.Reader == 0 && f.App == "" {
+		return true // leader kill, Redis outage or restart: every app
+	}
+	return slices.Contains(apps, d.App)
 }
 
 func appSuffix(app string) string {
@@ -148,8 +197,7 @@ func (r *run) injectUpstream(ctx context.Context, f *FaultRecord) {
 		wf.Latency = r.cfg.Cache.FetchTimeout * 3 / 4
 	}
 	before := len(r.up.tokenCalls()[f.App])
-	r.setUpstreamPending(f.App, true)
-	defer r.setUpstreamPending(f.App, false)
+	defer r.claim(f.App)()
 	r.up.fake.InjectFault(wf)
 	// The fault is consumed by the app's next token request: wait for it,
 	// at most two refresh intervals.
@@ -239,8 +287,9 @@ func (r *run) injectLockHolderStop(ctx context.Context, f *FaultRecord) {
 	hits := make(chan holderHit, 1)
 	var misses atomic.Int64
 	hook := func(app string, port int) bool {
-		if r.upstreamPending(app) {
-			// This request may be the one an upstream fault hits: two
+		if r.claimed(app) {
+			// This request may be the one an upstream fault hits (or
+			// one a partition, lost announcement or poison caused): two
 			// faults on one fetch would blur what each costs.
 			return false
 		}
@@ -335,7 +384,7 @@ func (r *run) injectRedisOutage(ctx context.Context, f *FaultRecord) {
 		return
 	}
 	f.Applied = true
-	f.Target = fmt.Sprintf("redis-server (pid %d)", r.redis.cur.pid())
+	f.Target = fmt.Sprintf("redis-server (pid %d)", r.redis.current().pid())
 	sleepCtx(context.WithoutCancel(ctx), r.cfg.RedisOutage)
 	if err := r.redis.resume(); err != nil {
 		f.Detail = "resume failed: " + err.Error()
@@ -353,14 +402,14 @@ func (r *run) injectRedisOutage(ctx context.Context, f *FaultRecord) {
 }
 
 func (r *run) injectRedisRestart(ctx context.Context, f *FaultRecord) {
-	f.Target = fmt.Sprintf("redis-server (pid %d)", r.redis.cur.pid())
+	f.Target = fmt.Sprintf("redis-server (pid %d)", r.redis.current().pid())
 	if err := r.redis.restart(); err != nil {
 		f.Detail = "restart failed: " + err.Error()
 		return
 	}
 	f.Applied, f.DataLoss = true, true
 	f.Detail = fmt.Sprintf("killed and restarted empty on port %d in %v (pid %d)", r.redis.port,
-		time.Since(f.At).Round(time.Millisecond), r.redis.cur.pid())
+		time.Since(f.At).Round(time.Millisecond), r.redis.current().pid())
 	f.Refetch = append([]string(nil), r.up.apps...)
 	sleepCtx(ctx, r.settle())
 	f.Ended = time.Now()
@@ -391,7 +440,7 @@ func (r *run) sender(port int) (*child, error) {
 	running := r.procs.running()
 	pids := make([]int, 0, len(running))
 	for pid, c := range running {
-		if c != r.redis.cur {
+		if c != r.redis.current() {
 			pids = append(pids, pid)
 		}
 	}
@@ -402,21 +451,49 @@ func (r *run) sender(port int) (*child, error) {
 	return running[pid], nil
 }
 
-func (r *run) setUpstreamPending(app string, on bool) {
-	r.pendingMu.Lock()
-	defer r.pendingMu.Unlock()
-	if r.pending == nil {
-		r.pending = map[string]bool{}
+// claim marks app as acted on by a fault until the returned func is
+// called; other faults leave a claimed app alone where they can choose.
+func (r *run) claim(app string) (release func()) {
+	r.claimsMu.Lock()
+	defer r.claimsMu.Unlock()
+	if r.claims == nil {
+		r.claims = map[string]int{}
 	}
-	if on {
-		r.pending[app] = true
-	} else {
-		delete(r.pending, app)
+	r.claims[app]++
+	var once sync.Once
+	return func() {
+		once.Do(func() {
+			r.claimsMu.Lock()
+			defer r.claimsMu.Unlock()
+			if r.claims[app]--; r.claims[app] <= 0 {
+				delete(r.claims, app)
+			}
+		})
 	}
 }
 
-func (r *run) upstreamPending(app string) bool {
-	r.pendingMu.Lock()
-	defer r.pendingMu.Unlock()
-	return r.pending[app]
+func (r *run) claimed(app string) bool {
+	r.claimsMu.Lock()
+	defer r.claimsMu.Unlock()
+	return r.claims[app] > 0
+}
+
+// pickApps chooses n distinct apps, unclaimed ones first, starting from a
+// position that moves on with every call so successive faults spread.
+func (r *run) pickApps(n int) []string {
+	apps := AppIDs(r.cfg.Apps)
+	r.claimsMu.Lock()
+	start := r.appCursor
+	r.appCursor += n
+	r.claimsMu.Unlock()
+	var free, busy []string
+	for i := range apps {
+		app := apps[(start+i)%len(apps)]
+		if r.claimed(app) {
+			busy = append(busy, app)
+		} else {
+			free = append(free, app)
+		}
+	}
+	return append(free, busy...)[:min(n, len(apps))]
 }

@@ -7,6 +7,7 @@ import (
 	"os"
 	"path/filepath"
 	"strconv"
+	"sync"
 	"syscall"
 	"time"
 
@@ -19,8 +20,17 @@ type redisServer struct {
 	bin, dir string
 	port     int
 	procs    *procTable
-	cur      *child
 	starts   int
+
+	mu  sync.Mutex // cur changes on a restart while other faults look
+	cur *child
+}
+
+// current is the running server process.
+func (r *redisServer) current() *child {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	return r.cur
 }
 
 func startRedis(bin, dir string, procs *procTable) (*redisServer, error) {
@@ -57,7 +67,9 @@ func (r *redisServer) start() error {
 		err = client.Ping(ctx).Err()
 		cancel()
 		if err == nil {
+			r.mu.Lock()
 			r.cur = c
+			r.mu.Unlock()
 			return nil
 		}
 		if c.exited() {
@@ -72,7 +84,7 @@ func (r *redisServer) start() error {
 // restart kills the server and starts an empty one on the same port: every
 // key is lost, as after a crash of a Redis without persistence.
 func (r *redisServer) restart() error {
-	r.cur.kill()
+	r.current().kill()
 	var err error
 	for attempt := 0; attempt < 20; attempt++ {
 		if err = r.start(); err == nil {
@@ -83,8 +95,8 @@ func (r *redisServer) restart() error {
 	return err
 }
 
-func (r *redisServer) pause() error  { return r.cur.signal(syscall.SIGSTOP) }
-func (r *redisServer) resume() error { return r.cur.signal(syscall.SIGCONT) }
+func (r *redisServer) pause() error  { return r.current().signal(syscall.SIGSTOP) }
+func (r *redisServer) resume() error { return r.current().signal(syscall.SIGCONT) }
 
 func freePort() (int, error) {
 	l, err := net.Listen("tcp4", "127.0.0.1:0")

@@ -20,6 +20,7 @@ type replica struct {
 	identity string
 	config   string
 	log      string
+	httpAddr string // its HTTP API, on loopback
 
 	mu   sync.Mutex // proc changes on a restart, while other faults look
 	proc *child
@@ -55,17 +56,19 @@ func replicaConfigYAML(cfg *Config, identity, redisAddr, upstreamURL, secretEnv 
 
 func leaseKey(cfg *Config) string { return cfg.KeyPrefix + "leader" }
 
-func writeReplicaConfig(cfg *Config, dir, identity, redisAddr, upstreamURL string) (string, error) {
+// writeReplicaConfig writes identity's config; it returns its path and
+// the address of the replica's HTTP API.
+func writeReplicaConfig(cfg *Config, dir, identity, redisAddr, upstreamURL string) (path, httpAddr string, err error) {
 	port, err := freePort()
 	if err != nil {
-		return "", err
+		return "", "", err
 	}
-	path := filepath.Join(dir, identity+".yaml")
+	path = filepath.Join(dir, identity+".yaml")
 	y := replicaConfigYAML(cfg, identity, redisAddr, upstreamURL, SecretEnv, port)
 	if err := os.WriteFile(path, []byte(y), 0o600); err != nil {
-		return "", fmt.Errorf("write %s: %w", path, err)
+		return "", "", fmt.Errorf("write %s: %w", path, err)
 	}
-	return path, nil
+	return path, "127.0.0.1:" + strconv.Itoa(port), nil
 }
 
 // Transition is a change of the lease holder, as polled from Redis.

@@ -45,6 +45,9 @@ type Report struct {
 
 	QuotaUsed int `json:"quota_used"`
 
+	// PoisonBound is how soon a poisoned record must hold a new token.
+	PoisonBound time.Duration `json:"poison_bound_ns"`
+
 	Violations []string `json:"violations"`
 }
 
@@ -246,6 +249,8 @@ func (r *run) report(schedule []*FaultRecord, runOver, ended time.Time, readersF
 		}
 	}
 
+	rep.PoisonBound = r.poisonBound()
+
 	rs := &rep.ReaderView
 	rs.Errors = map[string]int64{}
 	rs.ErrorSpans = map[string]Span{}
@@ -284,8 +289,79 @@ func (r *run) report(schedule []*FaultRecord, runOver, ended time.Time, readersF
 		rp.mu.Unlock()
 	}
 	sort.Slice(rep.ReaderDead, func(i, j int) bool { return rep.ReaderDead[i].At.Before(rep.ReaderDead[j].At) })
+	rep.chargeWindows(calls, interval)
 	rep.Violations = append(rep.Violations, rep.check(cfg)...)
 	return rep
+}
+
+// inDataLoss reports whether t falls in a data-loss window.
+func (rep *Report) inDataLoss(t time.Time) bool {
+	for _, w := range rep.DataLoss {
+		if !t.Before(w.From) && !t.After(w.To) {
+			return true
+		}
+	}
+	return false
+}
+
+// chargeWindows counts, for every fault, the dead-token answers the
+// readers saw in its window (outside data-loss windows) that concern it;
+// and
+// for every poisoned record the mints from its write to the window's end
+// against the refreshes due then.
+func (rep *Report) chargeWindows(calls map[string][]tokenCall, interval time.Duration) {
+	for _, f := range rep.Faults {
+		if f.At.IsZero() || !f.Applied {
+			continue
+		}
+		for _, d := range rep.ReaderDead {
+			if !d.At.Before(f.At) && !d.At.After(f.Ended) && !rep.inDataLoss(d.At) && f.concerns(d) {
+				f.Dead++
+				if f.DeadByReader == nil {
+					f.DeadByReader = map[int]int{}
+				}
+				f.DeadByReader[d.Reader]++
+			}
+		}
+		for _, rec := range f.Poison {
+			if rec.Written.IsZero() {
+				continue
+			}
+			var prev time.Time
+			rec.Mints = 0
+			for _, c := range calls[rec.App] {
+				switch {
+				case c.minted == 0:
+				case c.at.Before(rec.Written):
+					prev = c.at
+				case !c.at.After(f.Ended):
+					rec.Mints += c.minted
+				}
+			}
+			rec.Ideal = duesIn(prev, rec.Written, f.Ended, interval)
+			rec.OtherFaults = 0
+			for _, g := range rep.Faults {
+				if g != f && g.Applied && slices.Contains(g.Refetch, rec.App) && !g.At.After(f.Ended) && !g.Ended.Before(rec.Written) {
+					rec.OtherFaults++
+				}
+			}
+		}
+	}
+}
+
+// duesIn counts the refreshes that fall due in [from, to] for an app last
+// minted at prev (none if it never was): one every interval after prev.
+func duesIn(prev, from, to time.Time, interval time.Duration) int {
+	if prev.IsZero() || interval <= 0 {
+		return 0
+	}
+	n := 0
+	for due := prev.Add(interval); !due.After(to) && n < 1000; due = due.Add(interval) {
+		if !due.Before(from.Add(-earlySlack)) {
+			n++
+		}
+	}
+	return n
 }
 
 // earlySlack absorbs the few milliseconds between a client's send time
@@ -365,7 +441,11 @@ func (rep *Report) check(cfg *Config) []string {
 		}
 		if len(af.EarlyUnexcused) > 0 {
 			var at []string
-			for _, c := range af.EarlyUnexcused {
+			for i, c := range af.EarlyUnexcused {
+				if i == 10 {
+					at = append(at, fmt.Sprintf("... and %d more (the report lists every token request)", len(af.EarlyUnexcused)-i))
+					break
+				}
 				var in []string
 				for _, f := range rep.Faults {
 					if f.Applied && slices.Contains(f.Refetch, af.App) && !c.At.Before(f.At) && !c.At.After(f.Ended) {
@@ -386,6 +466,29 @@ func (rep *Report) check(cfg *Config) []string {
 				af.App, af.LongestWithoutMint.Round(time.Millisecond), af.LongestWithoutMintFrom.Sub(rep.Started).Seconds(), rep.UsableLife))
 		}
 	}
+	for _, f := range rep.Faults {
+		if !f.Applied || f.DataLoss {
+			continue
+		}
+		at := fmt.Sprintf("fault %s at t=%.2fs", f.Kind, f.At.Sub(rep.Started).Seconds())
+		if f.Dead > 0 {
+			v = append(v, fmt.Sprintf("%s: %d business call(s) on a dead token in its window (to t=%.2fs)%s",
+				at, f.Dead, f.Ended.Sub(rep.Started).Seconds(), byReader(f.DeadByReader)))
+		}
+		for _, rec := range f.Poison {
+			if rec.Error != "" {
+				continue
+			}
+			what := fmt.Sprintf("%s: app %s, mutation %s", at, rec.App, rec.Mutation)
+			if rec.Replaced.IsZero() || rec.Replaced.Sub(rec.Written) > rep.PoisonBound {
+				v = append(v, fmt.Sprintf("%s: the corrupt record was not replaced by a new token within %v (%s)", what, rep.PoisonBound, rec.fate()))
+			}
+			if rec.Mints > rec.Ideal+1+rec.OtherFaults {
+				v = append(v, fmt.Sprintf("%s: %d tokens minted from the poison to the window's end, more than the ideal %d + 1 for the poison + %d for other faults",
+					what, rec.Mints, rec.Ideal, rec.OtherFaults))
+			}
+		}
+	}
 	if n := len(rep.DeadOutside); n > 0 {
 		first, last := rep.DeadOutside[0], rep.DeadOutside[n-1]
 		v = append(v, fmt.Sprintf("%d business calls answered with a dead token outside any data-loss window (first %s errcode %d token %s, last %s errcode %d)",
@@ -395,6 +498,42 @@ func (rep *Report) check(cfg *Config) []string {
 		v = append(v, fmt.Sprintf("no faults, yet the upstream answered %d business calls on a dead token", dead))
 	}
 	return v
+}
+
+// byReader describes the readers' view of dead calls: "; readers saw
+// them: reader-3 x5, reader-7 x1".
+func byReader(m map[int]int) string {
+	if len(m) == 0 {
+		return ""
+	}
+	ids := make([]int, 0, len(m))
+	for id := range m {
+		ids = append(ids, id)
+	}
+	sort.Ints(ids)
+	var parts []string
+	for _, id := range ids {
+		parts = append(parts, fmt.Sprintf("reader-%d x%d", id, m[id]))
+	}
+	return "; readers saw them: " + strings.Join(parts, ", ")
+}
+
+// fate says what became of a poisoned record, with offsets from its write.
+func (rec *PoisonedRecord) fate() string {
+	var parts []string
+	if !rec.Replaced.IsZero() {
+		parts = append(parts, fmt.Sprintf("new token after %v", rec.Replaced.Sub(rec.Written).Round(time.Millisecond)))
+	} else {
+		parts = append(parts, "never replaced by a new token")
+	}
+	if !rec.Gone.IsZero() {
+		parts = append(parts, fmt.Sprintf("key gone after %v", rec.Gone.Sub(rec.Written).Round(time.Millisecond)))
+	}
+	if rec.Rewrites > 0 {
+		parts = append(parts, fmt.Sprintf("rewritten %d time(s) keeping its token", rec.Rewrites))
+	}
+	parts = append(parts, fmt.Sprintf("TTL %v", rec.TTL.Round(time.Millisecond)))
+	return strings.Join(parts, ", ")
 }
 
 // WriteText prints the report for a human.
@@ -425,8 +564,31 @@ func (rep *Report) WriteText(w io.Writer) {
 		if len(f.Refetch) <= 5 {
 			refetch = fmt.Sprint(f.Refetch)
 		}
-		p("            window to %s: ok %d, 40001 %d, 42001 %d, 40014 %d; may force a refetch of %s; early mints charged %d",
-			off(f.Ended), f.Window.OK, f.Window.Superseded, f.Window.Expired, f.Window.Invalid, refetch, f.EarlyMints)
+		p("            window to %s: ok %d, 40001 %d, 42001 %d, 40014 %d (dead charged to it %d%s); may force a refetch of %s; early mints charged %d",
+			off(f.Ended), f.Window.OK, f.Window.Superseded, f.Window.Expired, f.Window.Invalid, f.Dead, byReader(f.DeadByReader), refetch, f.EarlyMints)
+		if x := f.Proxy; x != nil {
+			p("            proxy: %d accepted, %d cut, %d refused, %d black-holed, %d bytes swallowed, %d subscribes, %d messages muted (%d for the app)",
+				x.Accepted, x.Cut, x.Refused, x.BlackHoled, x.Swallowed, x.Subscribes, x.MutedMsgs, x.MutedApp)
+		}
+		if len(f.Superseded) > 0 {
+			var uses []string
+			for i, u := range f.Superseded {
+				if i == 8 {
+					uses = append(uses, "...")
+					break
+				}
+				uses = append(uses, fmt.Sprintf("%s x%d (ok %d, dead %d; +%.2fs..+%.2fs)", u.Process, u.Calls, u.OK, u.Dead, u.First.Seconds(), u.Last.Seconds()))
+			}
+			p("            replaced token used after its successor's mint: %s", strings.Join(uses, ", "))
+		}
+		for _, rec := range f.Poison {
+			if rec.Error != "" {
+				p("            poison %s %s: NOT WRITTEN: %s", rec.App, rec.Mutation, rec.Error)
+				continue
+			}
+			p("            poison %s %-24s %s; mints to the window's end %d (ideal %d, + %d for other faults)",
+				rec.App, rec.Mutation, rec.fate(), rec.Mints, rec.Ideal, rec.OtherFaults)
+		}
 	}
 	p("")
 	fr := rep.Fetches
@@ -443,7 +605,11 @@ func (rep *Report) WriteText(w io.Writer) {
 		}
 		p("  %s: minted %d, token requests %d, ideal %d, + %d for faults", af.App, af.Minted, af.TokenCalls, af.Ideal, af.Allowance)
 		if len(fr.PerApp) <= 5 {
-			for _, c := range af.Calls {
+			for i, c := range af.Calls {
+				if i == 40 {
+					p("      ... and %d more token requests (all in the JSON report)", len(af.Calls)-i)
+					break
+				}
 				note := ""
 				switch {
 				case c.Early && c.Excuse != "":

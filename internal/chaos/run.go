@@ -35,14 +35,22 @@ type run struct {
 	stopsMu sync.Mutex
 	stops   map[int][][2]time.Time // pid -> frozen intervals
 
-	pendingMu sync.Mutex
-	pending   map[string]bool // apps with an upstream fault injected and not yet over
+	claimsMu  sync.Mutex
+	claims    map[string]int // apps a fault is acting on, and by how many
+	appCursor int            // where pickApps starts next
+
+	// Also under claimsMu:
+	readerCursor int          // where pickReader starts next
+	readersCut   map[int]bool // readers a partition or lost announcement is acting on
+	partitions   int          // partitions injected so far (they alternate black hole and refuse)
+	poisons      int          // poisoned records written so far (they walk the mutation table)
 }
 
 // readerProc is one reader child and what it has reported.
 type readerProc struct {
 	id    int
 	proc  *child
+	proxy *redisProxy // its only way to Redis
 	mu    sync.Mutex
 	last  ReaderLine
 	lines int
@@ -69,6 +77,7 @@ func Run(ctx context.Context, cfg Config) (*Report, error) {
 		cfg.RedisBin = bin
 	}
 	r := &run{cfg: &cfg, stops: make(map[int][][2]time.Time)}
+	defer r.closeProxies() // after the children are gone
 	defer r.procs.killAll()
 	return r.run(ctx)
 }
@@ -123,7 +132,7 @@ func (r *run) run(ctx context.Context) (*Report, error) {
 
 	for i := 0; i < cfg.Replicas; i++ {
 		rep := &replica{identity: fmt.Sprintf("replica-%d", i+1)}
-		if rep.config, err = writeReplicaConfig(cfg, cfg.WorkDir, rep.identity, r.redis.addr(), r.up.url); err != nil {
+		if rep.config, rep.httpAddr, err = writeReplicaConfig(cfg, cfg.WorkDir, rep.identity, r.redis.addr(), r.up.url); err != nil {
 			return nil, err
 		}
 		rep.log = filepath.Join(cfg.WorkDir, rep.identity+".log")
@@ -251,26 +260,40 @@ func (r *run) frozen(pid int, from, to time.Time) bool {
 }
 
 func (r *run) startReader(id int) error {
+	name := fmt.Sprintf("reader-%d", id)
+	// Each reader reaches Redis through a proxy of its own, so a fault can
+	// cut that one process off.
+	proxy, err := startProxy(name, r.redis.addr())
+	if err != nil {
+		return err
+	}
 	pr, pw, err := os.Pipe()
 	if err != nil {
+		proxy.close()
 		return fmt.Errorf("reader %d: pipe: %w", id, err)
 	}
 	rc := ReaderConfig{
-		ID: id, RedisAddr: r.redis.addr(), UpstreamURL: r.up.url, Apps: r.cfg.Apps, Goroutines: r.cfg.Goroutines,
+		ID: id, RedisAddr: proxy.addr(), UpstreamURL: r.up.url, Apps: r.cfg.Apps, Goroutines: r.cfg.Goroutines,
 		Interval: r.cfg.Interval, MaxDuration: r.cfg.Duration + 2*time.Minute, ReportEvery: time.Second,
 		KeyPrefix: r.cfg.KeyPrefix, Grace: r.cfg.Grace, Cache: r.cfg.Cache,
 	}
-	name := fmt.Sprintf("reader-%d", id)
 	c, err := r.procs.start(name, r.cfg.ReaderBin, rc.args(), r.env, filepath.Join(r.cfg.WorkDir, name+".log"), pw)
 	_ = pw.Close() // the child has its own copy
 	if err != nil {
 		_ = pr.Close()
+		proxy.close()
 		return err
 	}
-	rp := &readerProc{id: id, proc: c, ready: make(chan struct{})}
+	rp := &readerProc{id: id, proc: c, proxy: proxy, ready: make(chan struct{})}
 	r.readers = append(r.readers, rp)
 	go rp.consume(pr)
 	return nil
+}
+
+func (r *run) closeProxies() {
+	for _, rp := range r.readers {
+		rp.proxy.close()
+	}
 }
 
 // consume reads the reader's JSON lines until its stdout closes.
@@ -345,7 +368,7 @@ func (r *run) waitStored(ctx context.Context, d time.Duration) (int, error) {
 		pipe := r.client.Pipeline()
 		cmds := make([]*redis.IntCmd, len(apps))
 		for i, app := range apps {
-			cmds[i] = pipe.Exists(ctx, r.cfg.KeyPrefix+"{"+app+"}:token")
+			cmds[i] = pipe.Exists(ctx, recordKey(r.cfg.KeyPrefix, app))
 		}
 		_, err := pipe.Exec(ctx)
 		n := 0

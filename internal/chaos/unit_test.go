@@ -65,7 +65,7 @@ func TestPlanSpreadsWholeCyclesBeforeTheTail(t *testing.T) {
 	cfg.fillDefaults()
 	s := plan(&cfg)
 	if len(s) != len(cycle) {
-		t.Fatalf("a one-minute run plans %d faults, want one cycle of %d", len(s), len(cycle))
+		t.Fatalf("the default run plans %d faults, want one cycle of %d", len(s), len(cycle))
 	}
 	tail := cfg.Grace + cfg.Cache.NearMaxAge + 4*time.Second
 	for i, f := range s {
@@ -87,8 +87,8 @@ func TestPlanSpreadsWholeCyclesBeforeTheTail(t *testing.T) {
 		t.Fatalf("no-fault run plans %d faults", len(s))
 	}
 	cfg.Faults, cfg.Duration = true, 5*time.Minute
-	if s := plan(&cfg); len(s) < 3*len(cycle) {
-		t.Fatalf("a five-minute run plans %d faults, want at least three cycles", len(s))
+	if s := plan(&cfg); len(s) < 2*len(cycle) {
+		t.Fatalf("a five-minute run plans %d faults, want at least two cycles", len(s))
 	}
 }
 
@@ -246,13 +246,21 @@ func TestCheckFlagsEveryBrokenInvariant(t *testing.T) {
 	restart := &FaultRecord{Kind: FaultRedisRestart, Applied: true, At: at(50), Ended: at(57), DataLoss: true}
 	clean := func() *Report {
 		return &Report{
-			Started: t0, UsableLife: 19 * time.Second, Faults: []*FaultRecord{restart},
+			Started: t0, UsableLife: 19 * time.Second, Faults: []*FaultRecord{restart}, PoisonBound: 7 * time.Second,
 			DataLoss: []DataLossWindow{{From: at(50), To: at(57)}},
 			Fetches:  FetchReport{PerApp: []AppFetch{{App: "a", Minted: 5, TokenCalls: 5, Ideal: 5, LongestWithoutMint: 13 * time.Second}}},
 		}
 	}
 	if v := clean().check(&cfg); len(v) != 0 {
 		t.Fatalf("a clean run has violations: %q", v)
+	}
+	withNewFaults := clean()
+	withNewFaults.Faults = append(withNewFaults.Faults,
+		&FaultRecord{Kind: FaultPartition, Applied: true, At: at(20), Ended: at(34), Reader: 3, App: "a"},
+		&FaultRecord{Kind: FaultPoisonRecord, Applied: true, At: at(4), Ended: at(12),
+			Poison: []*PoisonedRecord{{App: "a", Mutation: "version-zero", Written: at(4), Replaced: at(4.3), Mints: 2, Ideal: 1}}})
+	if v := withNewFaults.check(&cfg); len(v) != 0 {
+		t.Fatalf("a clean partition and a poison replaced at once by one fetch have violations: %q", v)
 	}
 	for name, tc := range map[string]struct {
 		change func(*Report)
@@ -265,12 +273,68 @@ func TestCheckFlagsEveryBrokenInvariant(t *testing.T) {
 		"fault not applied":  {func(r *Report) { r.Faults = append(r.Faults, &FaultRecord{Kind: FaultRedisOutage, Detail: "x"}) }, "redis-outage"},
 		"app never fetched":  {func(r *Report) { r.Fetches.PerApp[0].TokenCalls = 0 }, "never fetched"},
 		"dead without fault": {func(r *Report) { r.Faults = nil; r.Business.Superseded = 1 }, "no faults, yet"},
+		"dead in a fault's window": {func(r *Report) {
+			r.Faults = append(r.Faults, &FaultRecord{Kind: FaultPartition, Applied: true, At: at(20), Ended: at(34), Dead: 2, DeadByReader: map[int]int{3: 2}})
+		}, "fault partition at t=20.00s: 2 business call(s) on a dead token in its window (to t=34.00s); readers saw them: reader-3 x2"},
+		"poison left in place": {func(r *Report) {
+			r.Faults = append(r.Faults, &FaultRecord{Kind: FaultPoisonRecord, Applied: true, At: at(4), Ended: at(30),
+				Poison: []*PoisonedRecord{{App: "a", Mutation: "version-zero", Written: at(4), TTL: 15 * time.Second, Replaced: at(13), Mints: 1, Ideal: 1}}})
+		}, "app a, mutation version-zero: the corrupt record was not replaced by a new token within 7s (new token after 9s"},
+		"poison mint storm": {func(r *Report) {
+			r.Faults = append(r.Faults, &FaultRecord{Kind: FaultPoisonRecord, Applied: true, At: at(4), Ended: at(30),
+				Poison: []*PoisonedRecord{{App: "a", Mutation: "issued-at-20-digits", Written: at(4), Replaced: at(4.2), Mints: 4, Ideal: 1, OtherFaults: 1}}})
+		}, "4 tokens minted from the poison to the window's end, more than the ideal 1 + 1 for the poison + 1 for other faults"},
 	} {
 		r := clean()
 		tc.change(r)
 		v := r.check(&cfg)
 		if len(v) == 0 || !strings.Contains(strings.Join(v, "\n"), tc.want) {
 			t.Errorf("%s: violations %q, want one mentioning %q", name, v, tc.want)
+		}
+	}
+}
+
+func TestDuesIn(t *testing.T) {
+	t0 := time.Now()
+	at := func(s float64) time.Time { return t0.Add(time.Duration(s * float64(time.Second))) }
+	const i = 13 * time.Second
+	for _, c := range []struct {
+		prev     time.Time
+		from, to float64
+		want     int
+	}{
+		{at(0), 4, 23, 1},  // due at 13
+		{at(0), 14, 25, 0}, // next due at 26
+		{at(0), 1, 40, 3},  // 13, 26, 39
+		{time.Time{}, 0, 60, 0},
+	} {
+		if got := duesIn(c.prev, at(c.from), at(c.to), i); got != c.want {
+			t.Errorf("duesIn(prev %v, %v..%v) = %d, want %d", c.prev.Sub(t0), c.from, c.to, got, c.want)
+		}
+	}
+}
+
+func TestFaultConcerns(t *testing.T) {
+	fleet := &FaultRecord{Kind: FaultRedisOutage}
+	up := &FaultRecord{Kind: FaultUpstreamBusy, App: "a", Refetch: []string{"a"}}
+	cut := &FaultRecord{Kind: FaultPartition, App: "a", Reader: 3}
+	poison := &FaultRecord{Kind: FaultPoisonRecord, App: "a,b"}
+	for _, c := range []struct {
+		f    *FaultRecord
+		d    DeadCall
+		want bool
+	}{
+		{fleet, DeadCall{App: "z", Reader: 1}, true},
+		{up, DeadCall{App: "a", Reader: 1}, true},
+		{up, DeadCall{App: "b", Reader: 1}, false},
+		{cut, DeadCall{App: "b", Reader: 3}, true}, // the cut reader, any app
+		{cut, DeadCall{App: "b", Reader: 4}, false},
+		{cut, DeadCall{App: "a", Reader: 4}, true},
+		{poison, DeadCall{App: "b", Reader: 4}, true},
+		{poison, DeadCall{App: "c", Reader: 4}, false},
+	} {
+		if got := c.f.concerns(c.d); got != c.want {
+			t.Errorf("%s concerns %+v = %v, want %v", c.f.Kind, c.d, got, c.want)
 		}
 	}
 }

@@ -84,6 +84,46 @@ type upstream struct {
 	hook atomic.Pointer[func(app string, port int) bool]
 	// identify, if set, names the process behind a source port.
 	identify func(port int) string
+
+	watches []*tokenWatch // guarded by mu
+}
+
+// tokenWatch records who uses one token from a moment on.
+type tokenWatch struct {
+	token string
+	since time.Time
+	uses  map[int]*portUse // by the caller's source port
+}
+
+type portUse struct {
+	calls, ok, dead int
+	first, last     time.Time
+}
+
+// watchToken starts recording the business calls made with token from
+// since on; unwatch ends it and returns them by source port.
+func (u *upstream) watchToken(token string, since time.Time) *tokenWatch {
+	w := &tokenWatch{token: token, since: since, uses: map[int]*portUse{}}
+	u.mu.Lock()
+	defer u.mu.Unlock()
+	u.watches = append(u.watches, w)
+	return w
+}
+
+func (u *upstream) unwatch(w *tokenWatch) map[int]portUse {
+	u.mu.Lock()
+	defer u.mu.Unlock()
+	for i, x := range u.watches {
+		if x == w {
+			u.watches = append(u.watches[:i], u.watches[i+1:]...)
+			break
+		}
+	}
+	out := make(map[int]portUse, len(w.uses))
+	for port, pu := range w.uses {
+		out[port] = *pu
+	}
+	return out
 }
 
 // tokenOutcome summarises a token-endpoint answer from its head.
@@ -151,7 +191,7 @@ func (u *upstream) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	case "/cgi-bin/get_api_domain_ip":
 		rec := &recordingWriter{ResponseWriter: w}
 		u.fake.Handler().ServeHTTP(rec, r)
-		u.recordBusiness(time.Now(), rec.head.Bytes(), r.URL.Query().Get("access_token"))
+		u.recordBusiness(time.Now(), rec.head.Bytes(), r.URL.Query().Get("access_token"), remotePort(r.RemoteAddr))
 	default:
 		u.fake.Handler().ServeHTTP(w, r)
 	}
@@ -174,11 +214,29 @@ func (u *upstream) recordTokenAnswer(app string, i int, rec *recordingWriter) {
 	u.calls[app][i].end = time.Now()
 }
 
-func (u *upstream) recordBusiness(at time.Time, body []byte, token string) {
+func (u *upstream) recordBusiness(at time.Time, body []byte, token string, port int) {
 	code := errcodeOf(body)
 	i := int(at.Sub(u.origin) / bucketWidth)
 	u.mu.Lock()
 	defer u.mu.Unlock()
+	for _, w := range u.watches {
+		if w.token != token || at.Before(w.since) {
+			continue
+		}
+		pu := w.uses[port]
+		if pu == nil {
+			pu = &portUse{first: at}
+			w.uses[port] = pu
+		}
+		pu.calls++
+		pu.last = at
+		switch {
+		case code == 0:
+			pu.ok++
+		case deadTokenCode(code):
+			pu.dead++
+		}
+	}
 	for len(u.buckets) <= i {
 		u.buckets = append(u.buckets, BusinessCounts{})
 	}
