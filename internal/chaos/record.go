@@ -6,21 +6,21 @@ import (
 	"strconv"
 	"strings"
 	"time"
+
+	"github.com/tokenkeeper/tokenkeeper/pkg/tokencache"
 )
 
-// What the chaos run knows of pkg/tokencache's Redis record, kept here
-// until that package exports its own helpers for the key name and the
-// record format; then recordKey, parseRecord and poisonValue switch to
-// them and recordLayouts goes.
+// The poison-record fault mutates the live record by field name. The key
+// is tokencache's; the field order is checked against tokencache's own
+// encoder by TestRecordLayoutIsTokencaches, so the two cannot drift.
 
 // recordKey is the Redis key of app's token record.
-func recordKey(prefix, app string) string { return prefix + "{" + app + "}:token" }
+func recordKey(prefix, app string) string { return tokencache.RecordKey(prefix, app) }
 
-// recordLayouts names the numeric fields of each known record format,
-// between the tag and the token (the token is last, and never holds a
-// '|').
+// recordLayouts names the numeric fields of the record format, between the
+// tag and the token (the token is last, and never holds a '|'). It splits
+// malformed values too, which tokencache.DecodeRecord refuses to read.
 var recordLayouts = map[string][]string{
-	"tk1": {"version", "usable_until", "refresh_at", "expires_at", "fetched_at", "issued_at"},
 	"tk2": {"version", "rev", "usable_until", "refresh_at", "expires_at", "fetched_at", "issued_at"},
 }
 
@@ -36,7 +36,7 @@ func parseRecord(s string) (*liveRecord, error) {
 	tag, _, _ := strings.Cut(s, "|")
 	names, ok := recordLayouts[tag]
 	if !ok {
-		return nil, fmt.Errorf("record format %q unknown (want one of tk1, tk2)", tag)
+		return nil, fmt.Errorf("record format %q unknown (want tk2)", tag)
 	}
 	parts := strings.SplitN(s, "|", len(names)+2)
 	if len(parts) != len(names)+2 {

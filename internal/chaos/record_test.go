@@ -6,6 +6,8 @@ import (
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/tokenkeeper/tokenkeeper/pkg/tokencache"
 )
 
 // TestMutationsMakeWhatTheyName applies every mutation to a live record of
@@ -16,7 +18,6 @@ func TestMutationsMakeWhatTheyName(t *testing.T) {
 	ms := func(d time.Duration) string { return strconv.FormatInt(now.Add(d).UnixMilli(), 10) }
 	token := strings.Repeat("x", 100) + "TOKEN" + strings.Repeat("y", 50)
 	lives := map[string]string{
-		"tk1": "tk1|7|" + ms(14*time.Second) + "|" + ms(8*time.Second) + "|" + ms(15*time.Second) + "|" + ms(-5*time.Second) + "|" + ms(-5*time.Second) + "|" + token,
 		"tk2": "tk2|7|42|" + ms(14*time.Second) + "|" + ms(8*time.Second) + "|" + ms(15*time.Second) + "|" + ms(-5*time.Second) + "|" + ms(-5*time.Second) + "|" + token,
 	}
 	num := func(t *testing.T, rec *liveRecord, name string) int64 {
@@ -108,5 +109,23 @@ func want(t *testing.T, ok bool) {
 	t.Helper()
 	if !ok {
 		t.Fatal("the mutation did not make what it names")
+	}
+}
+
+// The layout the poison fault mutates by name is tokencache's own.
+func TestRecordLayoutIsTokencaches(t *testing.T) {
+	tok := tokencache.Token{Value: "TOKEN", Version: 1, Rev: 2, UsableUntil: time.UnixMilli(3), RefreshAt: time.UnixMilli(4),
+		ExpiresAt: time.UnixMilli(5), FetchedAt: time.UnixMilli(6), IssuedAt: time.UnixMilli(7)}
+	rec, err := parseRecord(tokencache.EncodeRecord(tok))
+	if err != nil {
+		t.Fatal(err)
+	}
+	for i, name := range []string{"version", "rev", "usable_until", "refresh_at", "expires_at", "fetched_at", "issued_at"} {
+		if got := rec.fields[name]; got != strconv.Itoa(i+1) {
+			t.Errorf("field %s = %s, want %d: the layout differs from tokencache's", name, got, i+1)
+		}
+	}
+	if rec.token != "TOKEN" {
+		t.Errorf("token = %q", rec.token)
 	}
 }
