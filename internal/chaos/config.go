@@ -5,6 +5,8 @@ import (
 	"fmt"
 	"io"
 	"time"
+
+	"github.com/tokenkeeper/tokenkeeper/pkg/tokencache"
 )
 
 // CacheTimings are the tokencache options every reader and every replica
@@ -15,6 +17,16 @@ type CacheTimings struct {
 	NearMaxAge   time.Duration
 	LockTTL      time.Duration
 	FetchTimeout time.Duration
+}
+
+// options are the tokencache options of a chaos process with these
+// timings, on the run's key prefix and the fake's grace.
+func (c CacheTimings) options(prefix string, grace time.Duration, more ...tokencache.Option) []tokencache.Option {
+	return append([]tokencache.Option{
+		tokencache.WithKeyPrefix(prefix), tokencache.WithOverlap(grace), tokencache.WithMargin(c.Margin),
+		tokencache.WithNearMaxAge(c.NearMaxAge), tokencache.WithRefreshAhead(c.RefreshAhead),
+		tokencache.WithLockTTL(c.LockTTL), tokencache.WithFetchTimeout(c.FetchTimeout),
+	}, more...)
 }
 
 // LeaseTimings configure the replicas' leader election.

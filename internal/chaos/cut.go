@@ -1,16 +1,13 @@
 package chaos
 
 import (
-	"bytes"
 	"context"
-	"encoding/json"
-	"errors"
 	"fmt"
-	"io"
-	"net/http"
 	"sort"
-	"strings"
 	"time"
+
+	"github.com/tokenkeeper/tokenkeeper/pkg/tokencache"
+	"github.com/tokenkeeper/tokenkeeper/pkg/wechat"
 )
 
 // TokenUse is how one process used a replaced token after its successor
@@ -47,8 +44,8 @@ func (r *run) liveToken(ctx context.Context, app string) (string, error) {
 }
 
 // replaceToken has another process than the target replace app's token:
-// a refresher replica's HTTP invalidate with the current token (a passive
-// refresh), or without replicas the app's next refresh. It returns once the
+// a passive refresh with the current token (replacerCache), or without
+// replicas the app's next refresh. It returns once the
 // fake has minted the successor.
 func (r *run) replaceToken(ctx context.Context, app string) (replacement, error) {
 	old, err := r.liveToken(ctx, app)
@@ -59,12 +56,18 @@ func (r *run) replaceToken(ctx context.Context, app string) (replacement, error)
 	wait := r.cfg.RefreshInterval() + r.cfg.Cache.FetchTimeout + time.Second // the next refresh
 	via := "its next refresh"
 	if len(r.replicas) > 0 {
-		who, err := r.invalidateViaReplica(ctx, app, old)
+		c, err := r.replacerCache()
 		if err != nil {
 			return replacement{}, err
 		}
-		via = who + "'s HTTP invalidate"
-		wait = 2 * time.Second // the answer came after the store: the mint is recorded by now, or nearly
+		ictx, cancel := context.WithTimeout(ctx, r.cfg.Cache.LockTTL+r.cfg.Cache.FetchTimeout)
+		_, err = c.Invalidate(ictx, app, old)
+		cancel()
+		if err != nil {
+			return replacement{}, fmt.Errorf("invalidate %s: %w", app, err)
+		}
+		via = "a passive refresh by another process"
+		wait = 2 * time.Second // Invalidate returned after the store: the mint is recorded by now, or nearly
 	}
 	deadline := time.Now().Add(wait)
 	for {
@@ -87,39 +90,34 @@ func (r *run) replaceToken(ctx context.Context, app string) (replacement, error)
 	}
 }
 
-// invalidateViaReplica POSTs the token to a running replica's
-// /v1/apps/{app}/invalidate, trying each replica in turn; it returns the
-// identity of the one that answered.
-func (r *run) invalidateViaReplica(ctx context.Context, app, token string) (string, error) {
-	body, _ := json.Marshal(map[string]string{"access_token": token})
-	hc := &http.Client{Timeout: 3 * time.Second}
-	var errs []error
-	for _, rep := range r.replicas {
-		if c := rep.current(); c == nil || c.exited() || r.frozen(c.pid(), time.Now(), time.Now()) {
-			continue
+// replacerCache is a cache of the orchestrator's own, on the run's Redis,
+// whose Source cannot ask WeChat about a reported token: its Invalidate of
+// the current token always refreshes it (one fetch, fenced, under the
+// app's lock), as an app instance whose check of the token failed would. A
+// replica's HTTP invalidate would find the token alive and keep it.
+func (r *run) replacerCache() (*tokencache.Cache, error) {
+	r.replacerOnce.Do(func() {
+		apps := AppIDs(r.cfg.Apps)
+		wapps := make([]wechat.App, len(apps))
+		for i, a := range apps {
+			wapps[i] = wechat.App{ID: a, Secret: wechat.Secret(r.secret), Mode: wechat.Classic}
 		}
-		req, err := http.NewRequestWithContext(ctx, http.MethodPost, "http://"+rep.httpAddr+"/v1/apps/"+app+"/invalidate", bytes.NewReader(body))
+		src, err := wechat.NewSource(wechat.NewClient(wechat.WithBaseURL(r.up.url)), wapps...)
 		if err != nil {
-			return "", err
+			r.replacerErr = err
+			return
 		}
-		req.Header.Set("Content-Type", "application/json")
-		resp, err := hc.Do(req)
-		if err != nil {
-			errs = append(errs, fmt.Errorf("%s: request failed", rep.identity)) // not the *url.Error: keep one habit for URLs
-			continue
-		}
-		msg, _ := io.ReadAll(io.LimitReader(resp.Body, 512))
-		resp.Body.Close()
-		if resp.StatusCode == http.StatusOK {
-			return rep.identity, nil
-		}
-		// An error answer never carries a token (httpapi's contract).
-		errs = append(errs, fmt.Errorf("%s: HTTP %d %s", rep.identity, resp.StatusCode, strings.TrimSpace(string(msg))))
-	}
-	if len(errs) == 0 {
-		return "", errors.New("no running replica to invalidate through")
-	}
-	return "", fmt.Errorf("invalidate %s: %w", app, errors.Join(errs...))
+		r.replacer, r.replacerErr = tokencache.New(r.client, fetchOnly{src},
+			r.cfg.Cache.options(r.cfg.KeyPrefix, r.cfg.Grace, tokencache.WithPassiveRefreshLimit(0, 0, 0))...)
+	})
+	return r.replacer, r.replacerErr
+}
+
+// fetchOnly hides a Source's other methods (Verify among them).
+type fetchOnly struct{ src *wechat.Source }
+
+func (f fetchOnly) Fetch(ctx context.Context, appID string) (wechat.Token, error) {
+	return f.src.Fetch(ctx, appID)
 }
 
 // pickReader chooses the next reader that is running, not frozen and not

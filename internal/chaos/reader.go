@@ -274,12 +274,8 @@ func RunReader(ctx context.Context, rc ReaderConfig, out io.Writer) error {
 		return fmt.Errorf("chaos reader: %w", err)
 	}
 	logger := slog.New(slog.NewTextHandler(os.Stderr, nil)).With("reader", rc.ID)
-	cache, err := tokencache.New(rdb, src,
-		tokencache.WithKeyPrefix(rc.KeyPrefix), tokencache.WithOverlap(rc.Grace), tokencache.WithMargin(rc.Cache.Margin),
-		tokencache.WithNearMaxAge(rc.Cache.NearMaxAge), tokencache.WithRefreshAhead(rc.Cache.RefreshAhead),
-		tokencache.WithLockTTL(rc.Cache.LockTTL), tokencache.WithFetchTimeout(rc.Cache.FetchTimeout),
-		tokencache.WithBackoff(200*time.Millisecond, 2*time.Second),
-		tokencache.WithLogger(logger))
+	cache, err := tokencache.New(rdb, src, rc.Cache.options(rc.KeyPrefix, rc.Grace,
+		tokencache.WithBackoff(200*time.Millisecond, 2*time.Second), tokencache.WithLogger(logger))...)
 	if err != nil {
 		return fmt.Errorf("chaos reader: %w", err)
 	}

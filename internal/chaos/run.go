@@ -16,6 +16,8 @@ import (
 	"time"
 
 	"github.com/redis/go-redis/v9"
+
+	"github.com/tokenkeeper/tokenkeeper/pkg/tokencache"
 )
 
 // run is the state of one chaos run.
@@ -29,8 +31,13 @@ type run struct {
 	replicas []*replica
 	readers  []*readerProc
 	env      []string
+	secret   string    // the apps' secret (the fake's and every child's)
 	started  time.Time // readers started: offsets count from here
-	logMu    sync.Mutex
+
+	replacerOnce sync.Once
+	replacer     *tokencache.Cache
+	replacerErr  error
+	logMu        sync.Mutex
 
 	stopsMu sync.Mutex
 	stops   map[int][][2]time.Time // pid -> frozen intervals
@@ -99,6 +106,7 @@ func (r *run) offset(t time.Time) string {
 func (r *run) run(ctx context.Context) (*Report, error) {
 	cfg := r.cfg
 	secret := newSecret()
+	r.secret = secret
 	r.env = append(os.Environ(), SecretEnv+"="+secret)
 
 	var err error
@@ -122,6 +130,11 @@ func (r *run) run(ctx context.Context) (*Report, error) {
 	r.client = redis.NewClient(&redis.Options{Addr: r.redis.addr(), DialTimeout: 200 * time.Millisecond,
 		ReadTimeout: 300 * time.Millisecond, WriteTimeout: 300 * time.Millisecond, MaxRetries: -1})
 	defer r.client.Close()
+	defer func() {
+		if r.replacer != nil {
+			_ = r.replacer.Close()
+		}
+	}()
 	r.logf("redis-server %s, fake WeChat %s, %d apps, tokens %v (grace %v), refresh every %v; work dir %s",
 		r.redis.addr(), r.up.url, cfg.Apps, cfg.TokenLifetime, cfg.Grace, cfg.RefreshInterval(), cfg.WorkDir)
 

@@ -98,10 +98,7 @@ func TestRefreshWhoseRecordExpiresMeanwhileMintsOnce(t *testing.T) {
 	f := newFixture(t)
 	tok := mustToken(t, f.cache, "wx1")
 	f.clock.Advance(tok.RefreshAt.Sub(f.clock.Now()))
-	hold := make(chan struct{})
-	f.src.mu.Lock()
-	f.src.block, f.src.started = hold, make(chan struct{}, 1)
-	f.src.mu.Unlock()
+	hold := f.holdFetches()
 	done := make(chan error, 1)
 	go func() {
 		_, err := f.cache.Refresh(context.Background(), "wx1")
@@ -125,10 +122,7 @@ func TestRefreshWhoseRecordExpiresMeanwhileMintsOnce(t *testing.T) {
 // WeChat knows of: this process keeps it as its last good copy.
 func TestCommitFailureKeepsTheFetchedTokenInMemory(t *testing.T) {
 	f := newFixture(t)
-	hold := make(chan struct{})
-	f.src.mu.Lock()
-	f.src.block, f.src.started = hold, make(chan struct{}, 1)
-	f.src.mu.Unlock()
+	hold := f.holdFetches()
 	done := make(chan error, 1)
 	go func() {
 		_, err := f.cache.Token(context.Background(), "wx1")
@@ -150,11 +144,8 @@ func TestCommitFailureKeepsTheFetchedTokenInMemory(t *testing.T) {
 // or every other writer stores capped tokens until the intent expires.
 func TestCloseDuringAFetchForgetsItsIntent(t *testing.T) {
 	f := newFixture(t)
-	hold := make(chan struct{})
+	hold := f.holdFetches()
 	defer close(hold)
-	f.src.mu.Lock()
-	f.src.block, f.src.started = hold, make(chan struct{}, 1)
-	f.src.mu.Unlock()
 	go func() { _, _ = f.cache.Token(context.Background(), "wx1") }()
 	<-f.src.started
 	intents := appKeys("tokenkeeper:", "wx1").intents
@@ -168,4 +159,14 @@ func TestCloseDuringAFetchForgetsItsIntent(t *testing.T) {
 		n, _ := f.m.ZMembers(intents)
 		t.Fatalf("after Close the intent is still registered: %v", n)
 	}
+}
+
+// holdFetches makes every upstream fetch wait until the returned channel is
+// closed; f.src.started receives as each one begins.
+func (f *fixture) holdFetches() chan struct{} {
+	hold := make(chan struct{})
+	f.src.mu.Lock()
+	f.src.block, f.src.started = hold, make(chan struct{}, 1)
+	f.src.mu.Unlock()
+	return hold
 }
