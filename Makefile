@@ -1,5 +1,6 @@
 # Two commands do everything on a fresh machine:
-#   make run    the refresher in demo mode (embedded Redis and fake WeChat)
+#   make run    the refresher in demo mode (embedded Redis and fake WeChat;
+#               cmd/refresher-demo: the production cmd/refresher has no demo)
 #   make test   every test, installing redis-server first if it is missing
 .PHONY: run test check staticcheck ensure-redis bench chaos
 
@@ -12,7 +13,7 @@ STATICCHECK_VERSION := v0.8.2
 STATICCHECK := .bin/staticcheck-$(STATICCHECK_VERSION)/staticcheck
 
 run:
-	$(GO) run ./cmd/refresher serve --demo
+	$(GO) run ./cmd/refresher-demo serve --demo
 
 test: ensure-redis check
 	$(GO) test -race -count=1 -timeout 20m ./...
