@@ -112,12 +112,37 @@ func TestBinaryHTTPAPI(t *testing.T) {
 
 func TestServeWithoutConfigFails(t *testing.T) {
 	code, _, errOut := runBin(t, baseEnv(), "serve")
-	if code != 2 || !strings.Contains(errOut, "--config") || !strings.Contains(errOut, "--demo") {
-		t.Fatalf("code %d, stderr %q: want 2 and a hint at --config and --demo", code, errOut)
+	if code != 2 || !strings.Contains(errOut, "--config") || !strings.Contains(errOut, "`make run` (`go run ./cmd/refresher-demo serve --demo`)") {
+		t.Fatalf("code %d, stderr %q: want 2 and a hint at --config and at the demo binary", code, errOut)
 	}
 	code, _, errOut = runBin(t, baseEnv()) // serve is the default
-	if code != 2 || !strings.Contains(errOut, "--demo") {
+	if code != 2 || !strings.Contains(errOut, "cmd/refresher-demo serve --demo") {
 		t.Fatalf("no arguments: code %d, stderr %q", code, errOut)
+	}
+	// The demo binary's hint is its own --demo.
+	code, _, errOut = runBinary(t, demoBinPath, baseEnv(), "serve")
+	if code != 2 || !strings.Contains(errOut, "try `serve --demo`") {
+		t.Fatalf("demo binary: code %d, stderr %q", code, errOut)
+	}
+}
+
+// TestProductionHasNoDemo: the production binary knows --demo only to say
+// where the demo is, and does not offer it in its help.
+func TestProductionHasNoDemo(t *testing.T) {
+	for _, args := range [][]string{{"serve", "--demo"}, {"--demo"}, {"serve", "--demo", "--print-config"}} {
+		code, out, errOut := runBin(t, baseEnv(), args...)
+		if code != 2 || out != "" || !strings.Contains(errOut, "production build") || !strings.Contains(errOut, "make run") ||
+			!strings.Contains(errOut, "go run ./cmd/refresher-demo serve --demo") {
+			t.Errorf("%v: code %d stdout %q stderr %q: want 2 and how to get the demo", args, code, out, errOut)
+		}
+	}
+	code, _, help := runBin(t, baseEnv(), "serve", "--help")
+	if code != 0 || strings.Contains(help, "demo") {
+		t.Errorf("production help (code %d) offers the demo:\n%s", code, help)
+	}
+	code, _, help = runBinary(t, demoBinPath, baseEnv(), "serve", "--help")
+	if code != 0 || !strings.Contains(help, "--demo") {
+		t.Errorf("demo binary's help (code %d) lacks --demo:\n%s", code, help)
 	}
 }
 
@@ -161,11 +186,11 @@ func TestPrintConfigRedacts(t *testing.T) {
 	}
 }
 
-// TestDemo runs `serve --demo` as a newcomer would and reads a token with
-// the printed API key.
+// TestDemo runs `serve --demo` of the demo binary as a newcomer would
+// (`make run`) and reads a token with the printed API key.
 func TestDemo(t *testing.T) {
 	addr := freeAddr(t)
-	p := startProc(t, "demo", baseEnv(), "serve", "--demo", "--http-addr", addr)
+	p := startBin(t, demoBinPath, "demo", baseEnv(), "serve", "--demo", "--http-addr", addr)
 	var key string
 	keyRE := regexp.MustCompile(`API key: (\S+)`)
 	if !pollUntil(10*time.Second, 20*time.Millisecond, func() bool {
@@ -211,7 +236,7 @@ func TestDemoPortBusy(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer ln.Close()
-	code, _, errOut := runBin(t, baseEnv(), "serve", "--demo", "--http-addr", ln.Addr().String())
+	code, _, errOut := runBinary(t, demoBinPath, baseEnv(), "serve", "--demo", "--http-addr", ln.Addr().String())
 	if code != 1 || !strings.Contains(errOut, ln.Addr().String()+" is already in use") || !strings.Contains(errOut, "--http-addr") {
 		t.Fatalf("code %d stderr %q: want 1 and a clear 'already in use' message", code, errOut)
 	}

@@ -40,7 +40,18 @@ type composeFile struct {
 		Environment map[string]string `yaml:"environment"`
 		Profiles    []string          `yaml:"profiles"`
 		Image       string            `yaml:"image"`
+		Build       any               `yaml:"build"` // "." or {context, target}
 	} `yaml:"services"`
+}
+
+// buildTarget is the Dockerfile target a service's build names ("" for
+// the default, the last stage: the production image).
+func buildTarget(build any) string {
+	if m, ok := build.(map[string]any); ok {
+		t, _ := m["target"].(string)
+		return t
+	}
+	return ""
 }
 
 // TestComposeFile checks docker-compose.yml without a Docker engine: every
@@ -48,7 +59,8 @@ type composeFile struct {
 // set comes from internal/config's loader, not from a list here), each
 // replica's environment alone is a valid configuration reachable from
 // outside its container, identities differ, and the demo profile runs
-// serve --demo.
+// serve --demo from the Dockerfile's demo target (cmd/refresher-demo),
+// under an image name of its own: the production image has no demo.
 func TestComposeFile(t *testing.T) {
 	data, err := os.ReadFile("../../docker-compose.yml")
 	if err != nil {
@@ -60,6 +72,7 @@ func TestComposeFile(t *testing.T) {
 	}
 	var replicas []string
 	identities := map[string]string{}
+	images := map[string]string{} // image -> "demo" or "production"
 	for name, svc := range cf.Services {
 		if !slices.Contains(svc.Command, "serve") {
 			continue
@@ -71,8 +84,22 @@ func TestComposeFile(t *testing.T) {
 			if i := slices.Index(svc.Command, "--http-addr"); i < 0 || !strings.HasPrefix(svc.Command[i+1], "0.0.0.0:") {
 				t.Errorf("%s: a demo in a container must listen on 0.0.0.0 (--http-addr), got %v", name, svc.Command)
 			}
+			if buildTarget(svc.Build) != "demo" {
+				t.Errorf("%s runs --demo but builds target %q, not the Dockerfile's demo target", name, buildTarget(svc.Build))
+			}
+			if images[svc.Image] == "production" {
+				t.Errorf("%s: the demo's image %q is also the replicas'", name, svc.Image)
+			}
+			images[svc.Image] = "demo"
 			continue
 		}
+		if buildTarget(svc.Build) != "" {
+			t.Errorf("%s builds target %q, not the production image", name, buildTarget(svc.Build))
+		}
+		if images[svc.Image] == "demo" {
+			t.Errorf("%s: the replicas' image %q is also the demo's", name, svc.Image)
+		}
+		images[svc.Image] = "production"
 		replicas = append(replicas, name)
 		var env []string
 		for k, v := range svc.Environment {
@@ -112,5 +139,36 @@ func TestComposeFile(t *testing.T) {
 	}
 	if _, ok := cf.Services["redis"]; !ok {
 		t.Error("no redis service")
+	}
+}
+
+// TestDockerfileTargets: the default image (the last stage) is built from
+// cmd/refresher alone; the demo target, which compose's demo names, from
+// cmd/refresher-demo.
+func TestDockerfileTargets(t *testing.T) {
+	data, err := os.ReadFile("../../Dockerfile")
+	if err != nil {
+		t.Fatal(err)
+	}
+	stages := map[string]string{} // name -> its lines
+	var last string
+	for _, line := range strings.Split(string(data), "\n") {
+		if f := strings.Fields(line); len(f) >= 2 && strings.EqualFold(f[0], "FROM") {
+			last = "(default)"
+			if len(f) >= 4 && strings.EqualFold(f[2], "AS") {
+				last = f[3]
+			}
+		}
+		stages[last] += line + "\n"
+	}
+	def := stages[last]
+	if last != "(default)" || !strings.Contains(def, "COPY --from=build ") || strings.Contains(def, "demo") {
+		t.Errorf("the last stage is not the production image from stage build:\n%s", def)
+	}
+	if !strings.Contains(stages["build"], " ./cmd/refresher\n") || strings.Contains(stages["build"], "refresher-demo") {
+		t.Errorf("stage build does not build ./cmd/refresher alone:\n%s", stages["build"])
+	}
+	if !strings.Contains(stages["demo"], "COPY --from=build-demo ") || !strings.Contains(stages["build-demo"], " ./cmd/refresher-demo\n") {
+		t.Errorf("no demo target built from ./cmd/refresher-demo:\n%s%s", stages["build-demo"], stages["demo"])
 	}
 }

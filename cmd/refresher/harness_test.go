@@ -19,8 +19,10 @@ import (
 	"github.com/tokenkeeper/tokenkeeper/internal/testlog"
 )
 
-// binPath is the refresher binary built once for every process test.
-var binPath string
+// binPath is the refresher binary built once for every process test;
+// demoBinPath is cmd/refresher-demo (the same command line plus serve
+// --demo), built once for the demo's tests.
+var binPath, demoBinPath string
 
 func TestMain(m *testing.M) {
 	dir, err := os.MkdirTemp("", "refresher-bin-")
@@ -29,12 +31,15 @@ func TestMain(m *testing.M) {
 		os.Exit(1)
 	}
 	binPath = filepath.Join(dir, "refresher")
-	build := exec.Command("go", "build", "-o", binPath, ".")
-	build.Stdout, build.Stderr = os.Stderr, os.Stderr
-	if err := build.Run(); err != nil {
-		fmt.Fprintln(os.Stderr, "building the refresher binary:", err)
-		os.RemoveAll(dir)
-		os.Exit(1)
+	demoBinPath = filepath.Join(dir, "refresher-demo")
+	for bin, pkg := range map[string]string{binPath: ".", demoBinPath: "../refresher-demo"} {
+		build := exec.Command("go", "build", "-o", bin, pkg)
+		build.Stdout, build.Stderr = os.Stderr, os.Stderr
+		if err := build.Run(); err != nil {
+			fmt.Fprintf(os.Stderr, "building %s: %v\n", pkg, err)
+			os.RemoveAll(dir)
+			os.Exit(1)
+		}
 	}
 	code := m.Run()
 	os.RemoveAll(dir)
@@ -58,12 +63,18 @@ func baseEnv(extra ...string) []string {
 	return append(env, extra...)
 }
 
-// startProc starts the binary; t.Cleanup kills its process group if it is
-// still running and waits for it.
+// startProc starts the refresher binary; t.Cleanup kills its process
+// group if it is still running and waits for it.
 func startProc(t *testing.T, name string, env []string, args ...string) *proc {
 	t.Helper()
+	return startBin(t, binPath, name, env, args...)
+}
+
+// startBin is startProc for the binary at bin.
+func startBin(t *testing.T, bin, name string, env []string, args ...string) *proc {
+	t.Helper()
 	p := &proc{name: name, stdout: &testlog.Buffer{}, stderr: &testlog.Buffer{}, done: make(chan struct{})}
-	p.cmd = exec.Command(binPath, args...)
+	p.cmd = exec.Command(bin, args...)
 	p.cmd.Env = env
 	p.cmd.Stdout, p.cmd.Stderr = p.stdout, p.stderr
 	p.cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true}
@@ -123,13 +134,19 @@ func (p *proc) exited() bool {
 	}
 }
 
-// runBin runs the binary to completion (bounded) and returns its exit code and
-// output.
+// runBin runs the refresher binary to completion (bounded) and returns its
+// exit code and output.
 func runBin(t *testing.T, env []string, args ...string) (code int, stdout, stderr string) {
+	t.Helper()
+	return runBinary(t, binPath, env, args...)
+}
+
+// runBinary is runBin for the binary at bin.
+func runBinary(t *testing.T, bin string, env []string, args ...string) (code int, stdout, stderr string) {
 	t.Helper()
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()
-	cmd := exec.CommandContext(ctx, binPath, args...)
+	cmd := exec.CommandContext(ctx, bin, args...)
 	cmd.Env = env
 	var o, e bytes.Buffer
 	cmd.Stdout, cmd.Stderr = &o, &e

@@ -135,6 +135,7 @@ func New(cfg Config) (http.Handler, error) {
 	}
 	for i, app := range cfg.Apps {
 		if app == "" {
+			//lint:ignore ST1005 the message starts with the name of the Config field, like the others here
 			errs = append(errs, fmt.Errorf("Apps[%d]: empty appid", i))
 		}
 		a.apps[app] = true
@@ -232,11 +233,10 @@ func New(cfg Config) (http.Handler, error) {
 
 // request carries what the middleware learned for the access log.
 type request struct {
-	route  string
-	app    string
-	key    string // name of the API key used
-	status int
-	err    error // the failure behind a 5xx, for the log
+	route string
+	app   string
+	key   string // name of the API key used
+	err   error  // the failure behind a 5xx, for the log
 }
 
 type ctxKey struct{}

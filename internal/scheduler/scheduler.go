@@ -194,14 +194,17 @@ func New(cfg Config) (*Scheduler, error) {
 		errs = append(errs, errors.New("Refresher: must not be nil"))
 	}
 	if len(cfg.Apps) == 0 {
+		//lint:ignore ST1005 the message starts with the name of the Config field, like the others here
 		errs = append(errs, errors.New("Apps: must name at least one app"))
 	}
 	seen := make(map[string]bool, len(cfg.Apps))
 	for i, app := range cfg.Apps {
 		switch {
 		case app == "":
+			//lint:ignore ST1005 the message starts with the name of the Config field, like the others here
 			errs = append(errs, fmt.Errorf("Apps[%d]: empty appid", i))
 		case seen[app]:
+			//lint:ignore ST1005 the message starts with the name of the Config field, like the others here
 			errs = append(errs, fmt.Errorf("Apps[%d]: appid %q listed twice", i, app))
 		}
 		seen[app] = true

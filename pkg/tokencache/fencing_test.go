@@ -25,9 +25,9 @@ type grantedLock struct{}
 func (grantedLock) Unlock(context.Context) error { return nil }
 func (grantedLock) Until() time.Time             { return time.Time{} }
 
-// lostReply is what the wechat client returns when the request went out and
+// errLostReply is what the wechat client returns when the request went out and
 // no answer came back.
-var lostReply = fmt.Errorf("connection closed: %w", errors.Join(wechat.ErrTransient, wechat.ErrOutcomeUnknown))
+var errLostReply = fmt.Errorf("connection closed: %w", errors.Join(wechat.ErrTransient, wechat.ErrOutcomeUnknown))
 
 // capWindow of the default options: overlap 5m - margin 1m - near max age 10s.
 const defaultCapWindow = 230 * time.Second
@@ -35,7 +35,7 @@ const defaultCapWindow = 230 * time.Second
 func TestLostReplyCapsTheStoredToken(t *testing.T) {
 	f := newFixture(t)
 	first := mustToken(t, f.cache, "wx1")
-	f.src.QueueErr(lostReply)
+	f.src.QueueErr(errLostReply)
 	_, err := f.cache.Invalidate(context.Background(), "wx1", first.Value)
 	if !errors.Is(err, wechat.ErrOutcomeUnknown) {
 		t.Fatalf("err = %v", err)

@@ -1,4 +1,4 @@
-package main
+package cli
 
 import (
 	"context"
@@ -8,8 +8,8 @@ import (
 	"github.com/tokenkeeper/tokenkeeper/internal/refresher"
 )
 
-// serve runs one replica until ctx is done (SIGINT/SIGTERM).
-func serve(ctx context.Context, cfg *config.Config, log *slog.Logger, opts ...refresher.Option) error {
+// Serve runs one replica until ctx is done (SIGINT/SIGTERM).
+func Serve(ctx context.Context, cfg *config.Config, log *slog.Logger, opts ...refresher.Option) error {
 	r, err := refresher.New(cfg, log, opts...)
 	if err != nil {
 		return err
