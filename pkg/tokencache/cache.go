@@ -160,7 +160,7 @@ func (c *Cache) Token(ctx context.Context, appID string) (Token, error) {
 
 func (c *Cache) tokenSlow(ctx context.Context, st *appState) (Token, error) {
 	c.stats.nearMisses.Add(1)
-	tok, found, err := c.read(ctx, st)
+	tok, found, err := c.readShared(ctx, st)
 	now := c.opt.now() // the read may have taken long (a Redis that is going down)
 	switch {
 	case err == nil && found && now.Before(tok.UsableUntil):
@@ -391,6 +391,35 @@ func (c *Cache) read(ctx context.Context, st *appState) (Token, bool, error) {
 		// it brought may be gone already. Read again.
 	}
 	return Token{}, false, nil
+}
+
+// readShared is read, once for every caller of this process that needs the
+// app's record at the same time (after a rotation every reader's copy is
+// superseded at once). Each caller waits only as long as its context allows.
+func (c *Cache) readShared(ctx context.Context, st *appState) (Token, bool, error) {
+	type result struct {
+		tok   Token
+		found bool
+	}
+	ch := c.flight.DoChan(st.id+"\x00read", func() (any, error) {
+		if !c.track() {
+			return result{}, ErrClosed
+		}
+		defer c.wg.Done()
+		rctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), c.opt.LockTTL)
+		defer cancel()
+		stop := context.AfterFunc(c.ctx, cancel)
+		defer stop()
+		tok, found, err := c.read(rctx, st)
+		return result{tok, found}, err
+	})
+	select {
+	case r := <-ch:
+		v, _ := r.Val.(result)
+		return v.tok, v.found, r.Err
+	case <-ctx.Done():
+		return Token{}, false, ctx.Err()
+	}
 }
 
 // app returns the state of appID, creating it on first use. The common case
