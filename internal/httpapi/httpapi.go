@@ -425,14 +425,16 @@ func (a *api) fail(w http.ResponseWriter, r *http.Request, err error) {
 }
 
 // classify maps an error from Tokens to a status, a message for the client
-// and, where known, when trying again makes sense.
+// and, where known, when trying again makes sense. What WeChat said is
+// wechat.ClassName's; everything else is the cache's own errors.
 func classify(err error, now time.Time, passiveRetry time.Duration) (status int, msg string, retryAfter time.Duration) {
 	var held *tokencache.HeldError
 	if errors.As(err, &held) {
 		retryAfter = time.UnixMilli(held.Until).Sub(now)
 	}
+	upstream := wechat.ClassName(err) // "error": not an upstream answer
 	switch {
-	case errors.Is(err, wechat.ErrQuota):
+	case upstream == "quota":
 		if retryAfter <= 0 {
 			retryAfter = wechat.NextQuotaReset(now).Sub(now)
 		}
@@ -450,7 +452,9 @@ func classify(err error, now time.Time, passiveRetry time.Duration) (status int,
 		return http.StatusGatewayTimeout, "timed out waiting for a token", 0
 	case errors.Is(err, context.Canceled):
 		return http.StatusServiceUnavailable, "request cancelled", 0
-	case errors.Is(err, wechat.ErrConfig), errors.Is(err, wechat.ErrTransient), held != nil:
+	case upstream != "error", held != nil:
+		// config, transient, token_invalid: WeChat's answer (or its
+		// absence) is the cause.
 		return http.StatusBadGateway, "upstream WeChat failed: " + err.Error(), retryAfter
 	case errors.Is(err, tokencache.ErrInvalidAppID):
 		return http.StatusBadRequest, err.Error(), 0

@@ -498,6 +498,17 @@ func TestErrorMapping(t *testing.T) {
 		{"transient", fmt.Errorf("fetch: %w", &wechat.Error{Code: -1, Endpoint: wechat.EndpointToken}), 502, "upstream WeChat failed", ""},
 		{"timeout", fmt.Errorf("waiting: %w", context.DeadlineExceeded), 504, "timed out waiting for a token", ""},
 		{"corrupt", &tokencache.CorruptRecordError{Key: "k", Reason: "bad"}, 500, "internal error", ""},
+		{"cancelled", fmt.Errorf("waiting: %w", context.Canceled), 503, "request cancelled", ""},
+		{"invalid appid", fmt.Errorf("%w %q: bad", tokencache.ErrInvalidAppID, "wx a"), 400, "invalid appid", ""},
+		{"held config", &tokencache.HeldError{AppID: "wxa", Until: t0.Add(5 * time.Minute).UnixMilli(), Err: &wechat.Error{Code: 40164, Endpoint: wechat.EndpointToken}}, 502, "errcode 40164", "300"},
+		{"held budget", &tokencache.HeldError{AppID: "wxa", Until: t0.Add(time.Minute).UnixMilli(), Err: fmt.Errorf("%w: used up", tokencache.ErrBudgetExceeded)}, 429, "daily fetch budget exhausted", "60"},
+		{"minute limit", fmt.Errorf("fetch: %w", &wechat.Error{Code: 45011, Endpoint: wechat.EndpointToken}), 502, "errcode 45011", ""},
+		{"lost reply", fmt.Errorf("fetch: %w", &wechat.RequestError{Endpoint: wechat.EndpointToken, Sent: true, Err: errors.New("connection reset")}), 502, "upstream WeChat failed", ""},
+		{"malformed reply", &wechat.ReplyError{Endpoint: wechat.EndpointToken, Status: 502, Reason: "not HTTP 200"}, 502, "malformed reply", ""},
+		{"fetch timed out", fmt.Errorf("fetch: %w", &wechat.RequestError{Endpoint: wechat.EndpointToken, Sent: true, Err: context.DeadlineExceeded}), 504, "timed out waiting for a token", ""},
+		{"config, not sent", &wechat.ConfigError{AppID: "wxa", Reason: "empty secret"}, 502, "empty secret", ""},
+		{"other", errors.New("something else"), 500, "internal error", ""},
+		{"dead business token", fmt.Errorf("x: %w", &wechat.Error{Code: 40001, Endpoint: wechat.EndpointDomainIP}), 502, "upstream WeChat failed", ""},
 		{"passive limited", fmt.Errorf("%w: app %q: 6 passive refreshes in the last 1m0s, fleet-wide", tokencache.ErrPassiveRefreshLimited, "wxa"), 429, "passive refreshes", "60"},
 	} {
 		t.Run(tc.name, func(t *testing.T) {

@@ -645,28 +645,35 @@ func (s *Scheduler) logResult(app, class string, o outcome, next time.Time, fail
 }
 
 // Class names what kind of outcome err is, which decides the next run.
+// What WeChat said is wechat.ClassName's (and the 45011 rule
+// wechat.MinuteLimited's); everything else is the cache's own errors. The
+// order matters where an error matches two: a hold caused by a
+// configuration error is config, any other hold is held.
 func Class(err error) string {
 	if err == nil {
 		return ClassOK // before the targets below, which escape to the heap
 	}
+	upstream := wechat.ClassName(err)
 	var held *tokencache.HeldError
-	var werr *wechat.Error
 	switch {
-	case errors.Is(err, wechat.ErrConfig), errors.Is(err, tokencache.ErrInvalidAppID):
+	case upstream == "config", errors.Is(err, tokencache.ErrInvalidAppID):
 		// Before held: a hold caused by a configuration error ends after a
 		// while, but the error will not.
 		return ClassConfig
 	case errors.As(err, &held):
 		return ClassHeld
-	case errors.Is(err, wechat.ErrQuota):
+	case upstream == "quota":
 		return ClassQuota
 	case errors.Is(err, tokencache.ErrBudgetExceeded):
 		return ClassBudget
-	case errors.As(err, &werr) && werr.Code == 45011:
+	case upstream == "transient" && wechat.MinuteLimited(err):
 		return ClassMinuteLimit
 	case errors.Is(err, tokencache.ErrUnavailable):
 		return ClassUnavailable
 	}
+	// Other transient failures, and what Refresh should not return at all
+	// (a dead business token, a passive-refresh limit, ErrClosed, a corrupt
+	// record it could not replace): retried with the backoff.
 	return ClassTransient
 }
 

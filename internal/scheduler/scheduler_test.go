@@ -657,6 +657,25 @@ func TestClass(t *testing.T) {
 		{fmt.Errorf("%w: down", tokencache.ErrUnavailable), ClassUnavailable},
 		{&wechat.Error{Code: 89501, Endpoint: wechat.EndpointToken}, ClassTransient},
 		{context.DeadlineExceeded, ClassTransient},
+		// Precedence and the errors Refresh can return besides.
+		{&wechat.Error{Code: 40001, Endpoint: wechat.EndpointStableToken}, ClassConfig},
+		{&wechat.ConfigError{AppID: "wxa", Reason: "unknown appid"}, ClassConfig},
+		{&tokencache.HeldError{Err: &wechat.ConfigError{Reason: "no secret"}}, ClassConfig},
+		{&tokencache.HeldError{Err: &wechat.Error{Code: 45011, Endpoint: wechat.EndpointToken}}, ClassHeld},
+		{&tokencache.HeldError{Err: fmt.Errorf("%w: used up", tokencache.ErrBudgetExceeded)}, ClassHeld},
+		{&tokencache.HeldError{Err: &wechat.Error{Code: -1, Endpoint: wechat.EndpointToken}}, ClassHeld},
+		{fmt.Errorf("x: %w", &wechat.Error{Code: 45009, Endpoint: wechat.EndpointToken}), ClassQuota},
+		{fmt.Errorf("x: %w", &wechat.Error{Code: 45011, Endpoint: wechat.EndpointStableToken}), ClassMinuteLimit},
+		{&wechat.Error{Code: 45011, Endpoint: wechat.EndpointDomainIP}, ClassMinuteLimit},
+		{&wechat.Error{Code: -1, Endpoint: wechat.EndpointToken}, ClassTransient},
+		{&wechat.Error{Code: 40001, Endpoint: wechat.EndpointDomainIP}, ClassTransient}, // a dead token is no refresh outcome
+		{&wechat.RequestError{Endpoint: wechat.EndpointToken, Sent: true, Err: errors.New("connection reset")}, ClassTransient},
+		{&wechat.ReplyError{Endpoint: wechat.EndpointToken, Status: 502, Reason: "not HTTP 200"}, ClassTransient},
+		{fmt.Errorf("%w: app", tokencache.ErrPassiveRefreshLimited), ClassTransient},
+		{tokencache.ErrClosed, ClassTransient},
+		{&tokencache.CorruptRecordError{Key: "k", Reason: "bad"}, ClassTransient},
+		{context.Canceled, ClassTransient},
+		{errors.New("anything else"), ClassTransient},
 	} {
 		if got := Class(tc.err); got != tc.want {
 			t.Errorf("Class(%v) = %q; want %q", tc.err, got, tc.want)
