@@ -99,6 +99,8 @@ func New(cfg *config.Config, log *slog.Logger, opts ...Option) (_ *Replica, err 
 		return nil, err
 	}
 	m.SetAppSource(appGauges(r.cache, cfg.AppIDs()))
+	m.SetCacheStats(r.cache.Stats)
+	m.InitApps(cfg.AppIDs())
 
 	sched, err := scheduler.New(scheduler.Config{
 		Apps:      cfg.AppIDs(),
