@@ -432,11 +432,13 @@ func TestConcurrencyIsBounded(t *testing.T) {
 	var mu sync.Mutex
 	running, peak := 0, 0
 	gate := make(chan struct{})
+	entered := make(chan struct{}, apps)
 	ref := newFakeRefresher(func(ctx context.Context, app string, n int) (tokencache.Token, error) {
 		mu.Lock()
 		running++
 		peak = max(peak, running)
 		mu.Unlock()
+		entered <- struct{}{}
 		select {
 		case <-gate:
 		case <-ctx.Done():
@@ -452,8 +454,19 @@ func TestConcurrencyIsBounded(t *testing.T) {
 		names[i] = fmt.Sprintf("wx%02d", i)
 	}
 	h := start(t, Config{Apps: names, Refresher: ref, MaxConcurrent: limit}, nil)
-	for range apps {
-		gate <- struct{}{} // lets one call finish; blocks while none runs
+	in := 0 // calls entered
+	for done := 0; done < apps; done++ {
+		// Every free slot is filled before one call is let finish: the
+		// peak is then exactly the limit, not a matter of timing.
+		for in-done < min(limit, apps-done) {
+			select {
+			case <-entered:
+				in++
+			case <-time.After(5 * time.Second):
+				t.Fatalf("%d calls running after %d finished; want %d", in-done, done, min(limit, apps-done))
+			}
+		}
+		gate <- struct{}{}
 		h.result()
 	}
 	if peak != limit {
