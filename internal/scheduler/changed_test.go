@@ -371,3 +371,25 @@ func TestChangedIgnoresUnknownStoppedAndIdleSchedulers(t *testing.T) {
 		t.Fatal("the stopped app was refreshed again")
 	}
 }
+
+// A change reported before the app's Refresh starts is read by that
+// Refresh: no Peek follows it.
+func TestChangedBeforeARefreshCostsNoPeek(t *testing.T) {
+	clock := &fakeClock{now: t0}
+	p := &peekingRefresher{fakeRefresher: steady(clock), peek: func(int) (tokencache.Token, bool, error) {
+		return tokenAt(clock.Now(), time.Minute, time.Minute), true, nil
+	}}
+	h := startOn(t, clock, Config{Apps: []string{"wxa"}, Refresher: p, MaxConcurrent: 1}, zeroRand)
+	h.result()
+	next := h.waitIdle()
+	// Make the app due and report a change in the same instant: the loop
+	// sees both together, refreshes first, and the refresh covers the change.
+	clock.mu.Lock()
+	clock.now = next
+	clock.mu.Unlock()
+	h.s.Changed("wxa")
+	h.result()
+	if h.waitIdle(); p.Peeks() != 0 {
+		t.Fatalf("%d Peeks after a Refresh that started after the change; want 0", p.Peeks())
+	}
+}

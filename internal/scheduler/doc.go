@@ -36,8 +36,9 @@
 // never fetches) on a free worker and moves its next run to the record's
 // RefreshAt plus jitter; bursts coalesce to one read under way and one
 // after it. It costs nothing in steady state: the cache does not report the
-// changes this process made itself, and a replica that does not lead
-// ignores them.
+// changes this process made itself (but for a rare race between its own
+// write and the announcement of it, which costs one read), and a replica
+// that does not lead ignores them.
 //
 // Run returns as soon as its context is done, which is how the leader stops
 // refreshing the moment it loses the lead; it may be called again for the

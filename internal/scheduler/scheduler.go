@@ -346,6 +346,7 @@ func (s *Scheduler) Run(ctx context.Context) error {
 		for inflight < s.maxConc && len(s.due) > 0 && !s.due[0].next.After(now) {
 			e := heap.Pop(&s.due).(*entry)
 			e.running = true
+			e.changed = false // the Refresh reads the record after any change reported so far
 			jobs <- job{e: e}
 			inflight++
 		}
