@@ -19,8 +19,9 @@
 // WWW-Authenticate: Bearer), 403 app not allowed for the key (also for an
 // unknown app, so a restricted key cannot probe which apps exist), 404
 // unknown app or route, 405 wrong method (with Allow), 413 body over 4 KiB,
-// 415 body not application/json, 429 invalidations over the rate or the
-// app's daily quota/budget exhausted (Retry-After), 502 WeChat failed, 503
+// 415 body not application/json, 429 invalidations over the key's rate,
+// passive refreshes over the app's fleet-wide rate, or the app's daily
+// quota/budget exhausted (Retry-After), 502 WeChat failed, 503
 // Redis unreachable with no token in memory, 504 timed out waiting for a
 // fetch.
 //
@@ -30,9 +31,11 @@
 // names the apps it may read ("*" for all). /healthz, /readyz and /metrics
 // are open, as probes and scrapers expect; they reveal app ids at most.
 //
-// Invalidations are rate-limited per app: the cache already turns a
-// thousand reports of the same dead token into one fetch, and the limit
-// bounds what a confused client can cost in Redis round trips.
+// Invalidations are rate-limited per API key, in each process: the cache
+// already turns a thousand reports of the same dead token into one fetch,
+// costs nothing for a token that is not the current one, and limits real
+// mints per app fleet-wide; this limit bounds what one confused or hostile
+// client can cost in Redis round trips, and only that client is slowed.
 //
 // No log line carries a token or a key: tokens appear only as
 // wechat.Fingerprint, keys only by name.

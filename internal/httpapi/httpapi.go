@@ -17,7 +17,6 @@ import (
 	"slices"
 	"strconv"
 	"strings"
-	"sync"
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
@@ -65,10 +64,19 @@ type Config struct {
 	// Logger receives failures (WARN/ERROR), invalidations (INFO) and an
 	// access line per request (DEBUG). Nil discards.
 	Logger *slog.Logger
-	// InvalidateRate limits invalidations per app (default 1/s) with a
-	// burst of InvalidateBurst (default 5).
+	// InvalidateRate limits the invalidations each API key may send
+	// (default 1/s), with a burst of InvalidateBurst (default 5), over all
+	// its apps, in this process. Per key, so a key that sends junk or
+	// loops only throttles itself; what real mints cost is bounded
+	// fleet-wide by the cache (tokencache.WithPassiveRefreshLimit). Without
+	// API keys every caller shares one limit.
 	InvalidateRate  rate.Limit
 	InvalidateBurst int
+	// PassiveRefreshWindow is the Retry-After sent when the cache refuses
+	// a passive refresh over its fleet-wide rate
+	// (tokencache.ErrPassiveRefreshLimited): the window of that rate
+	// (default 1m, tokencache's default).
+	PassiveRefreshWindow time.Duration
 	// Clock is the time source for expires_in and the rate limiter
 	// (default time.Now).
 	Clock func() time.Time
@@ -103,16 +111,16 @@ type api struct {
 	now          func() time.Time
 	rate         rate.Limit
 	burst        int
-
-	limitersMu sync.Mutex
-	limiters   map[string]*rate.Limiter
+	passiveRetry time.Duration
+	anonLimit    *rate.Limiter // invalidations when no API key is configured
 }
 
 type key struct {
-	name string
-	hash [sha256.Size]byte
-	all  bool
-	apps map[string]bool
+	name  string
+	hash  [sha256.Size]byte
+	all   bool
+	apps  map[string]bool
+	limit *rate.Limiter // this key's invalidations
 }
 
 // New validates cfg and returns the API's handler.
@@ -131,7 +139,7 @@ func New(cfg Config) (http.Handler, error) {
 		now:          cfg.Clock,
 		rate:         cfg.InvalidateRate,
 		burst:        cfg.InvalidateBurst,
-		limiters:     map[string]*rate.Limiter{},
+		passiveRetry: cfg.PassiveRefreshWindow,
 	}
 	for i, app := range cfg.Apps {
 		if app == "" {
@@ -183,6 +191,9 @@ func New(cfg Config) (http.Handler, error) {
 	if cfg.InvalidateBurst < 0 {
 		errs = append(errs, fmt.Errorf("InvalidateBurst %d: must not be negative", cfg.InvalidateBurst))
 	}
+	if cfg.PassiveRefreshWindow < 0 {
+		errs = append(errs, fmt.Errorf("PassiveRefreshWindow %v: must not be negative", cfg.PassiveRefreshWindow))
+	}
 	if len(errs) > 0 {
 		return nil, fmt.Errorf("httpapi: invalid config: %w", errors.Join(errs...))
 	}
@@ -201,6 +212,13 @@ func New(cfg Config) (http.Handler, error) {
 	if a.burst == 0 {
 		a.burst = 5
 	}
+	if a.passiveRetry == 0 {
+		a.passiveRetry = time.Minute
+	}
+	for i := range a.keys {
+		a.keys[i].limit = rate.NewLimiter(a.rate, a.burst)
+	}
+	a.anonLimit = rate.NewLimiter(a.rate, a.burst)
 	if cfg.Gatherer != nil {
 		a.metricsH = promhttp.HandlerFor(cfg.Gatherer, promhttp.HandlerOpts{ErrorLog: slogErrorLog{a.log}})
 	}
@@ -236,7 +254,8 @@ type request struct {
 	route string
 	app   string
 	key   string // name of the API key used
-	err   error  // the failure behind a 5xx, for the log
+	limit *rate.Limiter
+	err   error // the failure behind a 5xx, for the log
 }
 
 type ctxKey struct{}
@@ -288,7 +307,7 @@ func (a *api) appRoute(h func(w http.ResponseWriter, r *http.Request, app string
 				writeError(w, http.StatusUnauthorized, problem)
 				return
 			}
-			rq.key = k.name
+			rq.key, rq.limit = k.name, k.limit
 			if !k.all && !k.apps[app] {
 				writeError(w, http.StatusForbidden, fmt.Sprintf("API key %q may not read app %q", k.name, truncate(app, 64)))
 				return
@@ -299,6 +318,9 @@ func (a *api) appRoute(h func(w http.ResponseWriter, r *http.Request, app string
 			return
 		}
 		rq.app = app
+		if rq.limit == nil {
+			rq.limit = a.anonLimit
+		}
 		h(w, r, app)
 	}
 }
@@ -363,9 +385,13 @@ func (a *api) serveInvalidate(w http.ResponseWriter, r *http.Request, app string
 		writeError(w, status, err.Error())
 		return
 	}
-	if lim := a.limiter(app); !lim.AllowN(a.now(), 1) {
+	if rq := reqOf(r); !rq.limit.AllowN(a.now(), 1) {
 		w.Header().Set("Retry-After", strconv.Itoa(int(math.Ceil(1/float64(a.rate)))))
-		writeError(w, http.StatusTooManyRequests, fmt.Sprintf("too many invalidations for app %q; at most %v per second", app, float64(a.rate)))
+		from := ""
+		if rq.key != "" {
+			from = fmt.Sprintf(" from API key %q", rq.key)
+		}
+		writeError(w, http.StatusTooManyRequests, fmt.Sprintf("too many invalidations%s; at most %v per second", from, float64(a.rate)))
 		return
 	}
 	a.log.Info("httpapi: token reported invalid", "app", app, "token", wechat.Fingerprint(bad), "api_key", reqOf(r).key)
@@ -375,17 +401,6 @@ func (a *api) serveInvalidate(w http.ResponseWriter, r *http.Request, app string
 		return
 	}
 	a.writeToken(w, tok)
-}
-
-func (a *api) limiter(app string) *rate.Limiter {
-	a.limitersMu.Lock()
-	defer a.limitersMu.Unlock()
-	lim, ok := a.limiters[app]
-	if !ok {
-		lim = rate.NewLimiter(a.rate, a.burst)
-		a.limiters[app] = lim
-	}
-	return lim
 }
 
 func (a *api) writeToken(w http.ResponseWriter, tok tokencache.Token) {
@@ -401,7 +416,7 @@ func (a *api) writeToken(w http.ResponseWriter, tok tokencache.Token) {
 
 // fail maps a Tokens error to a status.
 func (a *api) fail(w http.ResponseWriter, r *http.Request, err error) {
-	status, msg, retryAfter := classify(err, a.now())
+	status, msg, retryAfter := classify(err, a.now(), a.passiveRetry)
 	if retryAfter > 0 {
 		w.Header().Set("Retry-After", strconv.FormatInt(int64(math.Ceil(retryAfter.Seconds())), 10))
 	}
@@ -410,14 +425,16 @@ func (a *api) fail(w http.ResponseWriter, r *http.Request, err error) {
 }
 
 // classify maps an error from Tokens to a status, a message for the client
-// and, where known, when trying again makes sense.
-func classify(err error, now time.Time) (status int, msg string, retryAfter time.Duration) {
+// and, where known, when trying again makes sense. What WeChat said is
+// wechat.ClassName's; everything else is the cache's own errors.
+func classify(err error, now time.Time, passiveRetry time.Duration) (status int, msg string, retryAfter time.Duration) {
 	var held *tokencache.HeldError
 	if errors.As(err, &held) {
 		retryAfter = time.UnixMilli(held.Until).Sub(now)
 	}
+	upstream := wechat.ClassName(err) // "error": not an upstream answer
 	switch {
-	case errors.Is(err, wechat.ErrQuota):
+	case upstream == "quota":
 		if retryAfter <= 0 {
 			retryAfter = wechat.NextQuotaReset(now).Sub(now)
 		}
@@ -427,13 +444,17 @@ func classify(err error, now time.Time) (status int, msg string, retryAfter time
 			retryAfter = wechat.NextQuotaReset(now).Sub(now)
 		}
 		return http.StatusTooManyRequests, "daily fetch budget exhausted for this app: " + err.Error(), retryAfter
+	case errors.Is(err, tokencache.ErrPassiveRefreshLimited):
+		return http.StatusTooManyRequests, "too many passive refreshes for this app, fleet-wide; try again later: " + err.Error(), passiveRetry
 	case errors.Is(err, tokencache.ErrUnavailable), errors.Is(err, tokencache.ErrClosed):
 		return http.StatusServiceUnavailable, "token store unavailable: " + err.Error(), 0
 	case errors.Is(err, context.DeadlineExceeded):
 		return http.StatusGatewayTimeout, "timed out waiting for a token", 0
 	case errors.Is(err, context.Canceled):
 		return http.StatusServiceUnavailable, "request cancelled", 0
-	case errors.Is(err, wechat.ErrConfig), errors.Is(err, wechat.ErrTransient), held != nil:
+	case upstream != "error", held != nil:
+		// config, transient, token_invalid: WeChat's answer (or its
+		// absence) is the cause.
 		return http.StatusBadGateway, "upstream WeChat failed: " + err.Error(), retryAfter
 	case errors.Is(err, tokencache.ErrInvalidAppID):
 		return http.StatusBadRequest, err.Error(), 0

@@ -410,7 +410,8 @@ func TestInvalidateMalformedRequests(t *testing.T) {
 	}
 }
 
-func TestInvalidateRateLimitPerApp(t *testing.T) {
+// The limit is per API key, over all its apps; reads are never limited.
+func TestInvalidateRateLimitPerKeyOverItsApps(t *testing.T) {
 	e := newEnv(t, func(c *Config) { c.InvalidateRate, c.InvalidateBurst = 1, 2 })
 	for i := range 2 {
 		if w := e.invalidate("wxa", keyAll, "stale"); w.Code != 200 {
@@ -418,15 +419,16 @@ func TestInvalidateRateLimitPerApp(t *testing.T) {
 		}
 	}
 	w := e.invalidate("wxa", keyAll, "stale")
-	errorOf(t, w, 429, `too many invalidations for app "wxa"`)
+	errorOf(t, w, 429, `too many invalidations from API key "ops"; at most 1 per second`)
 	if got := w.Header().Get("Retry-After"); got != "1" {
 		t.Fatalf("Retry-After %q; want 1", got)
 	}
-	if w := e.invalidate("wxb", keyAll, "stale"); w.Code != 200 {
-		t.Fatalf("another app is limited too: status %d", w.Code)
+	errorOf(t, e.invalidate("wxb", keyAll, "stale"), 429, `from API key "ops"`) // the same key, another app
+	if w := e.invalidate("wxa", keyBackend, "stale"); w.Code != 200 {
+		t.Fatalf("another key is limited too: status %d", w.Code)
 	}
 	if got := len(e.tokens.invalidations()); got != 3 {
-		t.Fatalf("%d invalidations reached Tokens; the limited one must not", got)
+		t.Fatalf("%d invalidations reached Tokens; the limited ones must not", got)
 	}
 	e.clock.Advance(time.Second)
 	if w := e.invalidate("wxa", keyAll, "stale"); w.Code != 200 {
@@ -437,6 +439,43 @@ func TestInvalidateRateLimitPerApp(t *testing.T) {
 		if w := e.do(req{path: "/v1/apps/wxa/token", key: keyAll}); w.Code != 200 {
 			t.Fatalf("token read limited: %d", w.Code)
 		}
+	}
+}
+
+// Without API keys (demo only) there is no one to tell apart: every caller
+// shares one limit.
+func TestInvalidateRateLimitWithoutKeysIsShared(t *testing.T) {
+	e := newEnv(t, func(c *Config) { c.APIKeys, c.InvalidateRate, c.InvalidateBurst = nil, 1, 1 })
+	if w := e.invalidate("wxa", "", "stale"); w.Code != 200 {
+		t.Fatalf("first invalidation: status %d", w.Code)
+	}
+	errorOf(t, e.invalidate("wxb", "", "stale"), 429, "too many invalidations; at most 1 per second")
+}
+
+// One key sending junk at 20 a second throttles only itself: another key's
+// reports of the token that really failed are never answered 429. (The
+// cache spends nothing on junk; the fleet-wide limit on real mints is the
+// cache's.)
+func TestInvalidateRateLimitIsPerKey(t *testing.T) {
+	e := newEnv(t, nil) // the defaults: 1 a second, a burst of 5
+	hostile429, legit, legit429 := 0, 0, 0
+	for i := range 200 { // 10 s of junk at 20/s from "ops"
+		e.clock.Advance(50 * time.Millisecond)
+		if w := e.invalidate("wxa", keyAll, fmt.Sprintf("junk-%03d", i)); w.Code == http.StatusTooManyRequests {
+			hostile429++
+		}
+		if i%20 == 10 { // once a second, "backend" reports the token that failed
+			legit++
+			if w := e.invalidate("wxa", keyBackend, e.tokens.current("wxa")); w.Code == http.StatusTooManyRequests {
+				legit429++
+			}
+		}
+	}
+	if legit429 > 0 {
+		t.Fatalf("%d of %d legitimate reports from another key answered 429 while one key sent junk", legit429, legit)
+	}
+	if hostile429 < 150 {
+		t.Fatalf("the junk-sending key got only %d of 200 answered 429; want it throttled to about 1/s", hostile429)
 	}
 }
 
@@ -459,6 +498,18 @@ func TestErrorMapping(t *testing.T) {
 		{"transient", fmt.Errorf("fetch: %w", &wechat.Error{Code: -1, Endpoint: wechat.EndpointToken}), 502, "upstream WeChat failed", ""},
 		{"timeout", fmt.Errorf("waiting: %w", context.DeadlineExceeded), 504, "timed out waiting for a token", ""},
 		{"corrupt", &tokencache.CorruptRecordError{Key: "k", Reason: "bad"}, 500, "internal error", ""},
+		{"cancelled", fmt.Errorf("waiting: %w", context.Canceled), 503, "request cancelled", ""},
+		{"invalid appid", fmt.Errorf("%w %q: bad", tokencache.ErrInvalidAppID, "wx a"), 400, "invalid appid", ""},
+		{"held config", &tokencache.HeldError{AppID: "wxa", Until: t0.Add(5 * time.Minute).UnixMilli(), Err: &wechat.Error{Code: 40164, Endpoint: wechat.EndpointToken}}, 502, "errcode 40164", "300"},
+		{"held budget", &tokencache.HeldError{AppID: "wxa", Until: t0.Add(time.Minute).UnixMilli(), Err: fmt.Errorf("%w: used up", tokencache.ErrBudgetExceeded)}, 429, "daily fetch budget exhausted", "60"},
+		{"minute limit", fmt.Errorf("fetch: %w", &wechat.Error{Code: 45011, Endpoint: wechat.EndpointToken}), 502, "errcode 45011", ""},
+		{"lost reply", fmt.Errorf("fetch: %w", &wechat.RequestError{Endpoint: wechat.EndpointToken, Sent: true, Err: errors.New("connection reset")}), 502, "upstream WeChat failed", ""},
+		{"malformed reply", &wechat.ReplyError{Endpoint: wechat.EndpointToken, Status: 502, Reason: "not HTTP 200"}, 502, "malformed reply", ""},
+		{"fetch timed out", fmt.Errorf("fetch: %w", &wechat.RequestError{Endpoint: wechat.EndpointToken, Sent: true, Err: context.DeadlineExceeded}), 504, "timed out waiting for a token", ""},
+		{"config, not sent", &wechat.ConfigError{AppID: "wxa", Reason: "empty secret"}, 502, "empty secret", ""},
+		{"other", errors.New("something else"), 500, "internal error", ""},
+		{"dead business token", fmt.Errorf("x: %w", &wechat.Error{Code: 40001, Endpoint: wechat.EndpointDomainIP}), 502, "upstream WeChat failed", ""},
+		{"passive limited", fmt.Errorf("%w: app %q: 6 passive refreshes in the last 1m0s, fleet-wide", tokencache.ErrPassiveRefreshLimited, "wxa"), 429, "passive refreshes", "60"},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			e := newEnv(t, nil)
@@ -546,6 +597,7 @@ func TestNewValidates(t *testing.T) {
 		{"no apps", func(c *Config) { c.APIKeys[1].Apps = nil }, `APIKeys[1] ("backend"): lists no apps`},
 		{"unknown app", func(c *Config) { c.APIKeys[1].Apps = []string{"wxz"} }, `APIKeys[1] ("backend"): app "wxz" is not configured`},
 		{"negative rate", func(c *Config) { c.InvalidateRate = -1 }, "InvalidateRate -1: must not be negative"},
+		{"negative passive window", func(c *Config) { c.PassiveRefreshWindow = -time.Second }, "PassiveRefreshWindow -1s: must not be negative"},
 	} {
 		cfg := defaultConfig(tokens)
 		tc.edit(&cfg)

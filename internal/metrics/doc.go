@@ -3,11 +3,13 @@
 // Everything is registered on a Registerer the caller supplies, so the
 // process decides what else (Go runtime, process) is exported and tests use
 // a fresh registry each. Event metrics (fetches, lock waits, leadership,
-// HTTP requests) are fed by small methods the wiring calls from the cache's
-// hooks, the elector's callbacks and the HTTP API. Per-app state (usable
-// life left, token age, fetches today) is not pushed at all: it is read at
-// scrape time from a func the wiring supplies, so 10,000 apps cost no
-// goroutine and no update traffic between scrapes.
+// HTTP requests, tokens killed outside) are fed by small methods the wiring
+// calls from the cache's hooks, the elector's callbacks and the HTTP API.
+// The cache's own counters are read from its Stats at scrape time: the
+// token hit path updates no metric. Per-app state (usable life left, token
+// age, fetches today) is not pushed at all: it is read at scrape time from
+// a func the wiring supplies, so 10,000 apps cost no goroutine and no
+// update traffic between scrapes.
 //
 // The series (all prefixed tokenkeeper_):
 //
@@ -18,12 +20,17 @@
 //	leader                               gauge: 1 while this replica leads
 //	leader_transitions_total             counter: lead gained or lost
 //	scheduler_refreshes_total{class}     counter: scheduler Refresh calls by outcome class
+//	tokens_killed_outside_total{app}     counter: current tokens WeChat refused before their usable end (Hooks.OnKilledOutside)
 //	http_requests_total{route,code}      counter: API requests by route pattern and status
 //	http_request_duration_seconds{route} histogram: their duration
 //	token_usable_seconds{app}            gauge, at scrape: usable life left (0 without a token)
 //	token_age_seconds{app}               gauge, at scrape: time since the token was fetched
 //	quota_used_today{app}                gauge, at scrape: fleet-wide fetches this Beijing day
 //	apps                                 gauge, at scrape: apps the source reported
+//	cache_corrupt_records_total          counter, at scrape: corrupt records read from Redis (Stats)
+//	cache_revalidations_total{result}    counter, at scrape: background re-reads of a near copy, ok or error (Stats)
+//	cache_subscription_gaps_total        counter, at scrape: (re)subscriptions to the change channel (Stats)
+//	invalidations_total{outcome}         counter, at scrape: passive-refresh reports, ignored, refuted or believed (Stats)
 //
 // Histograms carry no app label, so 10,000 apps add counters, not bucket
 // sets.

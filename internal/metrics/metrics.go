@@ -43,11 +43,13 @@ type Metrics struct {
 	httpRequests      *prometheus.CounterVec
 	httpDuration      *prometheus.HistogramVec
 	schedulerRuns     *prometheus.CounterVec
+	killedOutside     *prometheus.CounterVec
 
 	isLeader atomic.Bool
 	leaderMu sync.Mutex // orders SetLeader's compare and counter update
 
-	apps appCollector
+	apps  appCollector
+	cache cacheCollector
 }
 
 // fetchResults are the FetchEvent.Result values tokencache documents; any
@@ -55,7 +57,7 @@ type Metrics struct {
 // label set.
 var fetchResults = map[string]bool{
 	"ok": true, "refused": true, "transient": true, "quota": true,
-	"config": true, "budget": true, "error": true,
+	"config": true, "budget": true, "limited": true, "error": true,
 }
 
 // New creates the collectors and registers them on reg. It fails if any of
@@ -67,7 +69,7 @@ func New(reg prometheus.Registerer) (*Metrics, error) {
 	m := &Metrics{
 		fetches: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Namespace: Namespace, Name: "fetches_total",
-			Help: "Upstream token fetches sent by this process, by app and result (ok, refused, transient, quota, config, budget, error, other).",
+			Help: "Upstream token fetches sent by this process, by app and result (ok, refused, transient, quota, config, budget, limited, error, other).",
 		}, []string{"app", "result"}),
 		fetchDuration: prometheus.NewHistogramVec(prometheus.HistogramOpts{
 			Namespace: Namespace, Name: "fetch_duration_seconds",
@@ -104,11 +106,16 @@ func New(reg prometheus.Registerer) (*Metrics, error) {
 			Namespace: Namespace, Name: "scheduler_refreshes_total",
 			Help: "Refresh calls made by the scheduler, by outcome class.",
 		}, []string{"class"}),
+		killedOutside: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Namespace: Namespace, Name: "tokens_killed_outside_total",
+			Help: "Current tokens that WeChat refused before their usable end: killed by a fetch outside the fleet (is the AppSecret used elsewhere?).",
+		}, []string{"app"}),
 	}
 	m.apps.init()
+	m.cache.init()
 	for _, c := range []prometheus.Collector{
 		m.fetches, m.fetchDuration, m.lockWaits, m.lockWaitDuration, m.leader,
-		m.leaderTransitions, m.httpRequests, m.httpDuration, m.schedulerRuns, &m.apps,
+		m.leaderTransitions, m.httpRequests, m.httpDuration, m.schedulerRuns, m.killedOutside, &m.apps, &m.cache,
 	} {
 		if err := reg.Register(c); err != nil {
 			return nil, errors.New("metrics: register: " + err.Error())
@@ -128,9 +135,44 @@ func (m *Metrics) SetAppSource(f func() []AppGauge) {
 	m.apps.source.Store(&f)
 }
 
-// Hooks returns tokencache hooks that feed ObserveFetch and ObserveLockWait.
+// InitApps starts the per-app killed-outside counter of each configured app
+// at 0, so that increase() and rate() see an app's first kill (a series
+// that appears at 1 has no increase). Apps not listed get their series on
+// their first kill.
+func (m *Metrics) InitApps(apps []string) {
+	if m == nil {
+		return
+	}
+	for _, app := range apps {
+		m.killedOutside.WithLabelValues(app)
+	}
+}
+
+// SetCacheStats sets the func read at every scrape for the cache's own
+// counters (corrupt records, passive-refresh outcomes, revalidations,
+// subscription gaps): normally the process's (*tokencache.Cache).Stats,
+// which only loads atomics. Like SetAppSource it is separate from New
+// because the cache needs Hooks first.
+func (m *Metrics) SetCacheStats(f func() tokencache.Stats) {
+	if m == nil {
+		return
+	}
+	m.cache.source.Store(&f)
+}
+
+// Hooks returns tokencache hooks that feed ObserveFetch, ObserveLockWait and
+// ObserveKilledOutside.
 func (m *Metrics) Hooks() tokencache.Hooks {
-	return tokencache.Hooks{OnFetch: m.ObserveFetch, OnLockWait: m.ObserveLockWait}
+	return tokencache.Hooks{OnFetch: m.ObserveFetch, OnLockWait: m.ObserveLockWait, OnKilledOutside: m.ObserveKilledOutside}
+}
+
+// ObserveKilledOutside counts one current token found dead before its
+// usable end (tokencache Hooks.OnKilledOutside).
+func (m *Metrics) ObserveKilledOutside(appID string) {
+	if m == nil {
+		return
+	}
+	m.killedOutside.WithLabelValues(appID).Inc()
 }
 
 // ObserveFetch counts one upstream fetch attempt (tokencache Hooks.OnFetch).
@@ -242,4 +284,52 @@ func (c *appCollector) Collect(ch chan<- prometheus.Metric) {
 			ch <- prometheus.MustNewConstMetric(c.fetches, prometheus.GaugeValue, float64(a.FetchesToday), a.AppID)
 		}
 	}
+}
+
+// cacheCollector reports the cache's own counters from its Stats at scrape
+// time: none of them is updated on the token hit path, and none is copied.
+type cacheCollector struct {
+	source        atomic.Pointer[func() tokencache.Stats]
+	corrupt       *prometheus.Desc
+	revalidations *prometheus.Desc
+	gaps          *prometheus.Desc
+	invalidations *prometheus.Desc
+}
+
+func (c *cacheCollector) init() {
+	c.corrupt = prometheus.NewDesc(Namespace+"_cache_corrupt_records_total",
+		"Corrupt records this process read from Redis (never served; a fetch replaces them).", nil, nil)
+	c.revalidations = prometheus.NewDesc(Namespace+"_cache_revalidations_total",
+		"Background re-reads of a near-cached token by this process: ok (Redis confirmed it), error (Redis did not answer; the copy kept serving).",
+		[]string{"result"}, nil)
+	c.gaps = prometheus.NewDesc(Namespace+"_cache_subscription_gaps_total",
+		"(Re)subscriptions to the change channel: announcements may have been missed, so every near copy was re-confirmed.", nil, nil)
+	c.invalidations = prometheus.NewDesc(Namespace+"_invalidations_total",
+		`Passive-refresh reports handled by this process, by outcome: ignored (not the current token; nothing spent), refuted (WeChat still accepts it), believed (went on to fetch or to wait for a fetch; those the fleet-wide rate refused are fetches_total{result="limited"}).`,
+		[]string{"outcome"}, nil)
+}
+
+func (c *cacheCollector) Describe(ch chan<- *prometheus.Desc) {
+	ch <- c.corrupt
+	ch <- c.revalidations
+	ch <- c.gaps
+	ch <- c.invalidations
+}
+
+func (c *cacheCollector) Collect(ch chan<- prometheus.Metric) {
+	f := c.source.Load()
+	if f == nil {
+		return
+	}
+	s := (*f)()
+	counter := func(d *prometheus.Desc, v int64, labels ...string) {
+		ch <- prometheus.MustNewConstMetric(d, prometheus.CounterValue, float64(v), labels...)
+	}
+	counter(c.corrupt, s.CorruptRecords)
+	counter(c.revalidations, s.Revalidations, "ok")
+	counter(c.revalidations, s.RevalidationErrors, "error")
+	counter(c.gaps, s.SubscriptionGaps)
+	counter(c.invalidations, s.InvalidationsIgnored, "ignored")
+	counter(c.invalidations, s.InvalidationsRefuted, "refuted")
+	counter(c.invalidations, s.Invalidations, "believed")
 }

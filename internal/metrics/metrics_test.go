@@ -39,7 +39,7 @@ func TestFetchesAndLockWaits(t *testing.T) {
 	h.OnLockWait("wxb", 3*time.Second)
 
 	err := testutil.GatherAndCompare(reg, strings.NewReader(`
-# HELP tokenkeeper_fetches_total Upstream token fetches sent by this process, by app and result (ok, refused, transient, quota, config, budget, error, other).
+# HELP tokenkeeper_fetches_total Upstream token fetches sent by this process, by app and result (ok, refused, transient, quota, config, budget, limited, error, other).
 # TYPE tokenkeeper_fetches_total counter
 tokenkeeper_fetches_total{app="wxa",result="ok"} 2
 tokenkeeper_fetches_total{app="wxb",result="other"} 1
@@ -187,6 +187,8 @@ func TestNoTokenOrSecretInAnyLabel(t *testing.T) {
 	m.SetAppSource(func() []AppGauge {
 		return []AppGauge{{AppID: "wxa", HasToken: true, UsableFor: time.Hour, FetchesToday: 1}}
 	})
+	m.SetCacheStats(func() tokencache.Stats { return tokencache.Stats{CorruptRecords: 1, InvalidationsIgnored: 2} })
+	m.ObserveKilledOutside("wxa")
 
 	mfs, err := reg.Gather()
 	if err != nil {
@@ -218,7 +220,11 @@ func TestNilMetricsIsANoOp(t *testing.T) {
 	m.ObserveRefresh("ok")
 	m.ObserveHTTP("r", 200, time.Second)
 	m.SetAppSource(func() []AppGauge { return nil })
+	m.SetCacheStats(func() tokencache.Stats { return tokencache.Stats{} })
+	m.InitApps([]string{"wxa"})
+	m.ObserveKilledOutside("wxa")
 	m.Hooks().OnFetch(tokencache.FetchEvent{AppID: "wxa"})
+	m.Hooks().OnKilledOutside("wxa")
 }
 
 func TestNewRejectsNilAndDoubleRegistration(t *testing.T) {
@@ -241,6 +247,8 @@ func TestMetricNamesPassPromlint(t *testing.T) {
 	m.ObserveHTTP("r", 200, time.Second)
 	m.ObserveRefresh("ok")
 	m.SetAppSource(func() []AppGauge { return []AppGauge{{AppID: "wxa", HasToken: true, FetchesToday: 1}} })
+	m.SetCacheStats(func() tokencache.Stats { return tokencache.Stats{CorruptRecords: 1} })
+	m.ObserveKilledOutside("wxa")
 	problems, err := testutil.GatherAndLint(reg)
 	if err != nil {
 		t.Fatal(err)

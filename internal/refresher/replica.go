@@ -7,6 +7,7 @@ import (
 	"log/slog"
 	"net"
 	"net/http"
+	"sync/atomic"
 	"syscall"
 	"time"
 
@@ -84,10 +85,22 @@ func New(cfg *config.Config, log *slog.Logger, opts ...Option) (_ *Replica, err 
 		m.ObserveFetch(ev)
 		r.writer.Record(ev)
 	}
+	// The scheduler needs the cache, and the cache its hooks: the
+	// scheduler is set once built. A record changed by any process (a cap
+	// after another replica's failed passive refresh) re-plans its app;
+	// Changed is a no-op while this replica does not lead.
+	var schedPtr atomic.Pointer[scheduler.Scheduler]
+	hooks.OnChange = func(app string) {
+		if s := schedPtr.Load(); s != nil {
+			s.Changed(app)
+		}
+	}
 	if r.cache, err = backend.NewCache(cfg, r.client, tokencache.WithLogger(r.log), tokencache.WithHooks(hooks)); err != nil {
 		return nil, err
 	}
 	m.SetAppSource(appGauges(r.cache, cfg.AppIDs()))
+	m.SetCacheStats(r.cache.Stats)
+	m.InitApps(cfg.AppIDs())
 
 	sched, err := scheduler.New(scheduler.Config{
 		Apps:      cfg.AppIDs(),
@@ -98,6 +111,7 @@ func New(cfg *config.Config, log *slog.Logger, opts ...Option) (_ *Replica, err 
 	if err != nil {
 		return nil, err
 	}
+	schedPtr.Store(sched)
 
 	r.elector, err = lock.NewElector(cfg.ElectorConfig(r.client, lock.LeaderCallbacks{
 		// The gauge follows the elector's own flag, set synchronously:

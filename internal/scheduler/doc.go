@@ -29,6 +29,17 @@
 //     which is what tokencache serves from memory while Redis is down):
 //     exponential backoff from 1 s to 1 min with jitter.
 //
+// A record can also change under the scheduler: another process stores a
+// token, or caps the stored one (a passive refresh whose fetch lost its
+// reply), which leaves the token a few minutes. Changed, wired to
+// tokencache's Hooks.OnChange, re-reads that app's record (Peek, which
+// never fetches) on a free worker and moves its next run to the record's
+// RefreshAt plus jitter; bursts coalesce to one read under way and one
+// after it. It costs nothing in steady state: the cache does not report the
+// changes this process made itself (but for a rare race between its own
+// write and the announcement of it, which costs one read), and a replica
+// that does not lead ignores them.
+//
 // Run returns as soon as its context is done, which is how the leader stops
 // refreshing the moment it loses the lead; it may be called again for the
 // next term.

@@ -23,6 +23,14 @@ type Refresher interface {
 	Refresh(ctx context.Context, appID string) (tokencache.Token, error)
 }
 
+// Peeker reads an app's record without ever fetching; *tokencache.Cache is
+// one. When the Refresher is also a Peeker, Changed re-reads a changed
+// record with it; otherwise a change makes the app due at once (Refresh
+// reads the record too, and fetches only if it is due).
+type Peeker interface {
+	Peek(ctx context.Context, appID string) (tok tokencache.Token, found bool, err error)
+}
+
 // Defaults for the zero values in Config.
 const (
 	DefaultMaxJitter     = 5 * time.Second
@@ -153,6 +161,7 @@ var ErrRunning = errors.New("scheduler: already running")
 // Scheduler refreshes a fixed set of apps. Build it with New.
 type Scheduler struct {
 	refresher   Refresher
+	peeker      Peeker // nil if the Refresher is not one
 	now         func() time.Time
 	log         *slog.Logger
 	maxJitter   time.Duration
@@ -162,9 +171,15 @@ type Scheduler struct {
 
 	running atomic.Bool
 
-	mu      sync.Mutex // guards entries' fields and the heap
+	mu      sync.Mutex // guards entries' fields, the heap and pending
 	entries []*entry   // in Config.Apps order, for Snapshot
 	due     timerHeap
+	// pending are the apps Changed reported, in order, each at most once,
+	// to be re-read when a worker is free.
+	pending []*entry
+
+	byApp map[string]*entry // read without the lock: never written after New
+	kick  chan struct{}     // one buffered wake-up: Changed queued an app
 
 	// Test seams: the timer and a signal that the loop is idle (nothing
 	// running) and about to sleep until the value sent (zero: no app due).
@@ -185,6 +200,10 @@ type entry struct {
 	lastErr     error
 	version     int64
 	usableUntil time.Time
+	// changed: a change of the record was reported and the record was not
+	// read since (a Peek or a Refresh that ends after the report reads it
+	// again). queued: in pending. peeking: a Peek runs.
+	changed, queued, peeking bool
 }
 
 // New validates cfg and builds a Scheduler.
@@ -229,9 +248,11 @@ func New(cfg Config) (*Scheduler, error) {
 		maxConc:     cfg.MaxConcurrent,
 		callTimeout: cfg.CallTimeout,
 		onResult:    cfg.OnResult,
+		kick:        make(chan struct{}, 1),
 		newWaker:    func() waker { return &timerWaker{} },
 		randN:       rand.Int64N,
 	}
+	s.peeker, _ = cfg.Refresher.(Peeker)
 	if s.now == nil {
 		s.now = time.Now
 	}
@@ -248,18 +269,28 @@ func New(cfg Config) (*Scheduler, error) {
 		s.callTimeout = DefaultCallTimeout
 	}
 	s.entries = make([]*entry, len(cfg.Apps))
+	s.byApp = make(map[string]*entry, len(cfg.Apps))
 	for i, app := range cfg.Apps {
 		s.entries[i] = &entry{app: app, index: -1}
+		s.byApp[app] = s.entries[i]
 	}
 	s.due = make(timerHeap, 0, len(cfg.Apps))
 	return s, nil
 }
 
+// job is a call for a worker: a Refresh, or a Peek of a changed record.
+type job struct {
+	e    *entry
+	peek bool
+}
+
 // outcome travels from a worker back to the loop.
 type outcome struct {
-	e   *entry
-	tok tokencache.Token
-	err error
+	e     *entry
+	peek  bool
+	tok   tokencache.Token
+	found bool // of a Peek
+	err   error
 }
 
 // Run refreshes apps until ctx is done, then waits for the Refresh calls
@@ -275,8 +306,10 @@ func (s *Scheduler) Run(ctx context.Context) error {
 	start := s.now()
 	s.mu.Lock()
 	s.due = s.due[:0]
+	s.pending = nil // every app is read at start anyway
 	for _, e := range s.entries {
 		e.running, e.index = false, -1
+		e.changed, e.queued, e.peeking = false, false, false
 		if !e.stopped {
 			e.next = start
 			e.index = len(s.due)
@@ -288,7 +321,7 @@ func (s *Scheduler) Run(ctx context.Context) error {
 
 	// Both channels hold maxConc: the loop never has more than maxConc
 	// calls queued or running, so neither side ever blocks on a send.
-	jobs := make(chan *entry, s.maxConc)
+	jobs := make(chan job, s.maxConc)
 	results := make(chan outcome, s.maxConc)
 	var wg sync.WaitGroup
 	for range min(s.maxConc, len(s.entries)) {
@@ -300,10 +333,7 @@ func (s *Scheduler) Run(ctx context.Context) error {
 		wg.Wait()
 		// Calls cut short by the cancellation say nothing about the app.
 		for ; inflight > 0; inflight-- {
-			o := <-results
-			s.mu.Lock()
-			o.e.running = false
-			s.mu.Unlock()
+			s.abandon(<-results)
 		}
 	}()
 
@@ -319,8 +349,34 @@ func (s *Scheduler) Run(ctx context.Context) error {
 		for inflight < s.maxConc && len(s.due) > 0 && !s.due[0].next.After(now) {
 			e := heap.Pop(&s.due).(*entry)
 			e.running = true
-			jobs <- e
+			e.changed = false // the Refresh reads the record after any change reported so far
+			jobs <- job{e: e}
 			inflight++
+		}
+		// Then the changed records, with the workers left: due refreshes
+		// are at least as urgent, and read the record themselves.
+		for inflight < s.maxConc && len(s.pending) > 0 {
+			e := s.pending[0]
+			s.pending[0] = nil
+			s.pending = s.pending[1:]
+			e.queued = false
+			if !e.changed || e.stopped || e.running || e.peeking || e.index < 0 {
+				// A call under way re-queues the app when it ends.
+				continue
+			}
+			e.changed = false
+			if s.peeker == nil {
+				heap.Remove(&s.due, e.index)
+				e.running = true
+				jobs <- job{e: e}
+			} else {
+				e.peeking = true
+				jobs <- job{e: e, peek: true}
+			}
+			inflight++
+		}
+		if len(s.pending) == 0 {
+			s.pending = nil // let the backing array go
 		}
 		if inflight < s.maxConc && len(s.due) > 0 {
 			next = s.due[0].next
@@ -345,27 +401,139 @@ func (s *Scheduler) Run(ctx context.Context) error {
 			inflight--
 			if ctx.Err() != nil {
 				// Most likely cut short by the lost lead: not a result.
-				s.mu.Lock()
-				o.e.running = false
-				s.mu.Unlock()
+				s.abandon(o)
 				return nil
 			}
-			s.finish(o)
+			if o.peek {
+				s.replan(o)
+			} else {
+				s.finish(o)
+			}
+		case <-s.kick:
 		case <-wake:
 		}
 	}
 }
 
-func (s *Scheduler) work(ctx context.Context, jobs <-chan *entry, results chan<- outcome) {
-	for e := range jobs {
+// abandon drops a call's outcome: Run is ending.
+func (s *Scheduler) abandon(o outcome) {
+	s.mu.Lock()
+	if o.peek {
+		o.e.peeking = false
+	} else {
+		o.e.running = false
+	}
+	s.mu.Unlock()
+}
+
+// Changed tells the scheduler that appID's record changed (stored, capped
+// or restored by any process): wire it to tokencache's Hooks.OnChange. The
+// app's record is then re-read, without fetching, and its next run moved to
+// the record's RefreshAt (plus jitter), earlier or later. Without it the
+// leader learns of a cap made elsewhere (a failed passive refresh on another
+// replica) only when the app's old RefreshAt comes, after the capped token
+// ran out.
+//
+// It never blocks and does no I/O, so the cache's listener goroutine may
+// call it: it marks the app and wakes the loop, which reads the record on a
+// free worker. A burst of changes to one app costs at most one read under
+// way and one after it. While the scheduler is not running (a replica that
+// does not lead) it does nothing: Run checks every app when it starts.
+// Unknown and stopped apps are ignored.
+func (s *Scheduler) Changed(appID string) {
+	e := s.byApp[appID]
+	if e == nil || !s.running.Load() {
+		return
+	}
+	s.mu.Lock()
+	if e.stopped || e.changed {
+		s.mu.Unlock()
+		return
+	}
+	e.changed = true
+	wake := !e.running && !e.peeking && !e.queued
+	if wake {
+		e.queued = true
+		s.pending = append(s.pending, e)
+	}
+	s.mu.Unlock()
+	if wake {
+		select {
+		case s.kick <- struct{}{}:
+		default: // a wake-up is pending already
+		}
+	}
+}
+
+// requeue queues e for a re-read if a change was reported while a call on
+// it ran. The loop looks at pending after every outcome, so no wake-up is
+// needed. s.mu must be held.
+func (s *Scheduler) requeue(e *entry) {
+	if e.stopped {
+		e.changed = false
+	}
+	if e.changed && !e.queued {
+		e.queued = true
+		s.pending = append(s.pending, e)
+	}
+}
+
+// replan moves an app's next run after a Peek of its changed record: to the
+// record's RefreshAt plus jitter, as after a successful refresh. A record
+// that is gone or could not be read makes the app due at once, so a Refresh
+// decides (it fetches only if needed and classifies its own failures).
+func (s *Scheduler) replan(o outcome) {
+	now := s.now()
+	e := o.e
+	s.mu.Lock()
+	e.peeking = false
+	if e.running || e.stopped || e.index < 0 {
+		// A Refresh started meanwhile; its result plans the next run.
+		s.requeue(e)
+		s.mu.Unlock()
+		return
+	}
+	prev := e.next
+	at := now
+	if o.err == nil && o.found {
+		j := min(s.maxJitter, o.tok.UsableUntil.Sub(o.tok.RefreshAt)/10)
+		if at = o.tok.RefreshAt.Add(s.jitter(j)); at.Before(now) {
+			at = now
+		}
+	}
+	e.next = at
+	heap.Fix(&s.due, e.index)
+	s.requeue(e)
+	s.mu.Unlock()
+
+	switch {
+	case o.err != nil || !o.found:
+		s.log.Warn("scheduler: the app's record changed and could not be read; refreshing now", "app", e.app, "found", o.found, "err", o.err)
+	case at.Before(prev):
+		s.log.Info("scheduler: the app's record changed; refresh moved earlier", "app", e.app,
+			"token", wechat.Fingerprint(o.tok.Value), "usable_until", o.tok.UsableUntil, "next", at, "was", prev)
+	case s.log.Enabled(context.Background(), slog.LevelDebug):
+		s.log.Debug("scheduler: the app's record changed; next refresh re-planned", "app", e.app,
+			"token", wechat.Fingerprint(o.tok.Value), "next", at, "was", prev)
+	}
+}
+
+func (s *Scheduler) work(ctx context.Context, jobs <-chan job, results chan<- outcome) {
+	for j := range jobs {
+		o := outcome{e: j.e, peek: j.peek}
 		if err := ctx.Err(); err != nil {
-			results <- outcome{e: e, err: err}
+			o.err = err
+			results <- o
 			continue
 		}
 		cctx, cancel := context.WithTimeout(ctx, s.callTimeout)
-		tok, err := s.refresher.Refresh(cctx, e.app)
+		if j.peek {
+			o.tok, o.found, o.err = s.peeker.Peek(cctx, j.e.app)
+		} else {
+			o.tok, o.err = s.refresher.Refresh(cctx, j.e.app)
+		}
 		cancel()
-		results <- outcome{e: e, tok: tok, err: err}
+		results <- o
 	}
 }
 
@@ -397,6 +565,7 @@ func (s *Scheduler) finish(o outcome) {
 		e.next = next
 		heap.Push(&s.due, e)
 	}
+	s.requeue(e) // a change reported during the call may postdate its read
 	s.mu.Unlock()
 
 	s.logResult(e.app, class, o, next, failures)
@@ -480,28 +649,35 @@ func (s *Scheduler) logResult(app, class string, o outcome, next time.Time, fail
 }
 
 // Class names what kind of outcome err is, which decides the next run.
+// What WeChat said is wechat.ClassName's (and the 45011 rule
+// wechat.MinuteLimited's); everything else is the cache's own errors. The
+// order matters where an error matches two: a hold caused by a
+// configuration error is config, any other hold is held.
 func Class(err error) string {
 	if err == nil {
 		return ClassOK // before the targets below, which escape to the heap
 	}
+	upstream := wechat.ClassName(err)
 	var held *tokencache.HeldError
-	var werr *wechat.Error
 	switch {
-	case errors.Is(err, wechat.ErrConfig), errors.Is(err, tokencache.ErrInvalidAppID):
+	case upstream == "config", errors.Is(err, tokencache.ErrInvalidAppID):
 		// Before held: a hold caused by a configuration error ends after a
 		// while, but the error will not.
 		return ClassConfig
 	case errors.As(err, &held):
 		return ClassHeld
-	case errors.Is(err, wechat.ErrQuota):
+	case upstream == "quota":
 		return ClassQuota
 	case errors.Is(err, tokencache.ErrBudgetExceeded):
 		return ClassBudget
-	case errors.As(err, &werr) && werr.Code == 45011:
+	case upstream == "transient" && wechat.MinuteLimited(err):
 		return ClassMinuteLimit
 	case errors.Is(err, tokencache.ErrUnavailable):
 		return ClassUnavailable
 	}
+	// Other transient failures, and what Refresh should not return at all
+	// (a dead business token, a passive-refresh limit, ErrClosed, a corrupt
+	// record it could not replace): retried with the backoff.
 	return ClassTransient
 }
 

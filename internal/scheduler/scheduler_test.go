@@ -432,11 +432,13 @@ func TestConcurrencyIsBounded(t *testing.T) {
 	var mu sync.Mutex
 	running, peak := 0, 0
 	gate := make(chan struct{})
+	entered := make(chan struct{}, apps)
 	ref := newFakeRefresher(func(ctx context.Context, app string, n int) (tokencache.Token, error) {
 		mu.Lock()
 		running++
 		peak = max(peak, running)
 		mu.Unlock()
+		entered <- struct{}{}
 		select {
 		case <-gate:
 		case <-ctx.Done():
@@ -452,8 +454,19 @@ func TestConcurrencyIsBounded(t *testing.T) {
 		names[i] = fmt.Sprintf("wx%02d", i)
 	}
 	h := start(t, Config{Apps: names, Refresher: ref, MaxConcurrent: limit}, nil)
-	for range apps {
-		gate <- struct{}{} // lets one call finish; blocks while none runs
+	in := 0 // calls entered
+	for done := 0; done < apps; done++ {
+		// Every free slot is filled before one call is let finish: the
+		// peak is then exactly the limit, not a matter of timing.
+		for in-done < min(limit, apps-done) {
+			select {
+			case <-entered:
+				in++
+			case <-time.After(5 * time.Second):
+				t.Fatalf("%d calls running after %d finished; want %d", in-done, done, min(limit, apps-done))
+			}
+		}
+		gate <- struct{}{}
 		h.result()
 	}
 	if peak != limit {
@@ -657,6 +670,25 @@ func TestClass(t *testing.T) {
 		{fmt.Errorf("%w: down", tokencache.ErrUnavailable), ClassUnavailable},
 		{&wechat.Error{Code: 89501, Endpoint: wechat.EndpointToken}, ClassTransient},
 		{context.DeadlineExceeded, ClassTransient},
+		// Precedence and the errors Refresh can return besides.
+		{&wechat.Error{Code: 40001, Endpoint: wechat.EndpointStableToken}, ClassConfig},
+		{&wechat.ConfigError{AppID: "wxa", Reason: "unknown appid"}, ClassConfig},
+		{&tokencache.HeldError{Err: &wechat.ConfigError{Reason: "no secret"}}, ClassConfig},
+		{&tokencache.HeldError{Err: &wechat.Error{Code: 45011, Endpoint: wechat.EndpointToken}}, ClassHeld},
+		{&tokencache.HeldError{Err: fmt.Errorf("%w: used up", tokencache.ErrBudgetExceeded)}, ClassHeld},
+		{&tokencache.HeldError{Err: &wechat.Error{Code: -1, Endpoint: wechat.EndpointToken}}, ClassHeld},
+		{fmt.Errorf("x: %w", &wechat.Error{Code: 45009, Endpoint: wechat.EndpointToken}), ClassQuota},
+		{fmt.Errorf("x: %w", &wechat.Error{Code: 45011, Endpoint: wechat.EndpointStableToken}), ClassMinuteLimit},
+		{&wechat.Error{Code: 45011, Endpoint: wechat.EndpointDomainIP}, ClassMinuteLimit},
+		{&wechat.Error{Code: -1, Endpoint: wechat.EndpointToken}, ClassTransient},
+		{&wechat.Error{Code: 40001, Endpoint: wechat.EndpointDomainIP}, ClassTransient}, // a dead token is no refresh outcome
+		{&wechat.RequestError{Endpoint: wechat.EndpointToken, Sent: true, Err: errors.New("connection reset")}, ClassTransient},
+		{&wechat.ReplyError{Endpoint: wechat.EndpointToken, Status: 502, Reason: "not HTTP 200"}, ClassTransient},
+		{fmt.Errorf("%w: app", tokencache.ErrPassiveRefreshLimited), ClassTransient},
+		{tokencache.ErrClosed, ClassTransient},
+		{&tokencache.CorruptRecordError{Key: "k", Reason: "bad"}, ClassTransient},
+		{context.Canceled, ClassTransient},
+		{errors.New("anything else"), ClassTransient},
 	} {
 		if got := Class(tc.err); got != tc.want {
 			t.Errorf("Class(%v) = %q; want %q", tc.err, got, tc.want)
