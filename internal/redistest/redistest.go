@@ -30,9 +30,10 @@ type Server struct {
 	port int
 	dir  string
 
-	mu     sync.Mutex
-	cmd    *exec.Cmd
-	exited chan error // receives cmd.Wait's result once
+	mu            sync.Mutex
+	cmd           *exec.Cmd
+	exited        chan error // receives cmd.Wait's result once
+	thawAtCleanup bool       // a Freeze registered a Thaw with tb.Cleanup
 }
 
 // Binary returns the path of redis-server, skipping tb (or failing it under

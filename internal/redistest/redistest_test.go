@@ -56,3 +56,33 @@ func TestStopKeepingDataKeepsKeysAndTTLs(t *testing.T) {
 		t.Fatal("Restart kept data")
 	}
 }
+
+func TestFreezeThaw(t *testing.T) {
+	s := Start(t)
+	c := s.Client()
+	ctx := context.Background()
+	if err := c.Set(ctx, "k", "v", 0).Err(); err != nil {
+		t.Fatal(err)
+	}
+	if err := s.Freeze(); err != nil {
+		t.Fatal(err)
+	}
+	// A frozen server accepts the command (the kernel buffers it) and never
+	// answers: the read times out, it is not refused.
+	tctx, cancel := context.WithTimeout(ctx, 200*time.Millisecond)
+	err := c.Get(tctx, "k").Err()
+	cancel()
+	if err == nil {
+		t.Fatal("GET answered by a frozen server")
+	}
+	if err := s.Thaw(); err != nil {
+		t.Fatal(err)
+	}
+	if v, err := c.Get(ctx, "k").Result(); err != nil || v != "v" {
+		t.Fatalf("after thaw: %q, %v (want the data kept)", v, err)
+	}
+	// Cleanup thaws a server left frozen, so Stop never waits on it.
+	if err := s.Freeze(); err != nil {
+		t.Fatal(err)
+	}
+}
