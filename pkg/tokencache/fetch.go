@@ -425,7 +425,7 @@ func (c *Cache) fetchUnlocked(ctx context.Context, st *appState) (Token, error) 
 // refreshInBackground starts one refresh for st unless one is running or
 // fetching is held. Readers keep getting the current token meanwhile.
 func (c *Cache) refreshInBackground(st *appState, now time.Time) {
-	if now.UnixMilli() < st.holdUntil.Load() || !st.refreshing.CompareAndSwap(false, true) {
+	if now.UnixMilli() < st.holdUntil.Load() || st.refreshing.Load() || !st.refreshing.CompareAndSwap(false, true) {
 		return
 	}
 	if !c.track() {

@@ -163,15 +163,6 @@ func (n *nearCopy) isDead(tok string) bool {
 	return tok != "" && tok == n.dead
 }
 
-// hit is the copy if it is current and servable at now.
-func (n *nearCopy) hit(now time.Time) (*nearEntry, bool) {
-	e := n.cur.Load()
-	if e == nil || !e.current || !now.Before(e.serveUntil) {
-		return nil, false
-	}
-	return e, true
-}
-
 // lastGood is the copy if it may still be served at now, current or not.
 func (n *nearCopy) lastGood(now time.Time) (Token, bool) {
 	if e := n.cur.Load(); e != nil && now.Before(e.serveUntil) {

@@ -124,11 +124,12 @@ func (c Config) lifetimes(fetchedAt time.Time, expiresIn time.Duration) (refresh
 
 type options struct {
 	Config
-	logger *slog.Logger
-	now    func() time.Time
-	locker lock.Locker
-	modes  map[string]wechat.Mode
-	hooks  Hooks
+	logger   *slog.Logger
+	now      func() time.Time
+	clockSet bool // WithClock: the hit path reads it too
+	locker   lock.Locker
+	modes    map[string]wechat.Mode
+	hooks    Hooks
 }
 
 func defaultOptions() options {
@@ -200,7 +201,9 @@ func WithConfigErrorHold(d time.Duration) Option { return func(o *options) { o.C
 func WithLogger(l *slog.Logger) Option { return func(o *options) { o.logger = l } }
 
 // WithClock sets the clock (default time.Now). Tests use it with miniredis.
-func WithClock(now func() time.Time) Option { return func(o *options) { o.now = now } }
+func WithClock(now func() time.Time) Option {
+	return func(o *options) { o.now, o.clockSet = now, true }
+}
 
 // WithLocker replaces the redsync locker built on the cache's Redis client.
 func WithLocker(l lock.Locker) Option { return func(o *options) { o.locker = l } }

@@ -44,7 +44,6 @@ func (p *slowRecordGETs) ProcessHook(next redis.ProcessHook) redis.ProcessHook {
 // read) or with the superseded one (served while the read runs): both are
 // live, the superseded one for the overlap after the new one's fetch.
 func TestRotationReadsRedisOncePerProcess(t *testing.T) {
-	t.Skip("tokencache: tokenSlow reads Redis once per caller (no single-flight): N callers after a rotation send N GETs; see the report of wt-bench")
 	const callers = 32
 	srv := redistest.Start(t)
 	fake := wechattest.New(t, wechattest.WithApp(appID, secret))
