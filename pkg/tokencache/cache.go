@@ -413,6 +413,9 @@ func (c *Cache) read(ctx context.Context, st *appState) (Token, bool, error) {
 // app's record at the same time (after a rotation every reader's copy is
 // superseded at once). Each caller waits only as long as its context allows.
 func (c *Cache) readShared(ctx context.Context, st *appState) (Token, bool, error) {
+	if c.opt.NearMaxAge == 0 {
+		return c.read(ctx, st) // no near cache: every call reads Redis, as asked
+	}
 	type result struct {
 		tok   Token
 		found bool
