@@ -430,7 +430,7 @@ func (a *api) fail(w http.ResponseWriter, r *http.Request, err error) {
 func classify(err error, now time.Time, passiveRetry time.Duration) (status int, msg string, retryAfter time.Duration) {
 	var held *tokencache.HeldError
 	if errors.As(err, &held) {
-		retryAfter = time.UnixMilli(held.Until).Sub(now)
+		retryAfter = held.Until.Sub(now)
 	}
 	upstream := wechat.ClassName(err) // "error": not an upstream answer
 	switch {

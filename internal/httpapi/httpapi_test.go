@@ -491,17 +491,17 @@ func TestErrorMapping(t *testing.T) {
 		{"redis down", fmt.Errorf("%w: app %q: %w", tokencache.ErrUnavailable, "wxa", errors.New("dial tcp 127.0.0.1:1: connect: connection refused")), 503, "token store unavailable", ""},
 		{"closed", tokencache.ErrClosed, 503, "token store unavailable", ""},
 		{"budget", fmt.Errorf("%w: app %q has used 1500 of 1500", tokencache.ErrBudgetExceeded, "wxa"), 429, "daily fetch budget exhausted", fmt.Sprint(int(untilMidnight.Seconds()))},
-		{"held quota", &tokencache.HeldError{AppID: "wxa", Until: t0.Add(2 * time.Hour).UnixMilli(), Err: &wechat.Error{Code: 45009, Endpoint: wechat.EndpointToken}}, 429, "daily token quota exhausted", "7200"},
+		{"held quota", &tokencache.HeldError{AppID: "wxa", Until: t0.Add(2 * time.Hour), Err: &wechat.Error{Code: 45009, Endpoint: wechat.EndpointToken}}, 429, "daily token quota exhausted", "7200"},
 		{"quota", fmt.Errorf("fetch: %w", &wechat.Error{Code: 45009, Endpoint: wechat.EndpointToken}), 429, "errcode 45009", fmt.Sprint(int(untilMidnight.Seconds()))},
-		{"held transient", &tokencache.HeldError{AppID: "wxa", Until: t0.Add(30 * time.Second).UnixMilli(), Err: &wechat.Error{Code: -1, Endpoint: wechat.EndpointToken}}, 502, "upstream WeChat failed", "30"},
+		{"held transient", &tokencache.HeldError{AppID: "wxa", Until: t0.Add(30 * time.Second), Err: &wechat.Error{Code: -1, Endpoint: wechat.EndpointToken}}, 502, "upstream WeChat failed", "30"},
 		{"config", fmt.Errorf("fetch: %w", &wechat.Error{Code: 40125, Endpoint: wechat.EndpointToken, Message: "invalid appsecret"}), 502, "errcode 40125", ""},
 		{"transient", fmt.Errorf("fetch: %w", &wechat.Error{Code: -1, Endpoint: wechat.EndpointToken}), 502, "upstream WeChat failed", ""},
 		{"timeout", fmt.Errorf("waiting: %w", context.DeadlineExceeded), 504, "timed out waiting for a token", ""},
 		{"corrupt", &tokencache.CorruptRecordError{Key: "k", Reason: "bad"}, 500, "internal error", ""},
 		{"cancelled", fmt.Errorf("waiting: %w", context.Canceled), 503, "request cancelled", ""},
 		{"invalid appid", fmt.Errorf("%w %q: bad", tokencache.ErrInvalidAppID, "wx a"), 400, "invalid appid", ""},
-		{"held config", &tokencache.HeldError{AppID: "wxa", Until: t0.Add(5 * time.Minute).UnixMilli(), Err: &wechat.Error{Code: 40164, Endpoint: wechat.EndpointToken}}, 502, "errcode 40164", "300"},
-		{"held budget", &tokencache.HeldError{AppID: "wxa", Until: t0.Add(time.Minute).UnixMilli(), Err: fmt.Errorf("%w: used up", tokencache.ErrBudgetExceeded)}, 429, "daily fetch budget exhausted", "60"},
+		{"held config", &tokencache.HeldError{AppID: "wxa", Until: t0.Add(5 * time.Minute), Err: &wechat.Error{Code: 40164, Endpoint: wechat.EndpointToken}}, 502, "errcode 40164", "300"},
+		{"held budget", &tokencache.HeldError{AppID: "wxa", Until: t0.Add(time.Minute), Err: fmt.Errorf("%w: used up", tokencache.ErrBudgetExceeded)}, 429, "daily fetch budget exhausted", "60"},
 		{"minute limit", fmt.Errorf("fetch: %w", &wechat.Error{Code: 45011, Endpoint: wechat.EndpointToken}), 502, "errcode 45011", ""},
 		{"lost reply", fmt.Errorf("fetch: %w", &wechat.RequestError{Endpoint: wechat.EndpointToken, Sent: true, Err: errors.New("connection reset")}), 502, "upstream WeChat failed", ""},
 		{"malformed reply", &wechat.ReplyError{Endpoint: wechat.EndpointToken, Status: 502, Reason: "not HTTP 200"}, 502, "malformed reply", ""},
@@ -638,7 +638,7 @@ func TestLogsNeverCarryTokensOrKeys(t *testing.T) {
 	e.do(req{path: "/metrics"})
 	for _, err := range []error{
 		fmt.Errorf("%w: app %q: %w", tokencache.ErrUnavailable, "wxa", errors.New("connection refused")),
-		&tokencache.HeldError{AppID: "wxa", Until: t0.Add(time.Minute).UnixMilli(), Err: &wechat.Error{Code: -1, Endpoint: wechat.EndpointToken}},
+		&tokencache.HeldError{AppID: "wxa", Until: t0.Add(time.Minute), Err: &wechat.Error{Code: -1, Endpoint: wechat.EndpointToken}},
 		errors.New("something unexpected"),
 	} {
 		e.tokens.err = err

@@ -584,7 +584,7 @@ func (s *Scheduler) nextRun(now time.Time, class string, o outcome, failures int
 	case ClassHeld:
 		var held *tokencache.HeldError
 		errors.As(o.err, &held)
-		at = time.UnixMilli(held.Until).Add(s.jitter(s.maxJitter))
+		at = held.Until.Add(s.jitter(s.maxJitter))
 	case ClassQuota:
 		at = wechat.NextQuotaReset(now).Add(s.jitter(s.maxJitter))
 	case ClassBudget:

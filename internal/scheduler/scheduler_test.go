@@ -240,7 +240,7 @@ func TestJitterIsRandomAndBounded(t *testing.T) {
 func TestHeldErrorWaitsUntilTheHoldEnds(t *testing.T) {
 	until := t0.Add(7 * time.Minute)
 	ref := newFakeRefresher(func(ctx context.Context, app string, n int) (tokencache.Token, error) {
-		return tokencache.Token{}, &tokencache.HeldError{AppID: app, Until: until.UnixMilli(), Err: fmt.Errorf("%w: boom", wechat.ErrTransient)}
+		return tokencache.Token{}, &tokencache.HeldError{AppID: app, Until: until, Err: fmt.Errorf("%w: boom", wechat.ErrTransient)}
 	})
 	h := start(t, Config{Apps: []string{"wxa"}, Refresher: ref, MaxJitter: 2 * time.Second}, maxRand)
 	r := h.result()

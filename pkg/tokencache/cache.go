@@ -188,7 +188,6 @@ func (c *Cache) tokenSlow(ctx context.Context, st *appState) (Token, error) {
 		}
 		return tok, nil
 	case errors.Is(err, ErrCorruptRecord):
-		c.corrupt(st, err)
 		if tok, ok := st.near.lastGood(now); ok {
 			c.refreshInBackground(st, now)
 			return tok, nil
@@ -223,7 +222,6 @@ func (c *Cache) revalidateInBackground(st *appState) {
 		case err == nil:
 			c.stats.revalidations.Add(1)
 		case errors.Is(err, ErrCorruptRecord):
-			c.corrupt(st, err)
 			c.refreshInBackground(st, c.opt.now())
 		default:
 			// Redis did not answer: the copy serves on until its horizon;
@@ -398,6 +396,7 @@ func (c *Cache) read(ctx context.Context, st *appState) (Token, bool, error) {
 		tok, err := DecodeRecord(st.keys.record, s)
 		if err != nil {
 			st.near.stale(false)
+			c.corrupt(st, err)
 			return Token{}, false, err
 		}
 		if st.near.adopt(tok, sentAt, gen, &c.opt) {
@@ -501,6 +500,9 @@ func (c *Cache) listen() {
 				c.apps.Range(func(_, v any) bool {
 					st := v.(*appState)
 					st.near.stale(true)
+					if h := c.opt.hooks.OnChange; h != nil {
+						h(st.id) // a change may have been missed
+					}
 					st.notify()
 					return true
 				})

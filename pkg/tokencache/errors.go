@@ -3,6 +3,7 @@ package tokencache
 import (
 	"errors"
 	"strconv"
+	"time"
 )
 
 var (
@@ -42,7 +43,7 @@ func (e *CorruptRecordError) Is(target error) bool { return target == ErrCorrupt
 // a while (configuration). It wraps the failure that caused it.
 type HeldError struct {
 	AppID string
-	Until int64 // Unix milliseconds
+	Until time.Time
 	Err   error
 }
 

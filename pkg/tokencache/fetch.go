@@ -458,7 +458,6 @@ func (c *Cache) hold(st *appState, err error, now time.Time) {
 	st.mu.Lock()
 	defer st.mu.Unlock()
 	var until time.Time
-	var werr *wechat.Error
 	switch {
 	case errors.Is(err, wechat.ErrQuota):
 		until = wechat.NextQuotaReset(now)
@@ -466,7 +465,7 @@ func (c *Cache) hold(st *appState, err error, now time.Time) {
 		until = now.Add(c.opt.ConfigHold)
 	case errors.Is(err, ErrBudgetExceeded):
 		until = now.Add(time.Minute)
-	case errors.As(err, &werr) && werr.Code == 45011:
+	case wechat.MinuteLimited(err):
 		until = now.Add(time.Minute) // WeChat's minute limit
 	default:
 		st.failures++
@@ -497,7 +496,7 @@ func (c *Cache) held(st *appState) error {
 	if st.holdErr == nil {
 		return nil
 	}
-	return &HeldError{AppID: st.id, Until: ms, Err: st.holdErr}
+	return &HeldError{AppID: st.id, Until: time.UnixMilli(ms), Err: st.holdErr}
 }
 
 func (c *Cache) emit(st *appState, result string, d time.Duration, err error) {

@@ -225,7 +225,8 @@ type Hooks struct {
 	// OnLockWait is called when a caller waited for another holder's fetch.
 	OnLockWait func(appID string, waited time.Duration)
 	// OnChange is called when an announcement says an app's record changed
-	// (stored, capped, restored), e.g. so a scheduler can plan again.
+	// (stored, capped, restored), and for every app after a (re)subscription,
+	// when a change may have been missed, e.g. so a scheduler can plan again.
 	OnChange func(appID string)
 	// OnKilledOutside is called when an app's current token was verified
 	// dead before its usable end: killed by a fetch outside the fleet.
@@ -235,7 +236,7 @@ type Hooks struct {
 // FetchEvent describes one upstream fetch attempt.
 type FetchEvent struct {
 	AppID    string
-	Result   string // "ok", "refused" (write lost the compare-and-set), "transient", "quota", "config", "budget", "error"
+	Result   string // "ok", "refused" (write lost the compare-and-set), "budget", "limited" (passive refresh rate), or wechat.ClassName of the failure
 	Duration time.Duration
 	Err      error
 }
