@@ -327,7 +327,7 @@ func (c *Config) problems() []Problem {
 		add("http.addr", EnvName("http.addr"), "%s is not host:port (e.g. 127.0.0.1:8080 or :8080)", shown(c.HTTP.Addr))
 	}
 	if !(c.HTTP.InvalidateRate > 0) {
-		add("http.invalidate_rate", EnvName("http.invalidate_rate"), "%v: must be positive (passive refreshes per app per second)", c.HTTP.InvalidateRate)
+		add("http.invalidate_rate", EnvName("http.invalidate_rate"), "%v: must be positive (reports per API key per second)", c.HTTP.InvalidateRate)
 	}
 	names := map[string]int{}
 	for i, k := range c.HTTP.APIKeys {
