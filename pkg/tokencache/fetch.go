@@ -514,7 +514,7 @@ func checkUpstream(t wechat.Token) error {
 	if !tokenBytes(t.Value) {
 		return fmt.Errorf("%w: source returned a token with a byte outside printable ASCII or a '|'", wechat.ErrMalformedReply)
 	}
-	if t.ExpiresIn <= 0 || t.ExpiresIn > 24*time.Hour {
+	if t.ExpiresIn <= 0 || t.ExpiresIn > maxTokenLife {
 		return fmt.Errorf("%w: source returned expires_in %v", wechat.ErrMalformedReply, t.ExpiresIn)
 	}
 	return nil

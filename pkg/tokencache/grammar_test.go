@@ -37,6 +37,8 @@ func FuzzRecordGrammar(f *testing.F) {
 		withField(good, fieldRefreshAt, "1700000000001"),
 		withField(good, fieldUsableUntil, "1700000060001"),
 		withField(good, fieldFetchedAt, "1700000060001"),
+		withField(good, fieldFetchedAt, "1699913660000"), // expires_at exactly 24 h later
+		withField(good, fieldFetchedAt, "1699913659999"), // a millisecond more
 		good + " x",
 		good + "\x00",
 		good + "\x7f",

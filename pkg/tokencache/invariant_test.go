@@ -118,6 +118,9 @@ func TestPoisonRecordIsReplacedByOneFetch(t *testing.T) {
 			return withField(good, fieldIssuedAt, "99999999999999999999")
 		}},
 		{"a leading zero", func(good string) string { return withField(good, fieldIssuedAt, "01") }},
+		{"a life of 48 hours", func(good string) string {
+			return withField(good, fieldUsableUntil, "1795320000000", fieldExpiresAt, "1795320000000")
+		}},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			f := newFixture(t)

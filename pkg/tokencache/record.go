@@ -76,12 +76,20 @@ func (t Token) LogValue() slog.Value {
 // The numbers are, in order: version, rev, usable_until, refresh_at,
 // expires_at, fetched_at, issued_at (times in Unix ms, issued_at 0 for
 // unknown), and a record is valid only if version >= 1, rev >= 1,
-// refresh_at <= usable_until <= expires_at and fetched_at <= expires_at.
+// refresh_at <= usable_until <= expires_at, fetched_at <= expires_at, and
+// expires_at - fetched_at <= maxTokenLife.
 const recordTag = "tk2"
 
 // maxTokenLen bounds what a record may hold: WeChat says to reserve 512
 // characters; the client refuses anything over 2048.
 const maxTokenLen = 2048
+
+// maxTokenLife bounds a token's life (expires_at - fetched_at): no upstream
+// grants more, and a record claiming more is corrupt.
+const maxTokenLife = 24 * time.Hour
+
+// maxRecordLen is the longest valid record.
+const maxRecordLen = len(recordTag) + len(recordFields)*(maxNumberDigits+1) + 1 + maxTokenLen
 
 // maxNumberDigits keeps every record number exact in Lua, whose numbers are
 // doubles (2^53 has 16 digits).
@@ -149,6 +157,8 @@ func DecodeRecord(key, s string) (Token, error) {
 		return bad("usable_until after expires_at")
 	case fetched > expires:
 		return bad("fetched_at after expires_at")
+	case expires-fetched > maxTokenLife.Milliseconds():
+		return bad("expires_at more than " + maxTokenLife.String() + " after fetched_at")
 	}
 	tok := Token{
 		Value:       rest,

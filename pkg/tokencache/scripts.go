@@ -3,6 +3,8 @@ package tokencache
 import (
 	"context"
 	"encoding/json"
+	"strconv"
+	"strings"
 
 	"github.com/redis/go-redis/v9"
 )
@@ -17,24 +19,30 @@ import (
 // computes every time and passes it in; numbers in records stay strings in
 // Lua, so no float formatting can corrupt a record.
 //
-// parse below is the record grammar of record.go, in Lua: it returns nil
-// for exactly the strings DecodeRecord rejects (FuzzRecordGrammar). Every
+// parse below is the record grammar of record.go, in Lua, with record.go's
+// bounds filled in: it returns nil for exactly the strings DecodeRecord
+// rejects (FuzzRecordGrammar). Every
 // change to a record takes a new rev (see Token.Rev) and is announced on
 // the events channel as "app version rev usable_until fetched_at": the
 // record as it now is (a deleted one has usable_until in the past).
-const luaPrelude = `
+var luaPrelude = strings.NewReplacer(
+	"MAX_DIGITS", strconv.Itoa(maxNumberDigits),
+	"MAX_TOKEN", strconv.Itoa(maxTokenLen),
+	"MAX_RECORD", strconv.Itoa(maxRecordLen),
+	"MAX_LIFE", strconv.FormatInt(maxTokenLife.Milliseconds(), 10),
+).Replace(`
 local a = cjson.decode(ARGV[1])
 local function num(d)
-  if #d > 15 or (#d > 1 and string.sub(d, 1, 1) == '0') then return nil end
+  if #d > MAX_DIGITS or (#d > 1 and string.sub(d, 1, 1) == '0') then return nil end
   return tonumber(d)
 end
 local function parse(s)
-  if type(s) ~= 'string' or #s > 2200 then return nil end
+  if type(s) ~= 'string' or #s > MAX_RECORD then return nil end
   local v, n, u, r, e, f, i, t = string.match(s, '^tk2|([0-9]+)|([0-9]+)|([0-9]+)|([0-9]+)|([0-9]+)|([0-9]+)|([0-9]+)|([!-{}~]+)$')
-  if not v or #t > 2048 then return nil end
+  if not v or #t > MAX_TOKEN then return nil end
   local nv, nn, nu, nr, ne, nf, ni = num(v), num(n), num(u), num(r), num(e), num(f), num(i)
   if not (nv and nn and nu and nr and ne and nf and ni) then return nil end
-  if nv < 1 or nn < 1 or nr > nu or nu > ne or nf > ne then return nil end
+  if nv < 1 or nn < 1 or nr > nu or nu > ne or nf > ne or ne - nf > MAX_LIFE then return nil end
   return {v = v, n = n, u = u, r = r, e = e, f = f, i = i, t = t}
 end
 local function format(rec)
@@ -80,7 +88,7 @@ local function forgetIntent(intents)
   redis.call('ZREM', intents, a.id)
   redis.call('ZREMRANGEBYSCORE', intents, '-inf', '(' .. a.now)
 end
-`
+`)
 
 // script is a Lua script whose arguments travel as one JSON object.
 type script struct{ *redis.Script }
