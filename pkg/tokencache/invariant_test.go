@@ -6,6 +6,8 @@ import (
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/tokenkeeper/tokenkeeper/internal/redistest"
 )
 
 // These tests attack the promise "every token handed out is live at
@@ -149,5 +151,52 @@ func TestPoisonRecordIsReplacedByOneFetch(t *testing.T) {
 				t.Fatalf("CorruptRecords = %d, want it counted", got)
 			}
 		})
+	}
+}
+
+// A resubscription hides a gap in which announcements were lost: every copy
+// must then be confirmed before use. On a real redis-server, whose pub/sub
+// connection is killed while another process caps the token.
+func TestResubscriptionMakesEveryCopyConfirmBeforeUse(t *testing.T) {
+	srv := redistest.Start(t)
+	admin := srv.Client()
+	t.Cleanup(func() { _ = admin.Close() })
+	rdb := srv.Client()
+	t.Cleanup(func() { _ = rdb.Close() })
+	src := &scriptedSource{}
+	c, err := New(rdb, src)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = c.Close() })
+	ctx := context.Background()
+	tok, err := c.Token(ctx, "wx1")
+	if err != nil {
+		t.Fatal(err)
+	}
+	st, _ := c.app("wx1")
+	waitFor(t, "the first subscription", func() bool { return c.Stats().SubscriptionGaps >= 1 })
+	gaps := c.Stats().SubscriptionGaps
+	if e := st.near.cur.Load(); !e.current {
+		t.Fatal("the copy is not current before the gap")
+	}
+	if err := admin.ClientKillByFilter(ctx, "TYPE", "pubsub").Err(); err != nil {
+		t.Fatal(err)
+	}
+	// Meanwhile the token is capped, unannounced (its message is lost).
+	capped := tok
+	capped.UsableUntil = time.Now().Add(time.Minute)
+	capped.RefreshAt = capped.UsableUntil
+	capped.Rev = tok.Rev + 1
+	if err := admin.Set(ctx, RecordKey("tokenkeeper:", "wx1"), EncodeRecord(capped), time.Minute).Err(); err != nil {
+		t.Fatal(err)
+	}
+	waitFor(t, "the resubscription", func() bool { return c.Stats().SubscriptionGaps > gaps })
+	if e := st.near.cur.Load(); e.current {
+		t.Fatal("after a resubscription the copy is still served without confirmation")
+	}
+	got, err := c.Token(ctx, "wx1")
+	if err != nil || got.UsableUntil.UnixMilli() != capped.UsableUntil.UnixMilli() {
+		t.Fatalf("first read after the gap: %v, %v; want the capped record", got, err)
 	}
 }

@@ -91,9 +91,14 @@ end
 `)
 
 // script is a Lua script whose arguments travel as one JSON object.
-type script struct{ *redis.Script }
+type script struct {
+	*redis.Script
+	src string
+}
 
-func newScript(body string) script { return script{redis.NewScript(luaPrelude + body)} }
+func newScript(body string) script {
+	return script{Script: redis.NewScript(luaPrelude + body), src: luaPrelude + body}
+}
 
 func (s script) run(ctx context.Context, c redis.Scripter, keys []string, args any) *redis.Cmd {
 	b, err := json.Marshal(args)
