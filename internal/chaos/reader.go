@@ -11,7 +11,6 @@ import (
 	"log/slog"
 	"math/rand/v2"
 	"net/http"
-	"net/url"
 	"os"
 	"strings"
 	"sync"
@@ -187,7 +186,8 @@ func (s *readerState) gap(g Gap) {
 	}
 }
 
-func (s *readerState) answer(app string, tok tokencache.Token, handedOut time.Time, code int, retry bool) {
+func (s *readerState) answer(app string, at tokencache.TransportAttempt, retry bool) {
+	code, tok := at.Errcode, at.Token
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	if retry {
@@ -210,8 +210,8 @@ func (s *readerState) answer(app string, tok tokencache.Token, handedOut time.Ti
 		s.calls.Other++
 		return
 	}
-	d := DeadCall{At: time.Now(), Code: code, Token: wechat.Fingerprint(tok.Value), App: app, Reader: s.id,
-		HandedOut: handedOut, Version: tok.Version, FetchedAt: tok.FetchedAt, UsableUntil: tok.UsableUntil}
+	d := DeadCall{At: time.Now(), Code: code, Token: at.Fingerprint, App: app, Reader: s.id,
+		HandedOut: at.Sent, Version: tok.Version, FetchedAt: tok.FetchedAt, UsableUntil: tok.UsableUntil}
 	if a, ok := s.announced[app]; ok {
 		d.Announced = a.version + " at " + a.at.UTC().Format("15:04:05.000")
 	}
@@ -301,7 +301,7 @@ func RunReader(ctx context.Context, rc ReaderConfig, out io.Writer) error {
 		}
 	}
 
-	business := businessCaller{hc: hc, base: rc.UpstreamURL}
+	business := newBusinessCaller(cache, hc, rc.UpstreamURL, apps, st)
 	var wg sync.WaitGroup
 	maxIter := int(rc.MaxDuration/rc.Interval) + 1
 	for g := 0; g < rc.Goroutines; g++ {
@@ -309,7 +309,7 @@ func RunReader(ctx context.Context, rc ReaderConfig, out io.Writer) error {
 		go func() {
 			defer wg.Done()
 			rng := rand.New(rand.NewPCG(uint64(os.Getpid()), uint64(g)))
-			runCaller(ctx, cache, business, apps, rng, rc.Interval, maxIter, st)
+			runCaller(ctx, business, apps, rng, rc.Interval, maxIter, st)
 		}()
 	}
 	ticker := time.NewTicker(rc.ReportEvery)
@@ -327,13 +327,13 @@ func RunReader(ctx context.Context, rc ReaderConfig, out io.Writer) error {
 }
 
 // runCaller is one goroutine's loop: bounded by ctx and by maxIter.
-func runCaller(ctx context.Context, cache *tokencache.Cache, business businessCaller, apps []string, rng *rand.Rand, interval time.Duration, maxIter int, st *readerState) {
+func runCaller(ctx context.Context, business *businessCaller, apps []string, rng *rand.Rand, interval time.Duration, maxIter int, st *readerState) {
 	var gapStart time.Time // when this goroutine last lost its token; zero while it has one
 	var gapApp, gapCause string
 	for i := 0; i < maxIter && ctx.Err() == nil; i++ {
 		app := apps[rng.IntN(len(apps))]
 		began := time.Now()
-		ok, cause := callOnce(ctx, cache, business, app, st)
+		ok, cause := business.call(ctx, app)
 		now := time.Now()
 		switch {
 		case ctx.Err() != nil:
@@ -363,54 +363,6 @@ func runCaller(ctx context.Context, cache *tokencache.Cache, business businessCa
 	}
 }
 
-// callOnce takes the token, calls the business API and, if the token is
-// dead, reports it and retries once. ok means a call was answered.
-func callOnce(ctx context.Context, cache *tokencache.Cache, business businessCaller, app string, st *readerState) (ok bool, cause string) {
-	tctx, cancel := context.WithTimeout(ctx, 10*time.Second)
-	defer cancel()
-	tok, err := cache.Token(tctx, app)
-	handedOut := time.Now()
-	if err != nil {
-		kind := "token: " + errKind(err)
-		st.fail(kind)
-		return false, kind
-	}
-	code, err := business.call(tctx, tok.Value)
-	if err != nil && ctx.Err() != nil {
-		return false, "shutdown" // cut short by the stop, not a failure
-	}
-	if err != nil {
-		st.fail("business: " + err.Error())
-		return false, "business: " + err.Error()
-	}
-	st.answer(app, tok, handedOut, code, false)
-	if !deadTokenCode(code) {
-		return code == 0, fmt.Sprintf("business: errcode %d", code)
-	}
-	st.mu.Lock()
-	st.invalidations++
-	st.mu.Unlock()
-	fresh, err := cache.Invalidate(tctx, app, tok.Value)
-	handedOut = time.Now()
-	if err != nil {
-		kind := "invalidate: " + errKind(err)
-		st.fail(kind)
-		return false, kind
-	}
-	code, err = business.call(tctx, fresh.Value)
-	if err != nil {
-		st.fail("business: " + err.Error())
-		return false, "business: " + err.Error()
-	}
-	st.answer(app, fresh, handedOut, code, true)
-	if code != 0 {
-		kind := fmt.Sprintf("business: errcode %d after invalidate and retry", code)
-		st.fail(kind)
-		return false, kind
-	}
-	return true, ""
-}
-
 func deadTokenCode(code int) bool { return code == 40001 || code == 40014 || code == 42001 }
 
 // errKind names a tokencache error class for the report.
@@ -425,6 +377,8 @@ func errKind(err error) string {
 		return "budget exceeded"
 	case errors.Is(err, tokencache.ErrCorruptRecord):
 		return "corrupt record"
+	case errors.Is(err, tokencache.ErrPassiveRefreshLimited):
+		return "passive refresh limited"
 	case errors.Is(err, context.DeadlineExceeded):
 		return "timeout"
 	case errors.Is(err, wechat.ErrQuota):
@@ -442,38 +396,88 @@ func errKind(err error) string {
 }
 
 // businessCaller calls GET /cgi-bin/get_api_domain_ip with a token.
+// businessCaller calls a business API the way an app does: through
+// tokencache.Transport, which adds the token and, on 40001/40014/42001,
+// reports it with Invalidate and retries once. Its observer hook counts what
+// each call met.
 type businessCaller struct {
-	hc   *http.Client
-	base string
+	base    string
+	clients map[string]*http.Client // by app: a Transport serves one app
 }
 
-func (b businessCaller) call(ctx context.Context, token string) (int, error) {
-	req, err := http.NewRequestWithContext(ctx, http.MethodGet, b.base+"/cgi-bin/get_api_domain_ip?access_token="+url.QueryEscape(token), nil)
-	if err != nil {
-		return 0, errors.New("build request")
+func newBusinessCaller(cache *tokencache.Cache, hc *http.Client, base string, apps []string, st *readerState) *businessCaller {
+	b := &businessCaller{base: base, clients: make(map[string]*http.Client, len(apps))}
+	for _, app := range apps {
+		t := &tokencache.Transport{Source: cache.App(app), BaseURL: base, Base: hc.Transport,
+			Observe: func(ev tokencache.TransportEvent) { st.observe(app, ev) }}
+		b.clients[app] = &http.Client{Timeout: hc.Timeout, Transport: t,
+			CheckRedirect: func(*http.Request, []*http.Request) error { return http.ErrUseLastResponse }}
 	}
-	resp, err := b.hc.Do(req)
+	return b
+}
+
+// call makes one business call for app. ok means it was answered with
+// errcode 0; cause says why not.
+func (b *businessCaller) call(ctx context.Context, app string) (ok bool, cause string) {
+	ctx, cancel := context.WithTimeout(ctx, 10*time.Second)
+	defer cancel()
+	req, err := http.NewRequestWithContext(ctx, http.MethodGet, b.base+"/cgi-bin/get_api_domain_ip", nil)
 	if err != nil {
-		// The URL carries the token: never print the *url.Error.
+		return false, "build request"
+	}
+	resp, err := b.clients[app].Do(req)
+	if err != nil {
 		if ctx.Err() != nil {
-			return 0, errors.New("timeout")
+			return false, "shutdown" // cut short by the stop, not a failure
 		}
-		return 0, errors.New("request failed")
+		return false, "call: " + errKind(err) // the kind only: never print a *url.Error
 	}
 	defer resp.Body.Close()
 	body, err := io.ReadAll(io.LimitReader(resp.Body, 4096))
-	if err != nil {
-		return 0, errors.New("reading the answer failed")
-	}
-	if resp.StatusCode != http.StatusOK {
-		return 0, fmt.Errorf("HTTP %d", resp.StatusCode)
+	if err != nil || resp.StatusCode != http.StatusOK {
+		return false, fmt.Sprintf("business: HTTP %d", resp.StatusCode)
 	}
 	var r struct {
-		Errcode int      `json:"errcode"`
-		IPList  []string `json:"ip_list"`
+		Errcode int `json:"errcode"`
 	}
 	if json.Unmarshal(body, &r) != nil {
-		return 0, errors.New("answer is not JSON")
+		return false, "business: answer is not JSON"
 	}
-	return r.Errcode, nil
+	if r.Errcode != 0 {
+		return false, fmt.Sprintf("business: errcode %d", r.Errcode)
+	}
+	return true, ""
+}
+
+// observe counts one call as Transport saw it: the token it sent and the
+// answer, the report and the retry.
+func (s *readerState) observe(app string, ev tokencache.TransportEvent) {
+	switch {
+	case ev.TokenErr != nil:
+		s.fail("token: " + errKind(ev.TokenErr))
+		return
+	case ev.First.Sent.IsZero():
+		return
+	case ev.First.Err != nil && ev.First.Status == 0:
+		s.fail("business: request failed")
+		return
+	}
+	s.answer(app, ev.First, false)
+	if !ev.Invalidated {
+		return
+	}
+	s.mu.Lock()
+	s.invalidations++
+	s.mu.Unlock()
+	if ev.InvalidateErr != nil {
+		s.fail("invalidate: " + errKind(ev.InvalidateErr))
+		return
+	}
+	if !ev.Retried {
+		return
+	}
+	s.answer(app, ev.Retry, true)
+	if ev.Retry.Errcode != 0 {
+		s.fail(fmt.Sprintf("business: errcode %d after invalidate and retry", ev.Retry.Errcode))
+	}
 }
