@@ -278,8 +278,12 @@ func TestCheckFlagsEveryBrokenInvariant(t *testing.T) {
 		}, "fault partition at t=20.00s: 2 business call(s) on a dead token in its window (to t=34.00s); readers saw them: reader-3 x2"},
 		"poison left in place": {func(r *Report) {
 			r.Faults = append(r.Faults, &FaultRecord{Kind: FaultPoisonRecord, Applied: true, At: at(4), Ended: at(30),
-				Poison: []*PoisonedRecord{{App: "a", Mutation: "version-zero", Written: at(4), TTL: 15 * time.Second, Replaced: at(13), Mints: 1, Ideal: 1}}})
+				Poison: []*PoisonedRecord{{App: "a", Mutation: "version-zero", Written: at(4), TTL: 5 * time.Second, Replaced: at(13), Mints: 1, Ideal: 1}}})
 		}, "app a, mutation version-zero: the corrupt record was not replaced by a new token within 7s (new token after 9s"},
+		"poison nobody read, left past its key's end": {func(r *Report) {
+			r.Faults = append(r.Faults, &FaultRecord{Kind: FaultPoisonRecord, Applied: true, At: at(4), Ended: at(30),
+				Poison: []*PoisonedRecord{{App: "a", Mutation: "version-zero", Written: at(4), TTL: 15 * time.Second, Replaced: at(21), Mints: 1, Ideal: 1}}})
+		}, "app a, mutation version-zero: the corrupt record was not replaced by a new token within 16s (new token after 17s"},
 		"poison mint storm": {func(r *Report) {
 			r.Faults = append(r.Faults, &FaultRecord{Kind: FaultPoisonRecord, Applied: true, At: at(4), Ended: at(30),
 				Poison: []*PoisonedRecord{{App: "a", Mutation: "issued-at-20-digits", Written: at(4), Replaced: at(4.2), Mints: 4, Ideal: 1, OtherFaults: 1}}})
