@@ -13,6 +13,7 @@ import (
 	"github.com/alicebob/miniredis/v2"
 	"github.com/redis/go-redis/v9"
 
+	"github.com/tokenkeeper/tokenkeeper/internal/redistest"
 	"github.com/tokenkeeper/tokenkeeper/internal/testlog"
 	"github.com/tokenkeeper/tokenkeeper/pkg/wechat"
 )
@@ -226,4 +227,19 @@ var errBoom = errors.New("boom")
 
 func newTestLogger(w *testlog.Buffer) *slog.Logger {
 	return slog.New(slog.NewTextHandler(w, &slog.HandlerOptions{Level: slog.LevelDebug}))
+}
+
+// cacheOnRealRedis is a cache on a real redis-server of its own, with a
+// second client for the test to act on the server directly.
+func cacheOnRealRedis(t *testing.T, src Source) (*Cache, *redis.Client) {
+	t.Helper()
+	srv := redistest.Start(t)
+	rdb, admin := srv.Client(), srv.Client()
+	t.Cleanup(func() { _ = rdb.Close(); _ = admin.Close() })
+	c, err := New(rdb, src)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = c.Close() })
+	return c, admin
 }

@@ -6,8 +6,6 @@ import (
 	"strings"
 	"testing"
 	"time"
-
-	"github.com/tokenkeeper/tokenkeeper/internal/redistest"
 )
 
 // These tests attack the promise "every token handed out is live at
@@ -158,22 +156,9 @@ func TestPoisonRecordIsReplacedByOneFetch(t *testing.T) {
 // must then be confirmed before use. On a real redis-server, whose pub/sub
 // connection is killed while another process caps the token.
 func TestResubscriptionMakesEveryCopyConfirmBeforeUse(t *testing.T) {
-	srv := redistest.Start(t)
-	admin := srv.Client()
-	t.Cleanup(func() { _ = admin.Close() })
-	rdb := srv.Client()
-	t.Cleanup(func() { _ = rdb.Close() })
-	src := &scriptedSource{}
-	c, err := New(rdb, src)
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { _ = c.Close() })
+	c, admin := cacheOnRealRedis(t, &scriptedSource{})
 	ctx := context.Background()
-	tok, err := c.Token(ctx, "wx1")
-	if err != nil {
-		t.Fatal(err)
-	}
+	tok := mustToken(t, c, "wx1")
 	st, _ := c.app("wx1")
 	waitFor(t, "the first subscription", func() bool { return c.Stats().SubscriptionGaps >= 1 })
 	gaps := c.Stats().SubscriptionGaps

@@ -8,7 +8,6 @@ import (
 	"testing"
 	"time"
 
-	"github.com/tokenkeeper/tokenkeeper/internal/redistest"
 	"github.com/tokenkeeper/tokenkeeper/internal/testlog"
 	"github.com/tokenkeeper/tokenkeeper/pkg/wechat"
 )
@@ -214,20 +213,10 @@ func TestReportWhileRedisRefusesWrites(t *testing.T) {
 // The same on a real redis-server that is full (maxmemory reached under
 // noeviction): reads answer, every write is refused with OOM.
 func TestReportWhileRedisIsOutOfMemory(t *testing.T) {
-	srv := redistest.Start(t)
-	rdb := srv.Client()
-	t.Cleanup(func() { _ = rdb.Close() })
 	v := &verifyingSource{scriptedSource: &scriptedSource{}, dead: map[string]bool{}}
-	c, err := New(rdb, v)
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { _ = c.Close() })
+	c, rdb := cacheOnRealRedis(t, v)
 	ctx := context.Background()
-	tok, err := c.Token(ctx, "wx1")
-	if err != nil {
-		t.Fatal(err)
-	}
+	tok := mustToken(t, c, "wx1")
 	if err := rdb.ConfigSet(ctx, "maxmemory-policy", "noeviction").Err(); err != nil {
 		t.Fatal(err)
 	}
