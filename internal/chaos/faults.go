@@ -219,6 +219,35 @@ func (r *run) injectUpstream(ctx context.Context, f *FaultRecord) {
 	f.Ended = time.Now()
 }
 
+// appsWithIntents lists the apps with a fetch registered in Redis now. A
+// process stopped between its fetch's begin (which caps the stored token)
+// and its send has no request at the upstream to show for it, yet its cap
+// may make the app fetch once more, early: by design, since its fetch might
+// still have been sent.
+func (r *run) appsWithIntents(ctx context.Context) []string {
+	ctx, cancel := context.WithTimeout(ctx, 2*time.Second)
+	defer cancel()
+	var apps []string
+	iter := r.client.Scan(ctx, 0, r.cfg.KeyPrefix+"{*}:intents", 1000).Iterator()
+	for iter.Next(ctx) {
+		k := iter.Val()
+		if i, j := strings.Index(k, "{"), strings.Index(k, "}"); i >= 0 && j > i {
+			apps = append(apps, k[i+1:j])
+		}
+	}
+	return apps
+}
+
+// mergeApps is a with the apps of b it lacks.
+func mergeApps(a, b []string) []string {
+	for _, app := range b {
+		if !slices.Contains(a, app) {
+			a = append(a, app)
+		}
+	}
+	return a
+}
+
 func (r *run) injectLeaderKill(ctx context.Context, f *FaultRecord) {
 	if len(r.replicas) == 0 {
 		f.Detail = "skipped: no refresher replicas in this run"
@@ -253,7 +282,7 @@ func (r *run) injectLeaderKill(ctx context.Context, f *FaultRecord) {
 	if perr != nil {
 		f.Detail = "cannot tell its fetches in flight: " + perr.Error() + "; "
 	}
-	f.Refetch = r.up.appsInFlight(killedAt, killedAt, ports)
+	f.Refetch = mergeApps(r.up.appsInFlight(killedAt, killedAt, ports), r.appsWithIntents(ctx))
 	next, at, ok := r.watch.waitLeader(ctx, leader, 3*r.cfg.Lease.Duration+2*time.Second)
 	if ok {
 		f.Takeover = at.Sub(killedAt)
@@ -336,12 +365,9 @@ func (r *run) injectLockHolderStop(ctx context.Context, f *FaultRecord) {
 	// apps' locks) may force that app to fetch once more.
 	f.Refetch = []string{h.app}
 	if ports, err := portsTo(h.pid, r.up.port); err == nil {
-		for _, app := range r.up.appsInFlight(h.stopped, h.stopped, ports) {
-			if app != h.app {
-				f.Refetch = append(f.Refetch, app)
-			}
-		}
+		f.Refetch = mergeApps(f.Refetch, r.up.appsInFlight(h.stopped, h.stopped, ports))
 	}
+	f.Refetch = mergeApps(f.Refetch, r.appsWithIntents(ctx))
 	r.noteStopped(h.pid, h.stopped, h.stopped.Add(r.cfg.StopFor))
 	leader, _ := r.watch.leader()
 	sleepCtx(context.WithoutCancel(ctx), r.cfg.StopFor) // must resume it even when the run is cut short

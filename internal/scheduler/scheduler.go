@@ -584,7 +584,10 @@ func (s *Scheduler) nextRun(now time.Time, class string, o outcome, failures int
 	case ClassHeld:
 		var held *tokencache.HeldError
 		errors.As(o.err, &held)
-		at = held.Until.Add(s.jitter(s.maxJitter))
+		// Jitter spreads apps held until the same moment (a Beijing
+		// midnight); a short hold (a transient backoff, often right before
+		// the token's usable end) gets a jitter no longer than itself.
+		at = held.Until.Add(s.jitter(min(s.maxJitter, held.Until.Sub(now))))
 	case ClassQuota:
 		at = wechat.NextQuotaReset(now).Add(s.jitter(s.maxJitter))
 	case ClassBudget:

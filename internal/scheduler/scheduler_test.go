@@ -732,3 +732,18 @@ func TestResultNeverPrintsTheToken(t *testing.T) {
 		}
 	}
 }
+
+// A short hold (a transient backoff) gets a jitter no longer than itself:
+// with the usual seconds of jitter a refresh retried right before the
+// token's usable end came after it (found by the 1000-app chaos run).
+func TestShortHoldGetsAShortJitter(t *testing.T) {
+	until := t0.Add(time.Second)
+	ref := newFakeRefresher(func(ctx context.Context, app string, n int) (tokencache.Token, error) {
+		return tokencache.Token{}, &tokencache.HeldError{AppID: app, Until: until, Err: fmt.Errorf("%w: boom", wechat.ErrTransient)}
+	})
+	h := start(t, Config{Apps: []string{"wxa"}, Refresher: ref, MaxJitter: 10 * time.Second}, maxRand)
+	r := h.result()
+	if want := until.Add(time.Second); !r.Next.Equal(want) {
+		t.Fatalf("Next = %v; want Until + at most the hold's own length = %v", r.Next, want)
+	}
+}
