@@ -122,6 +122,8 @@ func TestValidationErrors(t *testing.T) {
 		{"key prefix with brace", "cache: {key_prefix: 'a{b'}\n", withEnv, "cache.key_prefix", "no '{'"},
 		{"bad http addr", "", append([]string{"TOKENKEEPER_HTTP_ADDR=localhost"}, withEnv...), "http.addr", "not host:port"},
 		{"bad base url", "wechat: {base_url: 'ftp://x'}\n", withEnv, "wechat.base_url", "not an http(s) URL"},
+		{"password in base url", "wechat: {base_url: 'https://ops:hunter2-secret@wx.example'}\n", withEnv, "wechat.base_url", "must not carry user info"},
+		{"query in base url", "wechat: {base_url: 'https://wx.example/?key=hunter2-secret'}\n", withEnv, "wechat.base_url", "must not carry user info, a query"},
 		{"two redis password sources", "", append([]string{"B=x", "TOKENKEEPER_REDIS_PASSWORD=a", "TOKENKEEPER_REDIS_PASSWORD_ENV=B"}, withEnv...), "redis.password", "2 sources given"},
 	}
 	for _, tt := range tests {
@@ -134,6 +136,9 @@ func TestValidationErrors(t *testing.T) {
 			var cerr *config.Error
 			if !errors.As(err, &cerr) {
 				t.Fatalf("err = %v, want a *config.Error", err)
+			}
+			if strings.Contains(err.Error(), "hunter2") {
+				t.Fatalf("the error echoes a password: %v", err)
 			}
 			for _, p := range cerr.Problems {
 				if p.Field == tt.field && strings.Contains(p.Reason, tt.want) {

@@ -268,7 +268,11 @@ func (c *Config) problems() []Problem {
 	}
 
 	// WeChat.
-	if u, err := url.Parse(c.WeChat.BaseURL); err != nil || (u.Scheme != "http" && u.Scheme != "https") || u.Host == "" {
+	switch u, err := url.Parse(c.WeChat.BaseURL); {
+	case err == nil && (u.User != nil || u.RawQuery != "" || u.Fragment != ""):
+		// Not shown: user info or a query is where a password would be.
+		add("wechat.base_url", EnvName("wechat.base_url"), "must not carry user info, a query or a fragment (the URL is not shown: it may hold a password); give scheme://host[:port][/path]")
+	case err != nil || (u.Scheme != "http" && u.Scheme != "https") || u.Host == "":
 		add("wechat.base_url", EnvName("wechat.base_url"), "%s is not an http(s) URL", shown(c.WeChat.BaseURL))
 	}
 	if c.WeChat.Timeout <= 0 {

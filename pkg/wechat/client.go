@@ -76,13 +76,14 @@ func parseBaseURL(s string) (*url.URL, string) {
 	u, err := url.Parse(strings.TrimRight(s, "/"))
 	switch {
 	case err != nil:
-		return nil, "invalid base URL: " + err.Error()
+		return nil, "invalid base URL (not shown: a URL can hold a password)"
 	case u.Scheme != "http" && u.Scheme != "https":
 		return nil, "base URL " + quote(s) + " must use http or https"
 	case u.Host == "":
 		return nil, "base URL " + quote(s) + " has no host"
 	case u.RawQuery != "" || u.Fragment != "" || u.User != nil:
-		return nil, "base URL " + quote(s) + " must not carry a query, fragment or user info"
+		// Not quoted: user info or a query is where a password would be.
+		return nil, "base URL must not carry a query, fragment or user info (not shown: it may hold a password)"
 	}
 	return u, ""
 }
