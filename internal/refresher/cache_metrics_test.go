@@ -1,7 +1,6 @@
 package refresher_test
 
 import (
-	"context"
 	"log/slog"
 	"strings"
 	"testing"
@@ -9,7 +8,6 @@ import (
 
 	"github.com/alicebob/miniredis/v2"
 
-	"github.com/tokenkeeper/tokenkeeper/internal/refresher"
 	"github.com/tokenkeeper/tokenkeeper/internal/testlog"
 	"github.com/tokenkeeper/tokenkeeper/pkg/wechattest"
 )
@@ -21,32 +19,7 @@ func TestReplicaExportsTheCachesCounters(t *testing.T) {
 	mr := miniredis.RunT(t)
 	fake := wechattest.New(t, wechattest.WithApp("wx1", secret), wechattest.WithLifetime(time.Hour))
 	cfg := testConfig(t, mr.Addr(), fake.URL(), "127.0.0.1:0")
-	logs := &testlog.Buffer{}
-	listening := make(chan string, 1)
-	r, err := refresher.New(cfg, slog.New(slog.NewTextHandler(logs, nil)), refresher.WithOnListening(func(addr string) { listening <- addr }))
-	if err != nil {
-		t.Fatal(err)
-	}
-	ctx, cancel := context.WithCancel(context.Background())
-	ran := make(chan error, 1)
-	go func() { ran <- r.Run(ctx) }()
-	t.Cleanup(func() {
-		cancel()
-		select {
-		case <-ran:
-		case <-time.After(15 * time.Second):
-			t.Error("Run did not return within 15s of cancel")
-		}
-	})
-	var base string
-	select {
-	case addr := <-listening:
-		base = "http://" + addr
-	case err := <-ran:
-		t.Fatalf("Run returned before listening: %v", err)
-	case <-time.After(5 * time.Second):
-		t.Fatal("not listening within 5s")
-	}
+	base := runReplica(t, cfg, func(logs *testlog.Buffer) slog.Handler { return slog.NewTextHandler(logs, nil) }).base
 	_, metrics := get(t, base+"/metrics", "")
 	for _, want := range []string{
 		"\ntokenkeeper_cache_corrupt_records_total ",

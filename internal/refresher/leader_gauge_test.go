@@ -9,6 +9,7 @@ import (
 	"time"
 
 	"github.com/tokenkeeper/tokenkeeper/internal/redistest"
+	"github.com/tokenkeeper/tokenkeeper/internal/config"
 	"github.com/tokenkeeper/tokenkeeper/internal/refresher"
 	"github.com/tokenkeeper/tokenkeeper/internal/testlog"
 	"github.com/tokenkeeper/tokenkeeper/pkg/wechattest"
@@ -75,6 +76,14 @@ func startReplica(t *testing.T, redisAddr, wechatURL, identity string, h func(*t
 	// A renew deadline that a loaded test machine cannot miss by accident;
 	// the retry period bounds how soon a lost lease is noticed.
 	cfg.Lease.Duration, cfg.Lease.RenewDeadline, cfg.Lease.RetryPeriod = 10*time.Second, 6*time.Second, 300*time.Millisecond
+	return runReplica(t, cfg, h)
+}
+
+// runReplica runs a replica of cfg until the test ends and returns once it
+// listens.
+func runReplica(t *testing.T, cfg *config.Config, h func(*testlog.Buffer) slog.Handler) *runningReplica {
+	t.Helper()
+	identity := cfg.Identity
 	logs := &testlog.Buffer{}
 	listening := make(chan string, 1)
 	r, err := refresher.New(cfg, slog.New(h(logs)), refresher.WithOnListening(func(addr string) { listening <- addr }))
