@@ -8,8 +8,8 @@ import (
 	"testing"
 	"time"
 
-	"github.com/tokenkeeper/tokenkeeper/internal/redistest"
 	"github.com/tokenkeeper/tokenkeeper/internal/config"
+	"github.com/tokenkeeper/tokenkeeper/internal/redistest"
 	"github.com/tokenkeeper/tokenkeeper/internal/refresher"
 	"github.com/tokenkeeper/tokenkeeper/internal/testlog"
 	"github.com/tokenkeeper/tokenkeeper/pkg/wechattest"
