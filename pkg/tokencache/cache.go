@@ -284,9 +284,7 @@ func (c *Cache) Invalidate(ctx context.Context, appID, bad string) (Token, error
 	tok, found, err := c.read(ctx, st)
 	if err != nil && !errors.Is(err, ErrCorruptRecord) {
 		if cur, ok := st.near.lastGood(c.opt.now()); ok && cur.Value == bad {
-			if v := c.verify(ctx, st, bad); v != verdictAlive {
-				st.near.kill(bad)
-			}
+			c.judge(ctx, st, bad)
 		}
 		return c.redisDown(ctx, st, err)
 	}
@@ -296,15 +294,12 @@ func (c *Cache) Invalidate(ctx context.Context, appID, bad string) (Token, error
 		return tok, nil
 	}
 	if found && tok.Value == bad && now.Before(tok.UsableUntil) {
-		v := c.verify(ctx, st, bad)
+		v := c.judge(ctx, st, bad)
 		if v == verdictAlive {
 			c.stats.invalidationsRefuted.Add(1)
 			c.log.Info("tokencache: token reported invalid, but WeChat still accepts it; keeping it", "app", st.id, "token", wechat.Fingerprint(bad))
 			return tok, nil
 		}
-		// Dead, or WeChat could not tell: the caller's word stands, and
-		// this process never hands bad out again.
-		st.near.kill(bad)
 		if v == verdictDead {
 			// Under the cache's invariant the fleet never hands out a token
 			// it killed: the stored token dying before its usable end means

@@ -70,6 +70,17 @@ func (c *Cache) verify(ctx context.Context, st *appState, tok string) verdict {
 	return r.(verdict)
 }
 
+// judge is verify, acted on: unless WeChat still accepts tok, the caller's
+// word stands (dead, or WeChat could not tell) and this process never hands
+// tok out again.
+func (c *Cache) judge(ctx context.Context, st *appState, tok string) verdict {
+	v := c.verify(ctx, st, tok)
+	if v != verdictAlive {
+		st.near.kill(tok)
+	}
+	return v
+}
+
 // tokenHash names a token in Redis keys without revealing it.
 func tokenHash(tok string) string {
 	h := sha256.Sum256([]byte(tok))
