@@ -193,7 +193,11 @@ func (c *Client) fetch(ctx context.Context, endpoint, method, query string, body
 		// The status line arrived, so the request was certainly sent.
 		return Token{}, &RequestError{Endpoint: endpoint, Sent: true, Err: scrub(err, secret)}
 	}
-	tok, err := parseTokenReply(endpoint, resp.StatusCode, reply, fetchedAt, secret)
+	field := "access_token"
+	if endpoint == EndpointTicket {
+		field = "ticket"
+	}
+	tok, err := parseCredentialReply(endpoint, field, resp.StatusCode, reply, fetchedAt, secret)
 	if err == nil {
 		tok.IssuedAt = issuedAt(resp.Header.Get("Date"))
 	}

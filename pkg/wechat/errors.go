@@ -41,6 +41,9 @@ var (
 const (
 	EndpointToken       = "/cgi-bin/token"
 	EndpointStableToken = "/cgi-bin/stable_token"
+	// EndpointTicket is getticket: a business API (it takes an
+	// access_token), so 40001 there means a dead access token.
+	EndpointTicket = "/cgi-bin/ticket/getticket"
 )
 
 // Error is a non-zero errcode returned by WeChat. Its request was answered,
@@ -86,7 +89,24 @@ func Classify(endpoint string, code int) error {
 		}
 		return ErrTransient
 	}
+	if endpoint == EndpointTicket {
+		// A ticket cache backs off on a code it does not know, as a token
+		// cache does, instead of treating it as nobody's business.
+		if c, ok := ticketClasses[code]; ok {
+			return c
+		}
+		if c, ok := businessClasses[code]; ok {
+			return c
+		}
+		return ErrTransient
+	}
 	return businessClasses[code]
+}
+
+// ticketClasses are getticket's own codes, beyond the business ones.
+var ticketClasses = map[int]error{
+	40097: ErrConfig, // invalid args: a ticket type WeChat does not know
+	48001: ErrConfig, // api unauthorized: the account may not use this ticket
 }
 
 // ClassifyBusiness is Classify for a business API (anything but the token

@@ -69,6 +69,23 @@ func ParseTokenReply(endpoint string, status int, body []byte, fetchedAt time.Ti
 // before bounding its length, so a secret cut in two by truncation cannot
 // slip through half-redacted.
 func parseTokenReply(endpoint string, status int, body []byte, fetchedAt time.Time, secret string) (Token, error) {
+	return parseCredentialReply(endpoint, "access_token", status, body, fetchedAt, secret)
+}
+
+// ParseTicketReply validates one reply of EndpointTicket and returns the
+// ticket it carries as a Token (Value is the ticket), stamped with
+// fetchedAt. The rules are ParseTokenReply's, read from the "ticket" field:
+// an empty, missing or malformed ticket is a *ReplyError (never a Token),
+// and 40001/40014/42001 are *Error matching ErrTokenInvalid (the access
+// token sent was refused, not the ticket).
+func ParseTicketReply(status int, body []byte, fetchedAt time.Time) (Token, error) {
+	return parseCredentialReply(EndpointTicket, "ticket", status, body, fetchedAt, "")
+}
+
+// parseCredentialReply validates a reply carrying one credential in field
+// and its expires_in; secret (the AppSecret or the access token sent) is
+// removed from errmsg.
+func parseCredentialReply(endpoint, field string, status int, body []byte, fetchedAt time.Time, secret string) (Token, error) {
 	malformed := func(format string, args ...any) (Token, error) {
 		return Token{}, &ReplyError{Endpoint: endpoint, Status: status, Reason: fmt.Sprintf(format, args...)}
 	}
@@ -85,19 +102,19 @@ func parseTokenReply(endpoint string, status int, body []byte, fetchedAt time.Ti
 		return Token{}, apiErr
 	}
 
-	raw, ok := fields["access_token"]
+	raw, ok := fields[field]
 	if !ok {
-		return malformed("access_token missing")
+		return malformed("%s missing", field)
 	}
 	var value string
 	if kind := jsonKind(raw); kind != "string" {
-		return malformed("access_token is %s, want string", article(kind))
+		return malformed("%s is %s, want string", field, article(kind))
 	}
 	if err := json.Unmarshal(raw, &value); err != nil {
-		return malformed("access_token is not a valid JSON string")
+		return malformed("%s is not a valid JSON string", field)
 	}
 	if reason := checkTokenValue(value); reason != "" {
-		return malformed("access_token %s", reason)
+		return malformed("%s %s", field, reason)
 	}
 
 	raw, ok = fields["expires_in"]
