@@ -42,6 +42,17 @@
 // (bad type 40097); a missing token gets 41001, a token the fake never
 // minted 40014, superseded 40001, expired 42001.
 //
+// Tickets: each app has its own jsapi and wx_card tickets, valid for the
+// ticket lifetime (WithTicketLifetime, default 7200 s); expires_in always
+// says the whole lifetime. A call while the ticket is valid either returns
+// the same ticket (TicketReuse, the default) or mints a new one whose
+// predecessor keeps working for the ticket grace (TicketRotate,
+// WithTicketGrace): WithTicketRefetch picks. TicketsMinted counts per app
+// and kind. VerifyJSSDK and VerifyCard (and GET PathVerifyJSSDK) check a
+// signature against the app's tickets the way wx.config does, and tell a
+// signature made with a dead ticket (ErrDeadTicketSignature, counted in
+// Stats.SignaturesDead) from one that matches nothing.
+//
 // No errmsg ever contains anything the caller sent, so a secret never
 // echoes back. Every errmsg ends in a random " rid: ..." as WeChat's do:
 // decide by errcode, never by errmsg.

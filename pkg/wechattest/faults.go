@@ -70,7 +70,9 @@ type Fault struct {
 	Body    string        // FaultRaw: body, sent verbatim
 	Code    int           // FaultErrcode: the errcode to answer
 	// Endpoint limits the fault to "/cgi-bin/token" or
-	// "/cgi-bin/stable_token"; "" = both.
+	// "/cgi-bin/stable_token"; "" = both. "/cgi-bin/ticket/getticket"
+	// (wechat.EndpointTicket) faults getticket, which no other fault
+	// touches; FaultEmptyToken then answers an empty ticket.
 	Endpoint string
 }
 
@@ -81,7 +83,8 @@ type queuedFault struct {
 
 // InjectFault queues f. Each token-endpoint call takes the oldest queued
 // fault that matches its endpoint and appid, if any, and uses up one of
-// its Times. Business endpoints are never faulted. It panics on a fault
+// its Times. Business endpoints are never faulted, except getticket by a
+// fault whose Endpoint names it. It panics on a fault
 // that cannot be applied (unknown kind, negative Times or Latency,
 // unknown Endpoint, FaultErrcode without a Code), since that is a bug in
 // the test.
@@ -95,8 +98,8 @@ func (s *Server) InjectFault(f Fault) {
 		panic("wechattest: InjectFault(errcode): Code is 0, which is not an error")
 	case f.Latency < 0:
 		panic(fmt.Sprintf("wechattest: InjectFault(%v): Latency %v is negative", f.Kind, f.Latency))
-	case f.Endpoint != "" && f.Endpoint != pathToken && f.Endpoint != pathStableToken:
-		panic(fmt.Sprintf("wechattest: InjectFault(%v): Endpoint %q is not %q, %q or empty", f.Kind, f.Endpoint, pathToken, pathStableToken))
+	case f.Endpoint != "" && f.Endpoint != pathToken && f.Endpoint != pathStableToken && f.Endpoint != pathTicket:
+		panic(fmt.Sprintf("wechattest: InjectFault(%v): Endpoint %q is not %q, %q, %q or empty", f.Kind, f.Endpoint, pathToken, pathStableToken, pathTicket))
 	}
 	times := f.Times
 	if times == 0 {
@@ -125,8 +128,8 @@ func (s *Server) takeFault(endpoint, appID string) *Fault {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	for i, q := range s.faults {
-		if q.Endpoint != "" && q.Endpoint != endpoint {
-			continue
+		if q.Endpoint != "" && q.Endpoint != endpoint || q.Endpoint == "" && endpoint == pathTicket {
+			continue // an Endpoint of "" means both token endpoints, never getticket
 		}
 		if q.AppID != "" && q.AppID != appID {
 			continue

@@ -17,11 +17,10 @@ const (
 	pathToken       = wechat.EndpointToken
 	pathStableToken = wechat.EndpointStableToken
 	pathDomainIP    = "/cgi-bin/get_api_domain_ip"
-	pathTicket      = "/cgi-bin/ticket/getticket"
+	pathTicket      = wechat.EndpointTicket
 	pathClearQuota  = "/cgi-bin/clear_quota"
 
-	ticketLifetime = 7200 * time.Second
-	maxBodyBytes   = 64 << 10
+	maxBodyBytes = 64 << 10
 )
 
 func (s *Server) routes() http.Handler {
@@ -31,6 +30,7 @@ func (s *Server) routes() http.Handler {
 	mux.HandleFunc(pathDomainIP, s.handleDomainIP)
 	mux.HandleFunc(pathTicket, s.handleTicket)
 	mux.HandleFunc(pathClearQuota, s.handleClearQuota)
+	mux.HandleFunc(PathVerifyJSSDK, s.handleVerifyJSSDK)
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		mux.ServeHTTP(&datedWriter{ResponseWriter: w, now: s.now}, r)
 	})
@@ -314,21 +314,6 @@ func (s *Server) handleDomainIP(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	writeReply(w, jsonReply(map[string]any{"ip_list": []string{"127.0.0.1"}}))
-}
-
-func (s *Server) handleTicket(w http.ResponseWriter, r *http.Request) {
-	q := r.URL.Query()
-	typ := q.Get("type")
-	if _, refused := s.business(q.Get("access_token"), typ == "jsapi" || typ == "wx_card"); refused != nil {
-		writeReply(w, *refused)
-		return
-	}
-	writeReply(w, jsonReply(map[string]any{
-		"errcode":    0,
-		"errmsg":     "ok",
-		"ticket":     newTokenValue()[:86],
-		"expires_in": expiresInSeconds(ticketLifetime),
-	}))
 }
 
 // handleClearQuota is POST /cgi-bin/clear_quota?access_token=... with

@@ -28,6 +28,7 @@ type config struct {
 	grace      time.Duration
 	dailyQuota int
 	apps       []appSecret
+	tickets    ticketConfig
 }
 
 type appSecret struct{ appID, secret string }
@@ -44,6 +45,9 @@ func (c *config) validate() error {
 	}
 	if c.dailyQuota < 0 {
 		return fmt.Errorf("wechattest: WithDailyQuota(%d): the quota must not be negative", c.dailyQuota)
+	}
+	if err := c.tickets.validate(); err != nil {
+		return err
 	}
 	for _, a := range c.apps {
 		if a.appID == "" || a.secret == "" {
@@ -91,8 +95,9 @@ type Server struct {
 
 	mu           sync.Mutex
 	apps         map[string]*appState
-	tokens       map[string]*tokenRecord // every token ever minted, by value
-	unattributed Stats                   // calls whose app is unknown
+	tokens       map[string]*tokenRecord  // every token ever minted, by value
+	tickets      map[string]*ticketRecord // every ticket ever minted, by value
+	unattributed Stats                    // calls whose app is unknown
 	faults       []*queuedFault
 }
 
@@ -138,7 +143,8 @@ func NewHandler(opts ...Option) *Server {
 }
 
 func newServer(opts []Option) (*Server, error) {
-	cfg := config{now: time.Now, lifetime: DefaultLifetime, grace: DefaultGrace, dailyQuota: DefaultDailyQuota}
+	cfg := config{now: time.Now, lifetime: DefaultLifetime, grace: DefaultGrace, dailyQuota: DefaultDailyQuota,
+		tickets: ticketConfig{refetch: TicketReuse, lifetime: DefaultTicketLifetime, grace: DefaultTicketGrace}}
 	for _, o := range opts {
 		o(&cfg)
 	}
@@ -150,6 +156,7 @@ func newServer(opts []Option) (*Server, error) {
 		closing: make(chan struct{}),
 		apps:    make(map[string]*appState),
 		tokens:  make(map[string]*tokenRecord),
+		tickets: make(map[string]*ticketRecord),
 	}
 	for _, a := range cfg.apps {
 		s.AddApp(a.appID, a.secret)

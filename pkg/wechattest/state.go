@@ -20,6 +20,11 @@ type Stats struct {
 	BusinessInvalid    int // business calls answered 40014: a token this server never minted
 	QuotaUsed          int // classic calls that reached today's quota check (those refused with 45009 included)
 	Checks             int // calls that only asked whether a token is live (wechat.CheckHeader): not business calls
+	TicketsMinted      int // tickets minted (both kinds; TicketsMinted gives one kind), lost replies included
+	TicketCalls        int // getticket calls answered with a ticket (a reused one included)
+	SignaturesOK       int // signatures verified against a live ticket
+	SignaturesDead     int // signatures made with a ticket that was no longer live: the failure to prevent
+	SignaturesInvalid  int // signatures that match no ticket of the app
 }
 
 func (a Stats) add(b Stats) Stats {
@@ -31,6 +36,11 @@ func (a Stats) add(b Stats) Stats {
 	a.BusinessInvalid += b.BusinessInvalid
 	a.QuotaUsed += b.QuotaUsed
 	a.Checks += b.Checks
+	a.TicketsMinted += b.TicketsMinted
+	a.TicketCalls += b.TicketCalls
+	a.SignaturesOK += b.SignaturesOK
+	a.SignaturesDead += b.SignaturesDead
+	a.SignaturesInvalid += b.SignaturesInvalid
 	return a
 }
 
@@ -97,6 +107,7 @@ type appState struct {
 	lastForce  time.Time
 	everForced bool
 	stats      Stats
+	tickets    map[string]*ticketKind // by kind
 }
 
 // TokenState says what a business API would answer for token right now.
