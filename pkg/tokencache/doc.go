@@ -84,4 +84,14 @@
 // Cluster. Changes are announced on EventsChannel(prefix) as "<appID>
 // <version> <rev> <usable_until_ms> <fetched_at_ms>"; rev 0 announces no
 // change (a fetch that stored nothing: look again).
+//
+// # Tickets
+//
+// NewTickets builds a ticket cache per kind (jsapi_ticket, wx_card
+// api_ticket): a Cache under TicketKeyPrefix whose Source fetches
+// getticket with the token cache's current access token, so tickets get
+// every guarantee above by the same code. See tickets.go for what the
+// ticket source adds (reporting a refused access token, a reused ticket's
+// life counted from its first sighting) and why a ticket cache has no
+// Invalidate.
 package tokencache

@@ -501,7 +501,7 @@ func (c *Cache) held(st *appState) error {
 
 func (c *Cache) emit(st *appState, result string, d time.Duration, err error) {
 	if h := c.opt.hooks.OnFetch; h != nil {
-		h(FetchEvent{AppID: st.id, Result: result, Duration: d, Err: err})
+		h(FetchEvent{AppID: st.id, Kind: c.opt.kind, Result: result, Duration: d, Err: err})
 	}
 }
 

@@ -14,6 +14,13 @@ func EventsChannel(prefix string) string { return prefix + "events" }
 
 func appKeyBase(prefix, appID string) string { return prefix + "{" + appID + "}:" }
 
+// TicketKeyPrefix is the key prefix of the ticket cache of kind
+// (wechat.TicketJSAPI, wechat.TicketWxCard) under prefix: its records are
+// RecordKey(TicketKeyPrefix(prefix, kind), appID), its channel
+// EventsChannel(TicketKeyPrefix(prefix, kind)). Each kind, and each app,
+// has keys of its own.
+func TicketKeyPrefix(prefix, kind string) string { return prefix + "ticket:" + kind + ":" }
+
 // keys are the Redis keys of one app.
 type keys struct {
 	record   string // the token record
@@ -24,6 +31,8 @@ type keys struct {
 	budget   string // + YYYYMMDD (Beijing day): fetches started that day
 	passive  string // passive-refresh fetches in the current rate window
 	verdicts string // + token fingerprint: WeChat's verdict on a reported token
+	seen     string // ticket caches: + ticket hash: when the fleet first saw that ticket (Unix ms)
+	pending  string // ticket caches: the send time (Unix ms) of the earliest getticket whose reply is unknown
 }
 
 func appKeys(prefix, appID string) keys {
@@ -37,5 +46,7 @@ func appKeys(prefix, appID string) keys {
 		budget:   base + "fetches:",
 		passive:  base + "passive",
 		verdicts: base + "verdict:",
+		seen:     base + "seen:",
+		pending:  base + "pending",
 	}
 }

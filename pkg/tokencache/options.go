@@ -130,6 +130,7 @@ type options struct {
 	locker   lock.Locker
 	modes    map[string]wechat.Mode
 	hooks    Hooks
+	kind     string // a ticket cache's ticket kind; "" for access tokens
 }
 
 func defaultOptions() options {
@@ -236,6 +237,7 @@ type Hooks struct {
 // FetchEvent describes one upstream fetch attempt.
 type FetchEvent struct {
 	AppID    string
+	Kind     string // "" for an access token; the ticket kind for a ticket cache (NewTickets)
 	Result   string // "ok", "refused" (write lost the compare-and-set), "budget", "limited" (passive refresh rate), or wechat.ClassName of the failure
 	Duration time.Duration
 	Err      error

@@ -20,6 +20,9 @@ func TestScriptsReadOnlyTheArgumentsTheirStructsDefine(t *testing.T) {
 		{"beginFetch", beginFetch, beginArgs{}},
 		{"commitFetch", commitFetch, commitArgs{}},
 		{"abortFetch", abortFetch, abortArgs{}},
+		{"seeTicket", seeTicket, seeArgs{}},
+		{"clearPending", clearPending, clearArgs{}},
+		{"registerGetticket", registerGetticket, registerArgs{}},
 	} {
 		tags := map[string]bool{}
 		typ := reflect.TypeOf(tc.args)
