@@ -24,6 +24,7 @@ import (
 	"golang.org/x/time/rate"
 
 	"github.com/tokenkeeper/tokenkeeper/internal/metrics"
+	"github.com/tokenkeeper/tokenkeeper/pkg/jssdk"
 	"github.com/tokenkeeper/tokenkeeper/pkg/tokencache"
 	"github.com/tokenkeeper/tokenkeeper/pkg/wechat"
 )
@@ -41,6 +42,9 @@ type APIKey struct {
 	Key  wechat.Secret
 	// Apps the key may read; "*" means every configured app.
 	Apps []string
+	// PageHosts, if set, are the only page hosts this key may have
+	// JS-SDK configs signed for (exact host names, any port).
+	PageHosts []string
 }
 
 // Config configures the handler built by New.
@@ -80,6 +84,12 @@ type Config struct {
 	// Clock is the time source for expires_in and the rate limiter
 	// (default time.Now).
 	Clock func() time.Time
+	// Tickets, if set, serves the ticket routes (tickets.go); nil leaves
+	// them out.
+	Tickets Tickets
+	// AppTickets are the ticket kinds each app serves ("jsapi",
+	// "wx_card"); a kind not listed answers 404.
+	AppTickets map[string][]string
 }
 
 // Route patterns, also the "route" label of the HTTP metrics.
@@ -113,6 +123,10 @@ type api struct {
 	burst        int
 	passiveRetry time.Duration
 	anonLimit    *rate.Limiter // invalidations when no API key is configured
+
+	tickets    Tickets
+	signer     *jssdk.Signer
+	appTickets map[string]map[string]bool // app → kinds served
 }
 
 type key struct {
@@ -121,6 +135,8 @@ type key struct {
 	all   bool
 	apps  map[string]bool
 	limit *rate.Limiter // this key's invalidations
+	// pageHosts the key may sign JS-SDK configs for; nil: any.
+	pageHosts map[string]bool
 }
 
 // New validates cfg and returns the API's handler.
@@ -166,6 +182,10 @@ func New(cfg Config) (http.Handler, error) {
 			errs = append(errs, fmt.Errorf("%s: lists no apps (use \"*\" for all)", where))
 		}
 		kk := key{name: k.Name, hash: sha256.Sum256([]byte(k.Key.Reveal())), apps: map[string]bool{}}
+		var herr error
+		if kk.pageHosts, herr = keyPageHosts(k.PageHosts); herr != nil {
+			errs = append(errs, fmt.Errorf("%s: %w", where, herr))
+		}
 		if seenHashes[kk.hash] {
 			errs = append(errs, fmt.Errorf("%s: same key as an earlier entry", where))
 		}
@@ -234,6 +254,9 @@ func New(cfg Config) (http.Handler, error) {
 	mux.Handle(RouteHealthz, a.route(RouteHealthz, []string{http.MethodGet, http.MethodHead}, a.serveHealthz))
 	mux.Handle(RouteReadyz, a.route(RouteReadyz, []string{http.MethodGet, http.MethodHead}, a.serveReadyz))
 	mux.Handle(RouteMetrics, a.route(RouteMetrics, []string{http.MethodGet, http.MethodHead}, a.serveMetrics))
+	if err := a.ticketRoutes(mux, cfg); err != nil {
+		return nil, fmt.Errorf("httpapi: invalid config: %w", err)
+	}
 	notFound := a.route(RouteOther, nil, func(w http.ResponseWriter, r *http.Request) {
 		writeError(w, http.StatusNotFound, "no such route: "+r.Method+" "+truncate(r.URL.Path, 100))
 	})

@@ -206,7 +206,7 @@ func (s *Signer) Card(ctx context.Context, appID string, req CardRequest) (CardS
 	values := []string{req.CardID, req.Code, req.OpenID, req.Balance, req.LocationID, req.CardType}
 	for i, v := range values {
 		if reason := cardValueProblem(v); reason != "" {
-			return CardSigned{}, fmt.Errorf("jssdk: card field %s %s", cardFieldNames[i], reason)
+			return CardSigned{}, &CardFieldError{Field: cardFieldNames[i], Reason: reason}
 		}
 	}
 	if req.ChooseCard {
@@ -220,6 +220,12 @@ func (s *Signer) Card(ctx context.Context, appID string, req CardRequest) (CardS
 	values = append(values, tok.Value, ts, nonce)
 	return CardSigned{Timestamp: ts, NonceStr: nonce, Signature: CardSignature(values...), SignType: "SHA1"}, nil
 }
+
+// CardFieldError is a caller's card value Signer.Card refuses; it names
+// the field, never the value.
+type CardFieldError struct{ Field, Reason string }
+
+func (e *CardFieldError) Error() string { return "jssdk: card field " + e.Field + " " + e.Reason }
 
 var cardFieldNames = []string{"card_id", "code", "openid", "balance", "location_id", "card_type"}
 
