@@ -61,6 +61,9 @@ type App struct {
 	// SecretFrom says where Secret came from ("inline", "env NAME",
 	// "file PATH"), for Print.
 	SecretFrom string
+	// Tickets are the ticket kinds (wechat.TicketJSAPI, wechat.TicketWxCard)
+	// kept warm and served for the app; none by default.
+	Tickets []string
 }
 
 // Cache is tokencache's configuration: its rules and defaults live there.
@@ -106,6 +109,9 @@ type APIKey struct {
 	Key     wechat.Secret
 	Apps    []string
 	KeyFrom string
+	// PageHosts, if set, are the only page hosts the key may have JS-SDK
+	// configs signed for.
+	PageHosts []string
 }
 
 // Log configures the process's slog logger.
@@ -189,11 +195,12 @@ type rawWeChat struct {
 }
 
 type rawApp struct {
-	ID         string `mapstructure:"id"`
-	Secret     string `mapstructure:"secret"`
-	SecretEnv  string `mapstructure:"secret_env"`
-	SecretFile string `mapstructure:"secret_file"`
-	Mode       string `mapstructure:"mode"`
+	ID         string   `mapstructure:"id"`
+	Secret     string   `mapstructure:"secret"`
+	SecretEnv  string   `mapstructure:"secret_env"`
+	SecretFile string   `mapstructure:"secret_file"`
+	Mode       string   `mapstructure:"mode"`
+	Tickets    []string `mapstructure:"tickets"`
 
 	inlineFrom string // where an inline secret came from, if not the file
 }
@@ -228,6 +235,8 @@ type rawAPIKey struct {
 	KeyEnv  string   `mapstructure:"key_env"`
 	KeyFile string   `mapstructure:"key_file"`
 	Apps    []string `mapstructure:"apps"`
+	// PageHosts limits jssdk-config to these page hosts.
+	PageHosts []string `mapstructure:"page_hosts"`
 
 	inlineFrom string
 }

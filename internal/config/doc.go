@@ -29,10 +29,12 @@
 //	TOKENKEEPER_APPS_WX1_SECRET_ENV=WX1_SECRET     #   (name of another variable)
 //	TOKENKEEPER_APPS_WX1_SECRET_FILE=/run/secrets/wx1
 //	TOKENKEEPER_APPS_WX1_MODE=stable               # optional, overrides the list's mode
+//	TOKENKEEPER_APPS_WX1_TICKETS="jsapi,wx_card"   # optional (file: tickets: [jsapi]): tickets kept warm and served
 //
 //	TOKENKEEPER_HTTP_API_KEYS="backend,ops"        # key names
 //	TOKENKEEPER_HTTP_API_KEYS_BACKEND_KEY=...      # exactly one of _KEY, _KEY_ENV, _KEY_FILE
 //	TOKENKEEPER_HTTP_API_KEYS_BACKEND_APPS="wx1,wx2"   # or "*"
+//	TOKENKEEPER_HTTP_API_KEYS_BACKEND_PAGE_HOSTS="m.example.com"   # optional: jssdk-config only for these page hosts
 //
 // The <ID> and <NAME> parts are the appid or key name in upper case with
 // every character other than A-Z and 0-9 replaced by "_" (wx1 → WX1).

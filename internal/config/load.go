@@ -305,6 +305,9 @@ func applyEnvLists(raw *rawConfig, env map[string]string, used map[string]bool) 
 		if m, ok := get(p + "MODE"); ok {
 			a.Mode = m
 		}
+		if t, ok := get(p + "TICKETS"); ok {
+			a.Tickets = splitList(t)
+		}
 	}
 
 	if list, ok := get(EnvPrefix + "HTTP_API_KEYS"); ok {
@@ -333,6 +336,9 @@ func applyEnvLists(raw *rawConfig, env map[string]string, used map[string]bool) 
 		}
 		if apps, ok := get(p + "APPS"); ok {
 			k.Apps = splitList(apps)
+		}
+		if hosts, ok := get(p + "PAGE_HOSTS"); ok {
+			k.PageHosts = splitList(hosts)
 		}
 	}
 }

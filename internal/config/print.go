@@ -42,9 +42,10 @@ type printedWeChat struct {
 }
 
 type printedApp struct {
-	ID     string `yaml:"id"`
-	Mode   string `yaml:"mode"`
-	Secret string `yaml:"secret"`
+	ID      string   `yaml:"id"`
+	Mode    string   `yaml:"mode"`
+	Secret  string   `yaml:"secret"`
+	Tickets []string `yaml:"tickets,omitempty"`
 }
 
 type printedCache struct {
@@ -122,7 +123,7 @@ func (c *Config) Print(w io.Writer) error {
 		if s == "" {
 			s = Redacted
 		}
-		p.Apps = append(p.Apps, printedApp{ID: a.ID, Mode: a.Mode.String(), Secret: s})
+		p.Apps = append(p.Apps, printedApp{ID: a.ID, Mode: a.Mode.String(), Secret: s, Tickets: a.Tickets})
 	}
 	for _, k := range c.HTTP.APIKeys {
 		s := redactedFrom(k.KeyFrom)

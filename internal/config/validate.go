@@ -15,6 +15,7 @@ import (
 	"unicode/utf8"
 
 	"github.com/tokenkeeper/tokenkeeper/pkg/fieldcheck"
+	"github.com/tokenkeeper/tokenkeeper/pkg/jssdk"
 	"github.com/tokenkeeper/tokenkeeper/pkg/lock"
 	"github.com/tokenkeeper/tokenkeeper/pkg/tokencache"
 	"github.com/tokenkeeper/tokenkeeper/pkg/wechat"
@@ -114,6 +115,19 @@ func resolve(raw *rawConfig, env map[string]string, read func(string) ([]byte, e
 			add(field+".mode", AppEnv(id)+"MODE", "unknown mode %s: want classic or stable", shown(a.Mode))
 		}
 		app.Mode = mode
+		seenKinds := map[string]bool{}
+		for _, kind := range a.Tickets {
+			kind = strings.TrimSpace(kind)
+			switch {
+			case wechat.TicketKindProblem(kind) != "":
+				add(field+".tickets", AppEnv(id)+"TICKETS", "%s", wechat.TicketKindProblem(kind))
+			case seenKinds[kind]:
+				add(field+".tickets", AppEnv(id)+"TICKETS", "ticket kind %q listed twice", kind)
+			default:
+				app.Tickets = append(app.Tickets, kind)
+			}
+			seenKinds[kind] = true
+		}
 		app.Secret, app.SecretFrom = resolveSecret(secretSpec{
 			field: field + ".secret", envBase: AppEnv(id) + "SECRET",
 			inline: a.Secret, envRef: a.SecretEnv, file: a.SecretFile, inlineFrom: a.inlineFrom,
@@ -146,6 +160,13 @@ func resolve(raw *rawConfig, env map[string]string, read func(string) ([]byte, e
 		for _, app := range k.Apps {
 			if app = strings.TrimSpace(app); app != "" {
 				key.Apps = append(key.Apps, app)
+			}
+		}
+		for _, h := range k.PageHosts {
+			if h = strings.ToLower(strings.TrimSpace(h)); jssdk.PageHostProblem(h) != "" {
+				add(field+".page_hosts", APIKeyEnv(name)+"PAGE_HOSTS", "page host %s: %s", shown(h), jssdk.PageHostProblem(h))
+			} else {
+				key.PageHosts = append(key.PageHosts, h)
 			}
 		}
 		key.Key, key.KeyFrom = resolveSecret(secretSpec{

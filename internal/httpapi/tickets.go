@@ -76,8 +76,8 @@ func keyPageHosts(hosts []string) (map[string]bool, error) {
 	}
 	set := map[string]bool{}
 	for _, h := range hosts {
-		if h == "" || strings.ContainsAny(h, "/:@ ") {
-			return nil, fmt.Errorf("page host %q: want a bare host name such as \"m.example.com\"", truncate(h, 64))
+		if p := jssdk.PageHostProblem(h); p != "" {
+			return nil, fmt.Errorf("page host %q: %s", truncate(h, 64), p)
 		}
 		set[strings.ToLower(h)] = true
 	}

@@ -88,6 +88,16 @@ func ParsePageURL(raw string) (*url.URL, error) {
 	return u, nil
 }
 
+// PageHostProblem is the rule for the page hosts an API key may be
+// limited to: what is wrong with host, or "" if nothing is. A host is
+// compared, lower-cased, with the page URL's host name (any port).
+func PageHostProblem(host string) string {
+	if host == "" || strings.ContainsAny(host, "/:@ ") {
+		return "want a bare host name such as m.example.com"
+	}
+	return ""
+}
+
 // PageURLError is a page URL ParsePageURL refuses.
 type PageURLError struct{ Reason string }
 
