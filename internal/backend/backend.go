@@ -50,3 +50,14 @@ func Open(cfg *config.Config) (*tokencache.Cache, redis.UniversalClient, error) 
 	}
 	return cache, client, nil
 }
+
+// NewTickets builds the ticket caches over client, fetching getticket
+// through cfg's WeChat client with the access tokens of tokens, with
+// cfg's cache options followed by extra.
+func NewTickets(cfg *config.Config, client redis.UniversalClient, tokens tokencache.AccessTokens, extra ...tokencache.Option) (*tokencache.Tickets, error) {
+	t, err := tokencache.NewTickets(client, tokens, wechat.NewClient(cfg.WeChatClientOptions()...), append(cfg.CacheOptions(), extra...)...)
+	if err != nil {
+		return nil, Configf(err)
+	}
+	return t, nil
+}

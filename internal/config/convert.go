@@ -92,3 +92,26 @@ func (c *Config) ElectorConfig(client redis.UniversalClient, cb lock.LeaderCallb
 func (c *Config) LastFetchKey(appID string) string {
 	return c.Cache.KeyPrefix + "{" + appID + "}:last_fetch"
 }
+
+// TicketApps maps each ticket kind to the apps that keep it warm, in
+// configuration order; a kind no app lists is absent.
+func (c *Config) TicketApps() map[string][]string {
+	out := map[string][]string{}
+	for _, a := range c.Apps {
+		for _, kind := range a.Tickets {
+			out[kind] = append(out[kind], a.ID)
+		}
+	}
+	return out
+}
+
+// AppTickets maps each app that keeps tickets to its kinds.
+func (c *Config) AppTickets() map[string][]string {
+	out := map[string][]string{}
+	for _, a := range c.Apps {
+		if len(a.Tickets) > 0 {
+			out[a.ID] = append([]string(nil), a.Tickets...)
+		}
+	}
+	return out
+}

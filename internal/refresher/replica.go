@@ -42,6 +42,7 @@ type Replica struct {
 
 	client  redis.UniversalClient
 	cache   *tokencache.Cache
+	tickets *tokencache.Tickets // nil when no app keeps tickets
 	writer  *status.Writer
 	elector *lock.Elector
 	handler http.Handler
@@ -112,6 +113,10 @@ func New(cfg *config.Config, log *slog.Logger, opts ...Option) (_ *Replica, err 
 		return nil, err
 	}
 	schedPtr.Store(sched)
+	ticketScheds, err := r.wireTickets(reg)
+	if err != nil {
+		return nil, err
+	}
 
 	r.elector, err = lock.NewElector(cfg.ElectorConfig(r.client, lock.LeaderCallbacks{
 		// The gauge follows the elector's own flag, set synchronously:
@@ -121,9 +126,11 @@ func New(cfg *config.Config, log *slog.Logger, opts ...Option) (_ *Replica, err 
 		OnIsLeaderChange: m.SetLeader,
 		OnStartedLeading: func(leading context.Context) {
 			r.log.Info("refresher: started leading; running the refresh scheduler")
+			done := runTicketSchedulers(leading, ticketScheds, r.log)
 			if err := sched.Run(leading); err != nil && !errors.Is(err, context.Canceled) {
 				r.log.Error("refresher: scheduler stopped", "err", err)
 			}
+			<-done
 		},
 		OnStoppedLeading: func() {
 			r.log.Info("refresher: stopped leading; serving tokens only")
@@ -143,6 +150,8 @@ func New(cfg *config.Config, log *slog.Logger, opts ...Option) (_ *Replica, err 
 		Metrics:        m,
 		Logger:         r.log,
 		InvalidateRate: rate.Limit(cfg.HTTP.InvalidateRate),
+		Tickets:        r.ticketsAPI(),
+		AppTickets:     cfg.AppTickets(),
 	})
 	if err != nil {
 		return nil, backend.Configf(err)
@@ -167,6 +176,9 @@ func (r *Replica) ready(ctx context.Context) error {
 
 // close releases what New opened, in reverse order.
 func (r *Replica) close() {
+	if r.tickets != nil {
+		r.tickets.Close()
+	}
 	if r.cache != nil {
 		r.cache.Close()
 	}
@@ -250,7 +262,7 @@ func (r *Replica) Run(ctx context.Context) error {
 func apiKeys(cfg *config.Config) []httpapi.APIKey {
 	keys := make([]httpapi.APIKey, len(cfg.HTTP.APIKeys))
 	for i, k := range cfg.HTTP.APIKeys {
-		keys[i] = httpapi.APIKey{Name: k.Name, Key: k.Key, Apps: k.Apps}
+		keys[i] = httpapi.APIKey{Name: k.Name, Key: k.Key, Apps: k.Apps, PageHosts: k.PageHosts}
 	}
 	return keys
 }
