@@ -29,6 +29,7 @@ import (
 	"github.com/tokenkeeper/tokenkeeper/internal/config"
 	"github.com/tokenkeeper/tokenkeeper/internal/status"
 	"github.com/tokenkeeper/tokenkeeper/internal/tokencmd"
+	"github.com/tokenkeeper/tokenkeeper/pkg/wechat"
 )
 
 // Demo runs `serve --demo`: it starts its own backend, builds the
@@ -69,6 +70,7 @@ func usage(demo bool) string {
   refresher ` + serve + ` [flags]
   refresher token APPID [--config FILE]
   refresher invalidate APPID TOKEN [--config FILE]
+  refresher ticket APPID [jsapi|wx_card] [--config FILE]
   refresher status [--config FILE]
   refresher config [--config FILE]
 
@@ -133,7 +135,7 @@ func dispatch(ctx context.Context, args []string, stdout, stderr io.Writer, runD
 		printConfig = fs.Bool("print-config", false, "print the effective configuration (secrets redacted) and exit")
 	}
 	switch cmd {
-	case "serve", "token", "invalidate", "status", "config":
+	case "serve", "token", "invalidate", "ticket", "status", "config":
 	case "help":
 		fs.Usage()
 		return nil
@@ -149,6 +151,12 @@ func dispatch(ctx context.Context, args []string, stdout, stderr io.Writer, runD
 	}
 	pos := fs.Args()
 	want := map[string]int{"serve": 0, "token": 1, "invalidate": 2, "status": 0, "config": 0}[cmd]
+	if cmd == "ticket" {
+		if len(pos) == 1 {
+			pos = append(pos, wechat.TicketJSAPI) // the kind defaults to jsapi
+		}
+		want = 2
+	}
 	if len(pos) != want {
 		return usagef("%s takes %d argument(s), got %d: %q (see refresher --help)", cmd, want, len(pos), pos)
 	}
@@ -202,6 +210,14 @@ func dispatch(ctx context.Context, args []string, stdout, stderr io.Writer, runD
 			return usagef("invalidate: empty token")
 		}
 		return tokencmd.Invalidate(ctx, cfg, pos[0], pos[1], stdout)
+	case "ticket":
+		if err := checkApp(cfg, pos[0]); err != nil {
+			return err
+		}
+		if p := wechat.TicketKindProblem(pos[1]); p != "" {
+			return usagef("ticket: %s", p)
+		}
+		return tokencmd.Ticket(ctx, cfg, pos[0], pos[1], stdout)
 	case "status":
 		return status.Print(ctx, cfg, stdout)
 	}

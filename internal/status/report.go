@@ -23,6 +23,8 @@ type Report struct {
 	// Leader is the identity holding the lease, "" if none.
 	Leader string
 	Apps   []App
+	// Tickets are the tickets apps keep (tickets.go).
+	Tickets []Ticket
 }
 
 // App is one app's line. A field whose read failed holds the error
@@ -87,6 +89,7 @@ func Gather(ctx context.Context, cfg *config.Config, client redis.UniversalClien
 		a.FetchesToday, a.FetchesErr = cache.FetchesToday(ctx, app.ID)
 		rep.Apps = append(rep.Apps, a)
 	}
+	rep.Tickets = gatherTickets(ctx, cfg, client)
 	return rep, nil
 }
 
@@ -144,5 +147,8 @@ func (r Report) Write(w io.Writer, now time.Time) error {
 		}
 		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%s\t%s\n", a.ID, a.Mode, token, version, usable, last, fetches)
 	}
-	return tw.Flush()
+	if err := tw.Flush(); err != nil {
+		return err
+	}
+	return writeTickets(w, r.Tickets, now)
 }
