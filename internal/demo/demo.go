@@ -35,6 +35,7 @@ apps:
   - id: wxdemo1
     secret: %q
     mode: classic
+    tickets: [jsapi, wx_card]
   - id: wxdemo2
     secret: %q
     mode: stable
@@ -88,6 +89,7 @@ func Start(flags *pflag.FlagSet) (*Env, error) {
 		wechattest.WithApp("wxdemo2", secret2),
 		wechattest.WithLifetime(Lifetime),
 		wechattest.WithGrace(Grace),
+		wechattest.WithTicketLifetime(Lifetime),
 	)
 	e := &Env{APIKey: "demo-" + randomHex(16), RedisAddr: mr.Addr(), WeChatURL: fake.URL(), redis: mr, fake: fake}
 	yaml := fmt.Sprintf(configYAML, mr.Addr(), fake.URL(), secret1, secret2, e.APIKey)
@@ -131,6 +133,8 @@ Try:
   curl -s -H 'Authorization: Bearer %[2]s' %[3]s/v1/apps/wxdemo2/token
   curl -s -X POST -H 'Authorization: Bearer %[2]s' -H 'Content-Type: application/json' \
        -d '{"access_token":"<the token that failed>"}' %[3]s/v1/apps/wxdemo1/invalidate
+  curl -s -X POST -H 'Authorization: Bearer %[2]s' -H 'Content-Type: application/json' \
+       -d '{"url":"https://m.example.com/page"}' %[3]s/v1/apps/wxdemo1/jssdk-config
   curl -s %[3]s/metrics | grep ^tokenkeeper_
   curl -s %[3]s/readyz
 
