@@ -115,6 +115,7 @@ type ReaderLine struct {
 	Gaps          []Gap            `json:"gaps,omitempty"`
 	Dead          []DeadCall       `json:"dead,omitempty"`
 	Cache         tokencache.Stats `json:"cache"`
+	Signatures    SignatureCounts  `json:"signatures"` // signing.go
 }
 
 // Span is when something was first and last seen.
@@ -280,6 +281,11 @@ func RunReader(ctx context.Context, rc ReaderConfig, out io.Writer) error {
 		return fmt.Errorf("chaos reader: %w", err)
 	}
 	defer cache.Close()
+	pages, err := newPageSigner(rdb, cache, hc, rc, logger)
+	if err != nil {
+		return fmt.Errorf("chaos reader: %w", err)
+	}
+	defer pages.close()
 
 	st := &readerState{id: rc.ID, log: logger, errors: make(map[string]int64), spans: make(map[string]Span),
 		announced: make(map[string]announcement)}
@@ -293,6 +299,7 @@ func RunReader(ctx context.Context, rc ReaderConfig, out io.Writer) error {
 	var encMu sync.Mutex
 	emit := func(final bool) {
 		l := st.line(rc.ID, cache, final)
+		l.Signatures = pages.counts()
 		encMu.Lock()
 		defer encMu.Unlock()
 		_ = enc.Encode(l)
@@ -304,6 +311,8 @@ func RunReader(ctx context.Context, rc ReaderConfig, out io.Writer) error {
 	business := newBusinessCaller(cache, hc, rc.UpstreamURL, apps, st)
 	var wg sync.WaitGroup
 	maxIter := int(rc.MaxDuration/rc.Interval) + 1
+	wg.Add(1)
+	go func() { defer wg.Done(); pages.run(ctx, apps, rc.Interval, maxIter) }()
 	for g := 0; g < rc.Goroutines; g++ {
 		wg.Add(1)
 		go func() {

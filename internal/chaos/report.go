@@ -128,6 +128,7 @@ type ReaderSummary struct {
 	LongestReader int              `json:"longest_gap_reader,omitempty"`
 	FrozenGaps    int              `json:"gaps_of_frozen_readers"`
 	AllFinal      bool             `json:"all_final"`
+	Signatures    SignatureCounts  `json:"signatures"` // pages signed, and the upstream's verdict (signing.go)
 }
 
 // LeaderReport is the lease's history.
@@ -263,6 +264,7 @@ func (r *run) report(schedule []*FaultRecord, runOver, ended time.Time, readersF
 		rs.Retries += l.Retries
 		rs.RetriedOK += l.RetriedOK
 		rs.Invalidations += l.Invalidations
+		rs.Signatures = rs.Signatures.add(l.Signatures)
 		for k, v := range l.Errors {
 			rs.Errors[k] += v
 		}
@@ -292,6 +294,7 @@ func (r *run) report(schedule []*FaultRecord, runOver, ended time.Time, readersF
 	sort.Slice(rep.ReaderDead, func(i, j int) bool { return rep.ReaderDead[i].At.Before(rep.ReaderDead[j].At) })
 	rep.chargeWindows(calls, interval)
 	rep.Violations = append(rep.Violations, rep.check(cfg)...)
+	rep.Violations = append(rep.Violations, rs.Signatures.violations()...)
 	return rep
 }
 
@@ -657,6 +660,7 @@ func (rep *Report) WriteText(w io.Writer) {
 	p("")
 	p("readers: ok %d, 40001 %d, 42001 %d, 40014 %d; invalidations %d, retries %d (ok %d); all final reports: %v",
 		rs.Calls.OK, rs.Calls.Superseded, rs.Calls.Expired, rs.Calls.Invalid, rs.Invalidations, rs.Retries, rs.RetriedOK, rs.AllFinal)
+	p("  %s", rs.Signatures)
 	if rs.LongestGapAt != nil {
 		g := rs.LongestGapAt
 		p("  longest without a live token: %v (reader-%d, app %s, %s..%s, %s)", rs.LongestGap.Round(time.Millisecond),

@@ -143,6 +143,7 @@ func tokenOutcome(head []byte) string {
 
 func startUpstream(apps []string, secret string, lifetime, grace time.Duration, quota int) (*upstream, error) {
 	opts := []wechattest.Option{wechattest.WithLifetime(lifetime), wechattest.WithGrace(grace), wechattest.WithDailyQuota(quota)}
+	opts = append(opts, ticketOptions(lifetime, grace)...) // signing.go
 	for _, a := range apps {
 		opts = append(opts, wechattest.WithApp(a, secret))
 	}

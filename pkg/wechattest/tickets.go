@@ -277,7 +277,8 @@ func hexSHA1(s string) string {
 // PathVerifyJSSDK is the fake's own business check for pages: GET with
 // appid, url, noncestr, timestamp and signature answers errcode 0 when the
 // signature verifies against a live jsapi ticket (VerifyJSSDK), 63002
-// ("invalid signature") otherwise. It is not a WeChat API: WeChat checks
+// ("invalid signature") otherwise, with "ticket_dead": true when it was
+// made with a ticket of the app that is no longer live. It is not a WeChat API: WeChat checks
 // in the browser, at wx.config.
 const PathVerifyJSSDK = "/tokenkeeper_test/verify_jssdk"
 
@@ -292,7 +293,7 @@ func (s *Server) handleVerifyJSSDK(w http.ResponseWriter, r *http.Request) {
 	case err == nil:
 		writeReply(w, jsonReply(map[string]any{"errcode": 0, "errmsg": "ok"}))
 	case errors.Is(err, ErrDeadTicketSignature):
-		writeReply(w, errReply(63002, "invalid signature (ticket no longer live)"))
+		writeReply(w, jsonReply(map[string]any{"errcode": 63002, "errmsg": "invalid signature (ticket no longer live) rid: " + newRID(), "ticket_dead": true}))
 	default:
 		writeReply(w, errReply(63002, "invalid signature"))
 	}
