@@ -10,6 +10,16 @@
 //	GET  /readyz                      Redis reachable and a leader exists (503 with the reason if not)
 //	GET  /metrics                     Prometheus exposition from the configured Gatherer
 //
+// With Config.Tickets (tickets.go), for the kinds Config.AppTickets lists:
+//
+//	GET  /v1/apps/{appid}/tickets/{jsapi|wx_card}  {"ticket","expires_in","expires_at","version"}
+//	POST /v1/apps/{appid}/jssdk-config    {"url":"<page>"} → {"appId","timestamp","nonceStr","signature"}
+//	POST /v1/apps/{appid}/card-signature  card fields → {"timestamp","nonceStr","signature","signType"}
+//
+// A signature is made only with a ticket live at that moment (503 with
+// Retry-After otherwise); a key with page hosts may sign only their pages
+// (403).
+//
 // Token answers are {"access_token","expires_in","expires_at","version"}:
 // expires_in is the usable life left in whole seconds and expires_at the
 // moment the refresher stops handing the token out (RFC 3339, UTC), a

@@ -3,6 +3,7 @@ package tokencache_test
 import (
 	"context"
 	"errors"
+	"log/slog"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -436,3 +437,38 @@ func TestTicketLostReplyDatesTheNextTicket(t *testing.T) {
 		t.Errorf("usable until %v, want %v: the lost call's send + 7200 s - margin", tok.UsableUntil, want)
 	}
 }
+
+// The ticket source logs access tokens and tickets by fingerprint only.
+func TestTicketLogsHoldNoCredential(t *testing.T) {
+	m := miniredis.RunT(t)
+	rdb := redis.NewClient(&redis.Options{Addr: m.Addr()})
+	defer rdb.Close()
+	var logs strings.Builder
+	var mu sync.Mutex
+	w := writerFunc(func(p []byte) (int, error) { mu.Lock(); defer mu.Unlock(); return logs.Write(p) })
+	up := &scriptedTickets{errs: []error{&wechat.Error{Code: 40001, Endpoint: wechat.EndpointTicket}}}
+	tokens := &tokenStub{current: "ACCESS-TOKEN-VALUE-1"}
+	tk, err := tokencache.NewTickets(rdb, tokens, up, tokencache.WithLogger(slog.New(slog.NewTextHandler(w, &slog.HandlerOptions{Level: slog.LevelDebug}))))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer tk.Close()
+	got, err := tk.Ticket(context.Background(), ticketApp, wechat.TicketJSAPI)
+	if err != nil {
+		t.Fatal(err)
+	}
+	mu.Lock()
+	defer mu.Unlock()
+	if !strings.Contains(logs.String(), wechat.Fingerprint("ACCESS-TOKEN-VALUE-1")) {
+		t.Errorf("the refused token is not named by its fingerprint:\n%s", logs.String())
+	}
+	for _, secret := range []string{"ACCESS-TOKEN-VALUE-1", got.Value} {
+		if strings.Contains(logs.String(), secret) {
+			t.Errorf("logs hold %q:\n%s", secret, logs.String())
+		}
+	}
+}
+
+type writerFunc func([]byte) (int, error)
+
+func (f writerFunc) Write(p []byte) (int, error) { return f(p) }

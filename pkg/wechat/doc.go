@@ -2,7 +2,9 @@
 // token (GET /cgi-bin/token, Client.ClassicToken) and the stable token (POST
 // /cgi-bin/stable_token, Client.StableToken). A Source binds a Client to a
 // fixed set of apps and fetches each one from the endpoint its Mode names;
-// it is what a token cache calls.
+// it is what a token cache calls. Client.Ticket fetches jsapi and wx_card
+// tickets (GET /cgi-bin/ticket/getticket) with an access token, under the
+// same reply rules (ParseTicketReply), the ticket read from "ticket".
 //
 // Every reply is validated before it is trusted (ParseTokenReply, fuzzed): a
 // token comes back only when the HTTP status is 2xx, the body is at most
