@@ -8,6 +8,7 @@ import (
 	"crypto/x509"
 	"crypto/x509/pkix"
 	"encoding/pem"
+	"fmt"
 	"math/big"
 	"net"
 	"os"
@@ -36,44 +37,76 @@ type PKI struct {
 	clientPair tls.Certificate
 }
 
-// NewPKI makes a CA, a server and a client certificate valid for an hour.
+// NewPKI makes a CA, a server and a client certificate valid for an hour,
+// in a temporary directory of tb.
 func NewPKI(tb testing.TB) *PKI {
 	tb.Helper()
-	p := &PKI{Dir: tb.TempDir(), ServerName: "localhost"}
-	caKey, caCert, caDER := newCA(tb, "redistest CA")
-	p.CAFile = p.write(tb, "ca.crt", "CERTIFICATE", caDER)
+	p, err := WritePKI(tb.TempDir())
+	if err != nil {
+		tb.Fatalf("redistest: %v", err)
+	}
+	return p
+}
+
+// WritePKI is NewPKI outside a test: it writes the files into dir.
+func WritePKI(dir string) (*PKI, error) {
+	p := &PKI{Dir: dir, ServerName: "localhost"}
+	caKey, caCert, caDER, err := newCA("redistest CA")
+	if err != nil {
+		return nil, err
+	}
 	p.caPool = x509.NewCertPool()
 	p.caPool.AddCert(caCert)
-
-	srvDER, srvKey := issue(tb, caCert, caKey, &x509.Certificate{
+	srvDER, srvKey, err := issue(caCert, caKey, &x509.Certificate{
 		Subject:     pkix.Name{CommonName: "redistest server"},
 		DNSNames:    []string{p.ServerName},
 		IPAddresses: []net.IP{net.IPv4(127, 0, 0, 1), net.IPv6loopback},
 		ExtKeyUsage: []x509.ExtKeyUsage{x509.ExtKeyUsageServerAuth},
 	})
-	p.ServerCertFile = p.write(tb, "server.crt", "CERTIFICATE", srvDER)
-	p.ServerKey = p.write(tb, "server.key", "PRIVATE KEY", srvKey)
-
-	cliDER, cliKey := issue(tb, caCert, caKey, &x509.Certificate{
+	if err != nil {
+		return nil, err
+	}
+	cliDER, cliKey, err := issue(caCert, caKey, &x509.Certificate{
 		Subject:     pkix.Name{CommonName: "redistest client"},
 		ExtKeyUsage: []x509.ExtKeyUsage{x509.ExtKeyUsageClientAuth},
 	})
-	p.ClientCertFile = p.write(tb, "client.crt", "CERTIFICATE", cliDER)
-	p.ClientKey = p.write(tb, "client.key", "PRIVATE KEY", cliKey)
-	pair, err := tls.LoadX509KeyPair(p.ClientCertFile, p.ClientKey)
 	if err != nil {
-		tb.Fatalf("redistest: client key pair: %v", err)
+		return nil, err
 	}
-	p.clientPair = pair
-	return p
+	for _, f := range []struct {
+		path       *string
+		name, kind string
+		der        []byte
+	}{
+		{&p.CAFile, "ca.crt", "CERTIFICATE", caDER},
+		{&p.ServerCertFile, "server.crt", "CERTIFICATE", srvDER},
+		{&p.ServerKey, "server.key", "PRIVATE KEY", srvKey},
+		{&p.ClientCertFile, "client.crt", "CERTIFICATE", cliDER},
+		{&p.ClientKey, "client.key", "PRIVATE KEY", cliKey},
+	} {
+		if *f.path, err = p.write(f.name, f.kind, f.der); err != nil {
+			return nil, err
+		}
+	}
+	if p.clientPair, err = tls.LoadX509KeyPair(p.ClientCertFile, p.ClientKey); err != nil {
+		return nil, fmt.Errorf("client key pair: %w", err)
+	}
+	return p, nil
 }
 
 // OtherCA writes the certificate of another, unrelated CA and returns its
 // path: a client trusting it must refuse the server.
 func (p *PKI) OtherCA(tb testing.TB) string {
 	tb.Helper()
-	_, _, der := newCA(tb, "redistest other CA")
-	return p.write(tb, "other-ca.crt", "CERTIFICATE", der)
+	_, _, der, err := newCA("redistest other CA")
+	if err == nil {
+		var path string
+		if path, err = p.write("other-ca.crt", "CERTIFICATE", der); err == nil {
+			return path
+		}
+	}
+	tb.Fatalf("redistest: %v", err)
+	return ""
 }
 
 // ClientTLS is a client configuration trusting the CA and presenting the
@@ -99,23 +132,22 @@ func (p *PKI) serverArgs() []string {
 	}
 }
 
-func (p *PKI) write(tb testing.TB, name, kind string, der []byte) string {
-	tb.Helper()
+func (p *PKI) write(name, kind string, der []byte) (string, error) {
 	path := filepath.Join(p.Dir, name)
-	if err := os.WriteFile(path, pem.EncodeToMemory(&pem.Block{Type: kind, Bytes: der}), 0o600); err != nil {
-		tb.Fatalf("redistest: %v", err)
-	}
-	return path
+	return path, os.WriteFile(path, pem.EncodeToMemory(&pem.Block{Type: kind, Bytes: der}), 0o600)
 }
 
-func newCA(tb testing.TB, name string) (*ecdsa.PrivateKey, *x509.Certificate, []byte) {
-	tb.Helper()
+func newCA(name string) (*ecdsa.PrivateKey, *x509.Certificate, []byte, error) {
 	key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
 	if err != nil {
-		tb.Fatalf("redistest: CA key: %v", err)
+		return nil, nil, nil, fmt.Errorf("CA key: %w", err)
+	}
+	sn, err := serial()
+	if err != nil {
+		return nil, nil, nil, err
 	}
 	tmpl := &x509.Certificate{
-		SerialNumber:          serial(tb),
+		SerialNumber:          sn,
 		Subject:               pkix.Name{CommonName: name},
 		NotBefore:             time.Now().Add(-time.Minute),
 		NotAfter:              time.Now().Add(time.Hour),
@@ -125,42 +157,37 @@ func newCA(tb testing.TB, name string) (*ecdsa.PrivateKey, *x509.Certificate, []
 	}
 	der, err := x509.CreateCertificate(rand.Reader, tmpl, tmpl, &key.PublicKey, key)
 	if err != nil {
-		tb.Fatalf("redistest: CA certificate: %v", err)
+		return nil, nil, nil, fmt.Errorf("CA certificate: %w", err)
 	}
 	cert, err := x509.ParseCertificate(der)
 	if err != nil {
-		tb.Fatalf("redistest: CA certificate: %v", err)
+		return nil, nil, nil, fmt.Errorf("CA certificate: %w", err)
 	}
-	return key, cert, der
+	return key, cert, der, nil
 }
 
 // issue signs tmpl (a leaf) with the CA and returns the certificate's and
 // its new key's DER.
-func issue(tb testing.TB, ca *x509.Certificate, caKey *ecdsa.PrivateKey, tmpl *x509.Certificate) (certDER, keyDER []byte) {
-	tb.Helper()
+func issue(ca *x509.Certificate, caKey *ecdsa.PrivateKey, tmpl *x509.Certificate) (certDER, keyDER []byte, err error) {
 	key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
 	if err != nil {
-		tb.Fatalf("redistest: key: %v", err)
+		return nil, nil, fmt.Errorf("key: %w", err)
 	}
-	tmpl.SerialNumber = serial(tb)
+	if tmpl.SerialNumber, err = serial(); err != nil {
+		return nil, nil, err
+	}
 	tmpl.NotBefore = time.Now().Add(-time.Minute)
 	tmpl.NotAfter = time.Now().Add(time.Hour)
 	tmpl.KeyUsage = x509.KeyUsageDigitalSignature
-	certDER, err = x509.CreateCertificate(rand.Reader, tmpl, ca, &key.PublicKey, caKey)
-	if err != nil {
-		tb.Fatalf("redistest: certificate %q: %v", tmpl.Subject.CommonName, err)
+	if certDER, err = x509.CreateCertificate(rand.Reader, tmpl, ca, &key.PublicKey, caKey); err != nil {
+		return nil, nil, fmt.Errorf("certificate %q: %w", tmpl.Subject.CommonName, err)
 	}
-	keyDER, err = x509.MarshalPKCS8PrivateKey(key)
-	if err != nil {
-		tb.Fatalf("redistest: key: %v", err)
+	if keyDER, err = x509.MarshalPKCS8PrivateKey(key); err != nil {
+		return nil, nil, fmt.Errorf("key: %w", err)
 	}
-	return certDER, keyDER
+	return certDER, keyDER, nil
 }
 
-func serial(tb testing.TB) *big.Int {
-	n, err := rand.Int(rand.Reader, new(big.Int).Lsh(big.NewInt(1), 62))
-	if err != nil {
-		tb.Fatalf("redistest: serial: %v", err)
-	}
-	return n
+func serial() (*big.Int, error) {
+	return rand.Int(rand.Reader, new(big.Int).Lsh(big.NewInt(1), 62))
 }
