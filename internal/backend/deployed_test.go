@@ -35,17 +35,24 @@ const (
 // redisYAML (the inside of `redis: {...}`), with short timings.
 func deployedConfig(t *testing.T, redisYAML, wechatURL string) *config.Config {
 	t.Helper()
+	return deployedConfigWith(t, redisYAML, "lock_ttl: 2s, fetch_timeout: 1s", wechatURL)
+}
+
+// deployedConfigWith is deployedConfig with cacheYAML as the inside of
+// `cache: {...}`.
+func deployedConfigWith(t *testing.T, redisYAML, cacheYAML, wechatURL string) *config.Config {
+	t.Helper()
 	yaml := fmt.Sprintf(`
 identity: deployed-1
 redis: {%s}
 wechat: {base_url: %q, timeout: 2s}
 apps: [{id: wx1, secret: %q}]
-cache: {lock_ttl: 2s, fetch_timeout: 1s}
+cache: {%s}
 lease: {duration: 3s, renew_deadline: 2s, retry_period: 300ms}
 http:
   addr: "127.0.0.1:0"
   api_keys: [{name: all, key: %q, apps: ["*"]}]
-`, redisYAML, wechatURL, deployedSecret, deployedAPIKey)
+`, redisYAML, wechatURL, deployedSecret, cacheYAML, deployedAPIKey)
 	cfg, err := config.Load(config.Options{File: "(test)", YAML: []byte(yaml), Environ: []string{}})
 	if err != nil {
 		t.Fatal(err)
@@ -169,9 +176,9 @@ type upstream struct {
 	tokenCalls chan struct{}
 }
 
-func newUpstream(t *testing.T) *upstream {
+func newUpstream(t *testing.T, opts ...wechattest.Option) *upstream {
 	t.Helper()
-	fake := wechattest.NewHandler(wechattest.WithApp("wx1", deployedSecret), wechattest.WithLifetime(time.Hour))
+	fake := wechattest.NewHandler(append([]wechattest.Option{wechattest.WithApp("wx1", deployedSecret), wechattest.WithLifetime(time.Hour)}, opts...)...)
 	up := &upstream{Server: fake, tokenCalls: make(chan struct{}, 64)}
 	srv := httptest.NewUnstartedServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		if r.URL.Path == "/cgi-bin/token" {

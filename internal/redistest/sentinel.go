@@ -205,12 +205,12 @@ func (sp *sentinelProc) startOnFreePort(bin string, masterPort int) error {
 // so each has its own) and starts it.
 func (sp *sentinelProc) start(bin string, masterPort int) error {
 	conf := filepath.Join(sp.dir, "sentinel.conf")
-	text := fmt.Sprintf(`port %d
+	text := fmt.Sprintf(`port %[1]d
 bind 127.0.0.1
 protected-mode yes
-dir %s
-sentinel monitor %s 127.0.0.1 %d 2
-sentinel down-after-milliseconds %[3]s %d
+dir %[2]s
+sentinel monitor %[3]s 127.0.0.1 %[4]d 2
+sentinel down-after-milliseconds %[3]s %[5]d
 sentinel failover-timeout %[3]s 10000
 sentinel parallel-syncs %[3]s 1
 `, sp.port, sp.dir, SentinelMasterName, masterPort, SentinelDownAfter.Milliseconds())
