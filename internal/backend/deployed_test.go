@@ -62,20 +62,26 @@ http:
 
 // replica is a refresher replica running in this process.
 type replica struct {
-	base    string
-	logs    *testlog.Buffer
-	leading chan struct{} // closed when it first starts leading
-	stop    func()        // cancels Run and waits for it
+	base string
+	logs *testlog.Buffer
+	h    signalHandler
+	stop func() // cancels Run and waits for it
 }
+
+// The log messages a test can await.
+const (
+	msgStartedLeading = "refresher: started leading; running the refresh scheduler"
+	msgStoppedLeading = "lock: stopped leading"
+)
 
 // startReplica runs a replica of cfg until stop or the test's end, and
 // returns once it listens.
 func startReplica(t *testing.T, cfg *config.Config) *replica {
 	t.Helper()
-	r := &replica{logs: &testlog.Buffer{}, leading: make(chan struct{})}
-	h := signalHandler{slog.NewTextHandler(r.logs, nil), &signal{msg: "refresher: started leading; running the refresh scheduler", ch: r.leading}}
+	r := &replica{logs: &testlog.Buffer{}}
+	r.h = newSignalHandler(slog.NewTextHandler(r.logs, nil), msgStartedLeading, msgStoppedLeading)
 	listening := make(chan string, 1)
-	rep, err := refresher.New(cfg, slog.New(h), refresher.WithOnListening(func(addr string) { listening <- addr }))
+	rep, err := refresher.New(cfg, slog.New(r.h), refresher.WithOnListening(func(addr string) { listening <- addr }))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -113,10 +119,26 @@ func startReplica(t *testing.T, cfg *config.Config) *replica {
 // awaitLeading waits until the replica leads.
 func (r *replica) awaitLeading(t *testing.T, within time.Duration) {
 	t.Helper()
+	r.await(t, msgStartedLeading, within)
+}
+
+// await waits for the first log record with msg (one of those above).
+func (r *replica) await(t *testing.T, msg string, within time.Duration) {
+	t.Helper()
 	select {
-	case <-r.leading:
+	case <-r.h.signals[msg].ch:
 	case <-time.After(within):
-		t.Fatalf("replica did not lead within %v; log:\n%s", within, r.logs)
+		t.Fatalf("no %q within %v; log:\n%s", msg, within, r.logs)
+	}
+}
+
+// logged reports whether the replica has logged msg (one of those above).
+func (r *replica) logged(msg string) bool {
+	select {
+	case <-r.h.signals[msg].ch:
+		return true
+	default:
+		return false
 	}
 }
 
@@ -139,33 +161,41 @@ func (r *replica) do(t *testing.T, method, path, body string) (int, string) {
 	return resp.StatusCode, string(b)
 }
 
-// signalHandler closes ch on the first record whose message is msg,
-// also when it comes through a handler made by WithAttrs or WithGroup.
+// signalHandler closes the channel of a message (given at construction)
+// on the first record with that message, also when the record comes
+// through a handler made by WithAttrs or WithGroup.
 type signalHandler struct {
 	slog.Handler
-	*signal
+	signals map[string]*signal
 }
 
 type signal struct {
-	msg  string
 	ch   chan struct{}
 	once sync.Once
 }
 
+func newSignalHandler(h slog.Handler, msgs ...string) signalHandler {
+	s := signalHandler{h, map[string]*signal{}}
+	for _, m := range msgs {
+		s.signals[m] = &signal{ch: make(chan struct{})}
+	}
+	return s
+}
+
 func (h signalHandler) Handle(ctx context.Context, r slog.Record) error {
 	err := h.Handler.Handle(ctx, r)
-	if r.Message == h.msg {
-		h.once.Do(func() { close(h.ch) })
+	if s := h.signals[r.Message]; s != nil {
+		s.once.Do(func() { close(s.ch) })
 	}
 	return err
 }
 
 func (h signalHandler) WithAttrs(a []slog.Attr) slog.Handler {
-	return signalHandler{h.Handler.WithAttrs(a), h.signal}
+	return signalHandler{h.Handler.WithAttrs(a), h.signals}
 }
 
 func (h signalHandler) WithGroup(name string) slog.Handler {
-	return signalHandler{h.Handler.WithGroup(name), h.signal}
+	return signalHandler{h.Handler.WithGroup(name), h.signals}
 }
 
 // upstream is a fake WeChat served by the test, which signals each call

@@ -41,6 +41,7 @@ type Replica struct {
 	onListening func(addr string)
 
 	client  redis.UniversalClient
+	locks   *backend.Locks // the lock masters (redis.lock_addrs), if any
 	cache   *tokencache.Cache
 	writer  *status.Writer
 	elector *lock.Elector
@@ -66,6 +67,7 @@ func New(cfg *config.Config, log *slog.Logger, opts ...Option) (_ *Replica, err 
 		o(r)
 	}
 	r.client = backend.NewClient(cfg)
+	r.locks = backend.NewLocks(cfg)
 	defer func() {
 		if err != nil {
 			r.close()
@@ -95,7 +97,7 @@ func New(cfg *config.Config, log *slog.Logger, opts ...Option) (_ *Replica, err 
 			s.Changed(app)
 		}
 	}
-	if r.cache, err = backend.NewCache(cfg, r.client, tokencache.WithLogger(r.log), tokencache.WithHooks(hooks)); err != nil {
+	if r.cache, err = backend.NewCache(cfg, r.client, append(r.locks.CacheOptions(), tokencache.WithLogger(r.log), tokencache.WithHooks(hooks))...); err != nil {
 		return nil, err
 	}
 	m.SetAppSource(appGauges(r.cache, cfg.AppIDs()))
@@ -113,7 +115,7 @@ func New(cfg *config.Config, log *slog.Logger, opts ...Option) (_ *Replica, err 
 	}
 	schedPtr.Store(sched)
 
-	r.elector, err = lock.NewElector(cfg.ElectorConfig(r.client, lock.LeaderCallbacks{
+	r.elector, err = lock.NewElector(r.locks.Elector(cfg.ElectorConfig(r.client, lock.LeaderCallbacks{
 		// The gauge follows the elector's own flag, set synchronously:
 		// 0 before the scheduler's ctx is cancelled and before the lease
 		// is released, so it never says 1 once this replica knows it no
@@ -129,7 +131,7 @@ func New(cfg *config.Config, log *slog.Logger, opts ...Option) (_ *Replica, err 
 			r.log.Info("refresher: stopped leading; serving tokens only")
 		},
 		OnNewLeader: func(id string) { r.log.Info("refresher: leader is now", "leader", id) },
-	}, electorLog))
+	}, electorLog)))
 	if err != nil {
 		return nil, backend.Configf(err)
 	}
@@ -174,6 +176,7 @@ func (r *Replica) close() {
 		r.writer.Close()
 	}
 	r.client.Close()
+	r.locks.Close()
 }
 
 // Run serves HTTP and takes part in the election until ctx is done (nil
