@@ -46,6 +46,9 @@ type Replica struct {
 	writer  *status.Writer
 	elector *lock.Elector
 	handler http.Handler
+	// eviction is the maxmemory-policy check Run makes at start; nil
+	// until it answered.
+	eviction atomic.Pointer[backend.EvictionCheck]
 }
 
 // Option configures a Replica.
@@ -141,6 +144,7 @@ func New(cfg *config.Config, log *slog.Logger, opts ...Option) (_ *Replica, err 
 		Apps:           cfg.AppIDs(),
 		APIKeys:        apiKeys(cfg),
 		Ready:          r.ready,
+		ReadyWarnings:  r.readyWarnings,
 		Gatherer:       reg,
 		Metrics:        m,
 		Logger:         r.log,
@@ -165,6 +169,26 @@ func (r *Replica) ready(ctx context.Context) error {
 		return errors.New("no leader elected yet")
 	}
 	return nil
+}
+
+// readyWarnings are /readyz's warnings: the eviction check's.
+func (r *Replica) readyWarnings() []string {
+	if ev := r.eviction.Load(); ev != nil && !ev.Safe() {
+		return []string{ev.Warning()}
+	}
+	return nil
+}
+
+// checkEviction checks Redis's maxmemory-policy once, logging loudly
+// unless it is noeviction (see backend.SafeEvictionPolicy for why).
+func (r *Replica) checkEviction(ctx context.Context) {
+	ctx, cancel := context.WithTimeout(ctx, 5*time.Second)
+	defer cancel()
+	ev := backend.CheckEviction(ctx, r.client)
+	r.eviction.Store(&ev)
+	if !ev.Safe() {
+		r.log.Warn("refresher: "+ev.Warning(), "policies", ev.Policies)
+	}
 }
 
 // close releases what New opened, in reverse order.
@@ -210,6 +234,8 @@ func (r *Replica) Run(ctx context.Context) error {
 	if r.onListening != nil {
 		r.onListening(ln.Addr().String())
 	}
+
+	go r.checkEviction(ctx)
 
 	electorCtx, stopElector := context.WithCancel(context.Background())
 	defer stopElector()
