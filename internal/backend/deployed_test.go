@@ -241,12 +241,12 @@ func exercise(t *testing.T, cfg *config.Config, fake *upstream) {
 	t.Helper()
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()
-	fake.InjectFault(wechattest.Fault{Kind: wechattest.FaultLatency, AppID: "wx1", Latency: 300 * time.Millisecond})
+	fake.InjectFault(wechattest.Fault{Kind: wechattest.FaultLatency, AppID: "wx1", Latency: 700 * time.Millisecond}) // under fetch_timeout
 	var outA, outB, out bytes.Buffer
 	aDone := make(chan error, 1)
 	go func() { aDone <- tokencmd.Token(ctx, cfg, "wx1", &outA) }()
 	select {
-	case <-fake.tokenCalls: // A holds the lock now
+	case <-fake.tokenCalls: // A holds the lock now, for the fault's 700 ms
 	case err := <-aDone:
 		t.Fatalf("first token command: %v", err)
 	}
