@@ -94,7 +94,9 @@ func TestRedlockSurvivesOneMasterOfThree(t *testing.T) {
 
 	// Two of three down: no majority.
 	masters[1].Stop()
+	secondKill := time.Now()
 	a.await(t, msgStoppedLeading, 5*time.Second)
+	t.Logf("redlock: with two of three masters killed the leader stepped down after %v (renew deadline %v)", time.Since(secondKill).Round(time.Millisecond), probeCfg.Lease.RenewDeadline)
 	_, err = probe.Leader(ctx)
 	if err == nil || !strings.Contains(err.Error(), "1 of 3 Redis masters answered, 2 needed") {
 		t.Fatalf("Leader with two masters down: %v, want it to say 1 of 3 answered", err)
