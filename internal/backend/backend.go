@@ -39,11 +39,16 @@ func NewCache(cfg *config.Config, client redis.UniversalClient, extra ...tokenca
 	return cache, nil
 }
 
-// Open is NewClient and NewCache for a one-shot command. The caller closes
-// the cache, then the client; on error nothing is left open.
+// Open is NewClient and NewCache for a one-shot command, with the fetch
+// locks on the lock masters if cfg has them (LocksOf(client) returns them;
+// closing the client closes them too). The caller closes the cache, then
+// the client; on error nothing is left open.
 func Open(cfg *config.Config) (*tokencache.Cache, redis.UniversalClient, error) {
 	client := NewClient(cfg)
-	cache, err := NewCache(cfg, client)
+	if len(cfg.Redis.LockAddrs) > 0 {
+		client = clientWithLocks{client, NewLocks(cfg)}
+	}
+	cache, err := NewCache(cfg, client, LocksOf(client).CacheOptions()...)
 	if err != nil {
 		client.Close()
 		return nil, nil, err

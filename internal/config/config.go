@@ -1,6 +1,7 @@
 package config
 
 import (
+	"crypto/tls"
 	"log/slog"
 	"time"
 
@@ -45,6 +46,21 @@ type Redis struct {
 	TLS          bool
 	// MasterName selects Sentinel mode.
 	MasterName string
+	// TLSCAFile is a PEM file of the CAs the server's certificate must
+	// chain to ("" = the system's roots); TLSCertFile and TLSKeyFile are
+	// the client certificate for servers that require one; TLSServerName
+	// is the name the server's certificate must carry (default: the host
+	// of a single address). They need TLS.
+	TLSCAFile, TLSCertFile, TLSKeyFile, TLSServerName string
+	// LockAddrs, when set, are independent Redis masters (at least
+	// MinLockAddrs) that hold the fetch locks and the leader lease instead
+	// of Addrs: a lock is held when a majority granted it (redsync's
+	// Redlock), so losing a minority of them, or a failover of the data
+	// Redis, loses no lock.
+	LockAddrs []string
+
+	tls      *tls.Config                  // loaded from the TLS files by Load or Validate
+	readFile func(string) ([]byte, error) // Load's reader of those files
 }
 
 // WeChat says how to reach the token endpoints.
@@ -135,33 +151,38 @@ func (c *Config) AppIDs() []string {
 var defaultCache = tokencache.DefaultConfig()
 
 var defaults = map[string]any{
-	"identity":             "",
-	"redis.addrs":          []string{"127.0.0.1:6379"},
-	"redis.username":       "",
-	"redis.password":       "",
-	"redis.password_env":   "",
-	"redis.password_file":  "",
-	"redis.db":             0,
-	"redis.tls":            false,
-	"redis.master_name":    "",
-	"wechat.base_url":      wechat.DefaultBaseURL,
-	"wechat.timeout":       "10s",
-	"cache.key_prefix":     defaultCache.KeyPrefix,
-	"cache.refresh_ahead":  defaultCache.RefreshAhead.String(),
-	"cache.margin":         defaultCache.Margin.String(),
-	"cache.overlap":        defaultCache.Overlap.String(),
-	"cache.lock_ttl":       defaultCache.LockTTL.String(),
-	"cache.fetch_timeout":  defaultCache.FetchTimeout.String(),
-	"cache.near_max_age":   defaultCache.NearMaxAge.String(),
-	"cache.daily_budget":   defaultCache.DailyBudget,
-	"lease.name":           "tokenkeeper:leader",
-	"lease.duration":       "15s",
-	"lease.renew_deadline": "10s",
-	"lease.retry_period":   "2s",
-	"http.addr":            "127.0.0.1:8080",
-	"http.invalidate_rate": 1.0,
-	"log.level":            "info",
-	"log.format":           "text",
+	"identity":              "",
+	"redis.addrs":           []string{"127.0.0.1:6379"},
+	"redis.username":        "",
+	"redis.password":        "",
+	"redis.password_env":    "",
+	"redis.password_file":   "",
+	"redis.db":              0,
+	"redis.tls":             false,
+	"redis.master_name":     "",
+	"redis.tls_ca_file":     "",
+	"redis.tls_cert_file":   "",
+	"redis.tls_key_file":    "",
+	"redis.tls_server_name": "",
+	"redis.lock_addrs":      []string{},
+	"wechat.base_url":       wechat.DefaultBaseURL,
+	"wechat.timeout":        "10s",
+	"cache.key_prefix":      defaultCache.KeyPrefix,
+	"cache.refresh_ahead":   defaultCache.RefreshAhead.String(),
+	"cache.margin":          defaultCache.Margin.String(),
+	"cache.overlap":         defaultCache.Overlap.String(),
+	"cache.lock_ttl":        defaultCache.LockTTL.String(),
+	"cache.fetch_timeout":   defaultCache.FetchTimeout.String(),
+	"cache.near_max_age":    defaultCache.NearMaxAge.String(),
+	"cache.daily_budget":    defaultCache.DailyBudget,
+	"lease.name":            "tokenkeeper:leader",
+	"lease.duration":        "15s",
+	"lease.renew_deadline":  "10s",
+	"lease.retry_period":    "2s",
+	"http.addr":             "127.0.0.1:8080",
+	"http.invalidate_rate":  1.0,
+	"log.level":             "info",
+	"log.format":            "text",
 }
 
 // rawConfig is the file's shape, decoded by viper (mapstructure) before
@@ -187,6 +208,12 @@ type rawRedis struct {
 	DB           int      `mapstructure:"db"`
 	TLS          bool     `mapstructure:"tls"`
 	MasterName   string   `mapstructure:"master_name"`
+
+	TLSCAFile     string   `mapstructure:"tls_ca_file"`
+	TLSCertFile   string   `mapstructure:"tls_cert_file"`
+	TLSKeyFile    string   `mapstructure:"tls_key_file"`
+	TLSServerName string   `mapstructure:"tls_server_name"`
+	LockAddrs     []string `mapstructure:"lock_addrs"`
 }
 
 type rawWeChat struct {

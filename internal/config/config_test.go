@@ -47,6 +47,9 @@ func files(m map[string]string) func(string) ([]byte, error) {
 		if s, ok := m[name]; ok {
 			return []byte(s), nil
 		}
+		if s, ok := tlsFiles()[name]; ok {
+			return []byte(s), nil
+		}
 		return nil, &fs.PathError{Op: "open", Path: name, Err: fs.ErrNotExist}
 	}
 }
@@ -188,6 +191,11 @@ var envOnly = []string{
 	"TOKENKEEPER_REDIS_MASTER_NAME=mymaster",
 	"TOKENKEEPER_REDIS_DB=2",
 	"TOKENKEEPER_REDIS_TLS=true",
+	"TOKENKEEPER_REDIS_TLS_CA_FILE=/tls/ca.crt",
+	"TOKENKEEPER_REDIS_TLS_CERT_FILE=/tls/client.crt",
+	"TOKENKEEPER_REDIS_TLS_KEY_FILE=/tls/client.key",
+	"TOKENKEEPER_REDIS_TLS_SERVER_NAME=redis.internal",
+	"TOKENKEEPER_REDIS_LOCK_ADDRS=10.0.1.1:6379,10.0.1.2:6379,10.0.1.3:6379",
 	"TOKENKEEPER_WECHAT_BASE_URL=http://fake:9000",
 	"TOKENKEEPER_WECHAT_TIMEOUT=3s",
 	"TOKENKEEPER_APPS=wx-1:classic,wx2:stable,wx3",
@@ -268,6 +276,7 @@ func TestEnvOnly(t *testing.T) {
 	if ro.TLSConfig == nil {
 		t.Error("TLS on but no TLSConfig")
 	}
+	checkTLSFromFiles(t, c)
 }
 
 // TestEveryScalarKeyHasAVariable proves that envOnly covers every scalar

@@ -1,9 +1,7 @@
 package config
 
 import (
-	"crypto/tls"
 	"log/slog"
-	"net"
 	"net/http"
 	"time"
 
@@ -32,17 +30,30 @@ func (c *Config) RedisOptions() *redis.UniversalOptions {
 		ReadTimeout:   time.Second,
 		WriteTimeout:  time.Second,
 	}
-	if c.Redis.TLS {
-		o.TLSConfig = &tls.Config{MinVersion: tls.VersionTLS12}
-		// A standalone server's certificate is checked against its host;
-		// Cluster nodes are named per node by go-redis.
-		if len(c.Redis.Addrs) == 1 && c.Redis.MasterName == "" {
-			if host, _, err := net.SplitHostPort(c.Redis.Addrs[0]); err == nil {
-				o.TLSConfig.ServerName = host
-			}
-		}
+	// A standalone server's certificate is checked against its host
+	// (or tls_server_name); Cluster nodes are named per node by go-redis.
+	if c.Redis.MasterName == "" {
+		o.TLSConfig = c.Redis.tlsFor(c.Redis.Addrs)
+	} else {
+		o.TLSConfig = c.Redis.tlsFor(nil)
 	}
 	return o
+}
+
+// LockOptions are the client options of each independent lock master
+// (redis.lock_addrs), nil if there are none. They share the credentials
+// and TLS settings of the redis section.
+func (c *Config) LockOptions() []*redis.Options {
+	var opts []*redis.Options
+	for _, a := range c.Redis.LockAddrs {
+		u := c.RedisOptions()
+		opts = append(opts, &redis.Options{
+			Addr: a, Username: u.Username, Password: u.Password, DB: c.Redis.DB,
+			TLSConfig:     c.Redis.tlsFor([]string{a}),
+			DialerRetries: u.DialerRetries, DialTimeout: u.DialTimeout, ReadTimeout: u.ReadTimeout, WriteTimeout: u.WriteTimeout,
+		})
+	}
+	return opts
 }
 
 // WeChatApps returns the apps as the wechat package wants them.

@@ -34,6 +34,12 @@ type printedRedis struct {
 	DB         int      `yaml:"db"`
 	TLS        bool     `yaml:"tls"`
 	MasterName string   `yaml:"master_name,omitempty"`
+
+	TLSCAFile     string   `yaml:"tls_ca_file,omitempty"`
+	TLSCertFile   string   `yaml:"tls_cert_file,omitempty"`
+	TLSKeyFile    string   `yaml:"tls_key_file,omitempty"`
+	TLSServerName string   `yaml:"tls_server_name,omitempty"`
+	LockAddrs     []string `yaml:"lock_addrs,omitempty"`
 }
 
 type printedWeChat struct {
@@ -100,6 +106,8 @@ func (c *Config) Print(w io.Writer) error {
 		Redis: printedRedis{
 			Addrs: c.Redis.Addrs, Username: c.Redis.Username, Password: redactedFrom(c.Redis.PasswordFrom),
 			DB: c.Redis.DB, TLS: c.Redis.TLS, MasterName: c.Redis.MasterName,
+			TLSCAFile: c.Redis.TLSCAFile, TLSCertFile: c.Redis.TLSCertFile, TLSKeyFile: c.Redis.TLSKeyFile,
+			TLSServerName: c.Redis.TLSServerName, LockAddrs: c.Redis.LockAddrs,
 		},
 		WeChat: printedWeChat{BaseURL: c.WeChat.BaseURL, Timeout: ds(c.WeChat.Timeout)},
 		Cache: printedCache{

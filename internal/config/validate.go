@@ -102,6 +102,7 @@ func resolve(raw *rawConfig, env map[string]string, read func(string) ([]byte, e
 		inline: raw.Redis.Password, envRef: raw.Redis.PasswordEnv, file: raw.Redis.PasswordFile,
 		inlineFrom: inlineEnv(env, "redis.password"),
 	}, env, read, add)
+	resolveRedisExtra(&c.Redis, &raw.Redis, read, add)
 
 	c.WeChat.BaseURL = strings.TrimSpace(raw.WeChat.BaseURL)
 	c.WeChat.Timeout = dur("wechat.timeout", raw.WeChat.Timeout)
@@ -287,6 +288,7 @@ func (c *Config) problems() []Problem {
 	if c.Redis.DB != 0 && len(c.Redis.Addrs) > 1 && c.Redis.MasterName == "" {
 		add("redis.db", EnvName("redis.db"), "%d: a Redis Cluster (several addrs, no master_name) has only database 0", c.Redis.DB)
 	}
+	c.redisProblems(add)
 
 	// WeChat.
 	switch u, err := url.Parse(c.WeChat.BaseURL); {

@@ -60,6 +60,10 @@ type Config struct {
 	Ready func(ctx context.Context) error
 	// ReadyTimeout bounds one Ready call (default 2s).
 	ReadyTimeout time.Duration
+	// ReadyWarnings, if set, lists what an operator must fix although the
+	// process is ready (a Redis that may evict the budget): each is a line
+	// "warning: ..." of /readyz's body after "ok". It must not block.
+	ReadyWarnings func() []string
 	// Gatherer is served at /metrics; nil answers 404.
 	Gatherer prometheus.Gatherer
 	// Metrics records each request by route and status; nil records
@@ -115,6 +119,7 @@ type api struct {
 	keys         []key
 	ready        func(ctx context.Context) error
 	readyTimeout time.Duration
+	readyWarn    func() []string
 	metricsH     http.Handler
 	metrics      *metrics.Metrics
 	log          *slog.Logger
@@ -150,6 +155,7 @@ func New(cfg Config) (http.Handler, error) {
 		apps:         make(map[string]bool, len(cfg.Apps)),
 		ready:        cfg.Ready,
 		readyTimeout: cfg.ReadyTimeout,
+		readyWarn:    cfg.ReadyWarnings,
 		metrics:      cfg.Metrics,
 		log:          cfg.Logger,
 		now:          cfg.Clock,
@@ -505,6 +511,11 @@ func (a *api) serveReadyz(w http.ResponseWriter, r *http.Request) {
 	w.Header().Set("Content-Type", "text/plain; charset=utf-8")
 	w.WriteHeader(http.StatusOK)
 	io.WriteString(w, "ok\n")
+	if a.readyWarn != nil {
+		for _, warning := range a.readyWarn() {
+			io.WriteString(w, "warning: "+warning+"\n")
+		}
+	}
 }
 
 func (a *api) serveMetrics(w http.ResponseWriter, r *http.Request) {

@@ -232,7 +232,7 @@ func (n *clusterNode) start(bin string) error {
 	n.mu.Lock()
 	defer n.mu.Unlock()
 	n.out = &bytes.Buffer{}
-	cmd, exited, err := launch(bin, n.port, n.out,
+	cmd, exited, err := launch(bin, n.port, n.out, nil,
 		"--cluster-port", strconv.Itoa(n.busPort),
 		"--cluster-enabled", "yes",
 		"--cluster-config-file", filepath.Join(n.dir, "nodes-"+strconv.Itoa(n.port)+".conf"),

@@ -30,6 +30,9 @@ type Server struct {
 	port int
 	dir  string
 
+	args []string // extra redis-server arguments (Option)
+	pki  *PKI     // non-nil: TLS only, on port (WithTLS)
+
 	mu            sync.Mutex
 	cmd           *exec.Cmd
 	exited        chan error // receives cmd.Wait's result once
@@ -51,11 +54,28 @@ func Binary(tb testing.TB) string {
 	return bin
 }
 
+// Option configures a server Start starts.
+type Option func(*Server)
+
+// WithArgs adds redis-server command-line arguments ("--maxmemory-policy",
+// "allkeys-lru").
+func WithArgs(args ...string) Option {
+	return func(s *Server) { s.args = append(s.args, args...) }
+}
+
+// WithTLS makes the server speak TLS only (no plain-text port), with p's
+// server certificate, requiring client certificates signed by p's CA.
+// Client and the readiness probe use p.ClientTLS.
+func WithTLS(p *PKI) Option { return func(s *Server) { s.pki = p } }
+
 // Start starts a redis-server on a free loopback port and registers its
 // shutdown with tb.Cleanup. It returns once the server answers PING.
-func Start(tb testing.TB) *Server {
+func Start(tb testing.TB, opts ...Option) *Server {
 	tb.Helper()
 	s := &Server{tb: tb, bin: Binary(tb), dir: tb.TempDir()}
+	for _, o := range opts {
+		o(s)
+	}
 	var lastErr error
 	for attempt := 0; attempt < 5; attempt++ {
 		port, err := FreePort()
@@ -78,11 +98,21 @@ func (s *Server) Addr() string { return net.JoinHostPort("127.0.0.1", strconv.It
 // Port is the server's port.
 func (s *Server) Port() int { return s.port }
 
-// Client returns a new go-redis client for the server, closed at cleanup.
+// Client returns a new go-redis client for the server as its default
+// (all-powerful) user, closed at cleanup.
 func (s *Server) Client() *redis.Client {
-	c := redis.NewClient(&redis.Options{Addr: s.Addr()})
+	c := redis.NewClient(s.options())
 	s.tb.Cleanup(func() { _ = c.Close() })
 	return c
+}
+
+// options are the default user's client options for the server.
+func (s *Server) options() *redis.Options {
+	o := &redis.Options{Addr: s.Addr()}
+	if s.pki != nil {
+		o.TLSConfig = s.pki.ClientTLS()
+	}
+	return o
 }
 
 // Stop kills the server (SIGKILL: an outage, not a clean shutdown) and waits
@@ -113,7 +143,7 @@ func (s *Server) Restart() {
 // outage after which Resume brings the same data back (keys keep their
 // absolute expiry), as with a Redis that persists.
 func (s *Server) StopKeepingData() error {
-	c := redis.NewClient(&redis.Options{Addr: s.Addr()})
+	c := redis.NewClient(s.options())
 	defer c.Close()
 	if err := c.Save(context.Background()).Err(); err != nil {
 		return fmt.Errorf("redistest: SAVE before stopping: %w", err)
@@ -138,7 +168,11 @@ func (s *Server) Resume() error {
 func (s *Server) start() error {
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	cmd, exited, err := launch(s.bin, s.port, &bytes.Buffer{}, "--dir", s.dir)
+	args := append([]string{"--dir", s.dir}, s.args...)
+	if s.pki != nil {
+		args = append(append(args, "--port", "0", "--tls-port", strconv.Itoa(s.port)), s.pki.serverArgs()...)
+	}
+	cmd, exited, err := launch(s.bin, s.port, &bytes.Buffer{}, s.options(), args...)
 	if err != nil {
 		return err
 	}
@@ -147,9 +181,10 @@ func (s *Server) start() error {
 }
 
 // launch starts a redis-server on 127.0.0.1:port, with no persistence of its
-// own and extra arguments, and returns once it answers PING. exited receives
-// the process's Wait result exactly once.
-func launch(bin string, port int, out *bytes.Buffer, extra ...string) (cmd *exec.Cmd, exited chan error, err error) {
+// own and extra arguments (later ones win), and returns once it answers a
+// PING sent with probe's options (nil: plain text). exited receives the
+// process's Wait result exactly once.
+func launch(bin string, port int, out *bytes.Buffer, probe *redis.Options, extra ...string) (cmd *exec.Cmd, exited chan error, err error) {
 	args := append([]string{
 		"--port", strconv.Itoa(port),
 		"--bind", "127.0.0.1",
@@ -165,7 +200,12 @@ func launch(bin string, port int, out *bytes.Buffer, extra ...string) (cmd *exec
 	exited = make(chan error, 1)
 	go func() { exited <- cmd.Wait() }()
 
-	c := redis.NewClient(&redis.Options{Addr: net.JoinHostPort("127.0.0.1", strconv.Itoa(port)), MaxRetries: -1, DialTimeout: 200 * time.Millisecond})
+	po := redis.Options{}
+	if probe != nil {
+		po = *probe
+	}
+	po.Addr, po.MaxRetries, po.DialTimeout = net.JoinHostPort("127.0.0.1", strconv.Itoa(port)), -1, 200*time.Millisecond
+	c := redis.NewClient(&po)
 	defer c.Close()
 	deadline := time.Now().Add(10 * time.Second)
 	for {

@@ -41,11 +41,15 @@ type Replica struct {
 	onListening func(addr string)
 
 	client  redis.UniversalClient
+	locks   *backend.Locks // the lock masters (redis.lock_addrs), if any
 	cache   *tokencache.Cache
 	tickets *tokencache.Tickets // nil when no app keeps tickets
 	writer  *status.Writer
 	elector *lock.Elector
 	handler http.Handler
+	// eviction is the maxmemory-policy check Run makes at start; nil
+	// until it answered.
+	eviction atomic.Pointer[backend.EvictionCheck]
 }
 
 // Option configures a Replica.
@@ -67,6 +71,7 @@ func New(cfg *config.Config, log *slog.Logger, opts ...Option) (_ *Replica, err 
 		o(r)
 	}
 	r.client = backend.NewClient(cfg)
+	r.locks = backend.NewLocks(cfg)
 	defer func() {
 		if err != nil {
 			r.close()
@@ -96,7 +101,7 @@ func New(cfg *config.Config, log *slog.Logger, opts ...Option) (_ *Replica, err 
 			s.Changed(app)
 		}
 	}
-	if r.cache, err = backend.NewCache(cfg, r.client, tokencache.WithLogger(r.log), tokencache.WithHooks(hooks)); err != nil {
+	if r.cache, err = backend.NewCache(cfg, r.client, append(r.locks.CacheOptions(), tokencache.WithLogger(r.log), tokencache.WithHooks(hooks))...); err != nil {
 		return nil, err
 	}
 	m.SetAppSource(appGauges(r.cache, cfg.AppIDs()))
@@ -118,7 +123,7 @@ func New(cfg *config.Config, log *slog.Logger, opts ...Option) (_ *Replica, err 
 		return nil, err
 	}
 
-	r.elector, err = lock.NewElector(cfg.ElectorConfig(r.client, lock.LeaderCallbacks{
+	r.elector, err = lock.NewElector(r.locks.Elector(cfg.ElectorConfig(r.client, lock.LeaderCallbacks{
 		// The gauge follows the elector's own flag, set synchronously:
 		// 0 before the scheduler's ctx is cancelled and before the lease
 		// is released, so it never says 1 once this replica knows it no
@@ -136,7 +141,7 @@ func New(cfg *config.Config, log *slog.Logger, opts ...Option) (_ *Replica, err 
 			r.log.Info("refresher: stopped leading; serving tokens only")
 		},
 		OnNewLeader: func(id string) { r.log.Info("refresher: leader is now", "leader", id) },
-	}, electorLog))
+	}, electorLog)))
 	if err != nil {
 		return nil, backend.Configf(err)
 	}
@@ -146,6 +151,7 @@ func New(cfg *config.Config, log *slog.Logger, opts ...Option) (_ *Replica, err 
 		Apps:           cfg.AppIDs(),
 		APIKeys:        apiKeys(cfg),
 		Ready:          r.ready,
+		ReadyWarnings:  r.readyWarnings,
 		Gatherer:       reg,
 		Metrics:        m,
 		Logger:         r.log,
@@ -174,6 +180,26 @@ func (r *Replica) ready(ctx context.Context) error {
 	return nil
 }
 
+// readyWarnings are /readyz's warnings: the eviction check's.
+func (r *Replica) readyWarnings() []string {
+	if ev := r.eviction.Load(); ev != nil && !ev.Safe() {
+		return []string{ev.Warning()}
+	}
+	return nil
+}
+
+// checkEviction checks Redis's maxmemory-policy once, logging loudly
+// unless it is noeviction (see backend.SafeEvictionPolicy for why).
+func (r *Replica) checkEviction(ctx context.Context) {
+	ctx, cancel := context.WithTimeout(ctx, 5*time.Second)
+	defer cancel()
+	ev := backend.CheckEviction(ctx, r.client)
+	r.eviction.Store(&ev)
+	if !ev.Safe() {
+		r.log.Warn("refresher: "+ev.Warning(), "policies", ev.Policies)
+	}
+}
+
 // close releases what New opened, in reverse order.
 func (r *Replica) close() {
 	if r.tickets != nil {
@@ -186,6 +212,7 @@ func (r *Replica) close() {
 		r.writer.Close()
 	}
 	r.client.Close()
+	r.locks.Close()
 }
 
 // Run serves HTTP and takes part in the election until ctx is done (nil
@@ -219,6 +246,8 @@ func (r *Replica) Run(ctx context.Context) error {
 	if r.onListening != nil {
 		r.onListening(ln.Addr().String())
 	}
+
+	go r.checkEviction(ctx)
 
 	electorCtx, stopElector := context.WithCancel(context.Background())
 	defer stopElector()

@@ -74,7 +74,7 @@ func Gather(ctx context.Context, cfg *config.Config, client redis.UniversalClien
 		return Report{}, fmt.Errorf("redis %s unreachable: %w", strings.Join(cfg.Redis.Addrs, ","), err)
 	}
 	// An elector that never runs only reads the lease.
-	probe, err := lock.NewElector(cfg.ElectorConfig(client, lock.LeaderCallbacks{}, nil))
+	probe, err := lock.NewElector(backend.LocksOf(client).Elector(cfg.ElectorConfig(client, lock.LeaderCallbacks{}, nil)))
 	if err != nil {
 		return Report{}, err
 	}

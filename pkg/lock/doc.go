@@ -19,6 +19,15 @@
 // at a time, so the upstream sees one fetch per refresh instead of one per
 // instance.
 //
+// Both can live on several independent Redis masters instead of one
+// deployment (NewRedisLocker with several clients, ElectorConfig.Quorum):
+// redsync's Redlock, where a lock or the lease is held while a majority of
+// the masters holds it. Losing a minority of them changes nothing; losing
+// a majority stops every lock and lead (with Redis errors saying how many
+// answered) until they return. It protects against one master's failover
+// losing a just-written key; it does not remove the caveats below (a
+// paused holder, clock drift), so writes stay fenced either way.
+//
 // # Leader election
 //
 // The lease is a redsync mutex under ElectorConfig.Name whose expiry is

@@ -14,7 +14,6 @@ import (
 	"time"
 
 	"github.com/go-redsync/redsync/v4"
-	"github.com/go-redsync/redsync/v4/redis/goredis/v9"
 	"github.com/redis/go-redis/v9"
 
 	"github.com/tokenkeeper/tokenkeeper/pkg/fieldcheck"
@@ -37,6 +36,12 @@ const LeaseDriftFactor = 0.01
 type ElectorConfig struct {
 	// Client is the Redis holding the lease.
 	Client redis.UniversalClient
+	// Quorum, when set, are independent Redis masters that hold the lease
+	// instead of Client (which may then be nil): it is taken, renewed and
+	// read on a majority of them (redsync's Redlock), so a leader keeps
+	// leading while a minority is down, and nobody leads while a majority
+	// is.
+	Quorum []redis.UniversalClient
 	// Name is the lease's Redis key, e.g. "tokenkeeper:leader".
 	Name string
 	// Identity names this replica (e.g. hostname-pid); Leader reports it.
@@ -150,7 +155,7 @@ func NewElector(cfg ElectorConfig) (*Elector, error) {
 	return &Elector{
 		cfg:    cfg,
 		clock:  clock,
-		store:  &redsyncLease{rs: redsync.New(goredis.NewPool(cfg.Client)), cfg: &cfg},
+		store:  &redsyncLease{rs: redsync.New(pools(cfg.leaseClients())...), cfg: &cfg},
 		log:    log.With("lease", cfg.Name, "identity", cfg.Identity),
 		jitter: mathrand.Float64,
 	}, nil
@@ -158,10 +163,23 @@ func NewElector(cfg ElectorConfig) (*Elector, error) {
 
 func (c *ElectorConfig) validate() error {
 	err := c.Validate()
-	if c.Client == nil {
+	if c.Client == nil && len(c.Quorum) == 0 {
 		err = errors.Join(err, errors.New("lock: ElectorConfig.Client is nil: the lease needs a Redis client"))
 	}
+	for i, q := range c.Quorum {
+		if q == nil {
+			err = errors.Join(err, fmt.Errorf("lock: ElectorConfig.Quorum[%d] is nil", i))
+		}
+	}
 	return err
+}
+
+// leaseClients are the clients the lease lives on.
+func (c *ElectorConfig) leaseClients() []redis.UniversalClient {
+	if len(c.Quorum) > 0 {
+		return c.Quorum
+	}
+	return []redis.UniversalClient{c.Client}
 }
 
 // Validate reports every rule of the lease's settings that c breaks, as a
@@ -196,16 +214,46 @@ func (e *Elector) IsLeader() bool { return e.isLeader.Load() }
 func (e *Elector) Transitions() int64 { return e.transitions.Load() }
 
 // Leader returns the identity of the current holder as stored in Redis, or
-// "" if nobody holds the lease.
+// "" if nobody holds the lease. On a Quorum it is the value a majority
+// holds, "" if none does, and an error if no majority answered.
 func (e *Elector) Leader(ctx context.Context) (string, error) {
-	v, err := e.cfg.Client.Get(ctx, e.cfg.Name).Result()
-	if errors.Is(err, redis.Nil) {
-		return "", nil
+	clients := e.cfg.leaseClients()
+	type answer struct {
+		value string
+		err   error
 	}
-	if err != nil {
-		return "", fmt.Errorf("lock: read leader of lease %q: %w", e.cfg.Name, err)
+	answers := make(chan answer, len(clients))
+	for _, c := range clients {
+		go func() {
+			v, err := c.Get(ctx, e.cfg.Name).Result()
+			if errors.Is(err, redis.Nil) {
+				v, err = "", nil
+			}
+			answers <- answer{v, err}
+		}()
 	}
-	return identityOf(v), nil
+	majority := len(clients)/2 + 1
+	held := map[string]int{}
+	answered := 0
+	var errs []error
+	for range clients {
+		a := <-answers
+		if a.err != nil {
+			errs = append(errs, a.err)
+			continue
+		}
+		answered++
+		if held[a.value]++; held[a.value] >= majority && a.value != "" {
+			return identityOf(a.value), nil
+		}
+	}
+	if answered < majority && len(clients) == 1 {
+		return "", fmt.Errorf("lock: read leader of lease %q: %w", e.cfg.Name, errs[0])
+	}
+	if answered < majority {
+		return "", fmt.Errorf("lock: read leader of lease %q: %d of %d Redis masters answered, %d needed: %w", e.cfg.Name, answered, len(clients), majority, errors.Join(errs...))
+	}
+	return "", nil
 }
 
 // identityOf strips the random suffix from a lease value. Identities may

@@ -7,6 +7,7 @@ import (
 	"time"
 
 	"github.com/go-redsync/redsync/v4"
+	redsyncredis "github.com/go-redsync/redsync/v4/redis"
 	"github.com/go-redsync/redsync/v4/redis/goredis/v9"
 	"github.com/redis/go-redis/v9"
 )
@@ -35,14 +36,29 @@ type Lock interface {
 }
 
 // RedisLocker is a Locker on one Redis deployment (standalone, Sentinel or
-// Cluster, through redis.UniversalClient).
+// Cluster, through redis.UniversalClient), or on several independent
+// masters (Redlock).
 type RedisLocker struct {
 	rs *redsync.Redsync
 }
 
-// NewRedisLocker returns a Locker backed by client.
-func NewRedisLocker(client redis.UniversalClient) *RedisLocker {
-	return &RedisLocker{rs: redsync.New(goredis.NewPool(client))}
+// NewRedisLocker returns a Locker backed by client and, if given, more
+// clients. With several, each must reach an independent Redis master: a
+// lock is taken when a majority of them granted it within its validity
+// (redsync's Redlock quorum), so losing a minority of the masters loses
+// no lock and stops no fetch; losing a majority makes every TryLock fail
+// with a Redis error (not ErrNotAcquired).
+func NewRedisLocker(client redis.UniversalClient, more ...redis.UniversalClient) *RedisLocker {
+	return &RedisLocker{rs: redsync.New(pools(append([]redis.UniversalClient{client}, more...))...)}
+}
+
+// pools wraps each client as a redsync pool.
+func pools(clients []redis.UniversalClient) []redsyncredis.Pool {
+	ps := make([]redsyncredis.Pool, len(clients))
+	for i, c := range clients {
+		ps[i] = goredis.NewPool(c)
+	}
+	return ps
 }
 
 // TryLock implements Locker.
