@@ -22,6 +22,7 @@ import (
 	"os/signal"
 	"strings"
 	"syscall"
+	"time"
 
 	"github.com/spf13/pflag"
 
@@ -71,6 +72,7 @@ func usage(demo bool) string {
   refresher invalidate APPID TOKEN [--config FILE]
   refresher status [--config FILE]
   refresher config [--config FILE]
+  refresher health [--addr HOST:PORT] [--timeout 2s] [--config FILE]
 
 Configuration: --config FILE (or TOKENKEEPER_CONFIG), then TOKENKEEPER_*
 environment variables, then flags.` + note + `
@@ -92,6 +94,12 @@ func usagef(format string, args ...any) error { return usageError{fmt.Errorf(for
 // or configuration).
 func Run(ctx context.Context, args []string, stdout, stderr io.Writer, demo Demo) int {
 	err := dispatch(ctx, args, stdout, stderr, demo)
+	if len(args) > 0 && args[0] == "health" {
+		if err != nil && !errors.Is(err, pflag.ErrHelp) {
+			fmt.Fprintln(stderr, "refresher:", err)
+		}
+		return healthExit(err)
+	}
 	var ue usageError
 	var ce *config.Error
 	switch {
@@ -132,8 +140,13 @@ func dispatch(ctx context.Context, args []string, stdout, stderr io.Writer, runD
 		}
 		printConfig = fs.Bool("print-config", false, "print the effective configuration (secrets redacted) and exit")
 	}
+	var healthAddr *string
+	var healthTimeout *time.Duration
+	if cmd == "health" {
+		healthAddr, healthTimeout = healthFlags(fs)
+	}
 	switch cmd {
-	case "serve", "token", "invalidate", "status", "config":
+	case "serve", "token", "invalidate", "status", "config", "health":
 	case "help":
 		fs.Usage()
 		return nil
@@ -148,7 +161,7 @@ func dispatch(ctx context.Context, args []string, stdout, stderr io.Writer, runD
 		return usageError{err}
 	}
 	pos := fs.Args()
-	want := map[string]int{"serve": 0, "token": 1, "invalidate": 2, "status": 0, "config": 0}[cmd]
+	want := map[string]int{"serve": 0, "token": 1, "invalidate": 2, "status": 0, "config": 0, "health": 0}[cmd]
 	if len(pos) != want {
 		return usagef("%s takes %d argument(s), got %d: %q (see refresher --help)", cmd, want, len(pos), pos)
 	}
@@ -164,6 +177,9 @@ func dispatch(ctx context.Context, args []string, stdout, stderr io.Writer, runD
 	}
 
 	opts := config.Options{File: *configFile, Flags: fs}
+	if cmd == "health" {
+		return health(ctx, opts, *healthAddr, *healthTimeout, stdout)
+	}
 	if cmd == "serve" && *configFile == "" && os.Getenv("TOKENKEEPER_CONFIG") == "" && os.Getenv("TOKENKEEPER_APPS") == "" {
 		try := "`make run` (`go run ./cmd/refresher-demo serve --demo`)"
 		if runDemo != nil {
