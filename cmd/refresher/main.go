@@ -8,6 +8,7 @@
 //	refresher invalidate APPID TOKEN report a token WeChat refused; print the current one
 //	refresher status                 leader, and per app: token fingerprint, life left, last fetch
 //	refresher config                 print the effective configuration, secrets redacted
+//	refresher health [--addr H:P]    probe a running replica's /readyz: exit 0 ready, 1 not (container healthchecks)
 //
 // Configuration comes from a YAML file (--config or TOKENKEEPER_CONFIG),
 // TOKENKEEPER_* environment variables and flags; see package

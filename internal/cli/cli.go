@@ -22,6 +22,7 @@ import (
 	"os/signal"
 	"strings"
 	"syscall"
+	"time"
 
 	"github.com/spf13/pflag"
 
@@ -73,6 +74,7 @@ func usage(demo bool) string {
   refresher ticket APPID [jsapi|wx_card] [--config FILE]
   refresher status [--config FILE]
   refresher config [--config FILE]
+  refresher health [--addr HOST:PORT] [--timeout 2s] [--config FILE]
 
 Configuration: --config FILE (or TOKENKEEPER_CONFIG), then TOKENKEEPER_*
 environment variables, then flags.` + note + `
@@ -94,6 +96,12 @@ func usagef(format string, args ...any) error { return usageError{fmt.Errorf(for
 // or configuration).
 func Run(ctx context.Context, args []string, stdout, stderr io.Writer, demo Demo) int {
 	err := dispatch(ctx, args, stdout, stderr, demo)
+	if len(args) > 0 && args[0] == "health" {
+		if err != nil && !errors.Is(err, pflag.ErrHelp) {
+			fmt.Fprintln(stderr, "refresher:", err)
+		}
+		return healthExit(err)
+	}
 	var ue usageError
 	var ce *config.Error
 	switch {
@@ -134,8 +142,13 @@ func dispatch(ctx context.Context, args []string, stdout, stderr io.Writer, runD
 		}
 		printConfig = fs.Bool("print-config", false, "print the effective configuration (secrets redacted) and exit")
 	}
+	var healthAddr *string
+	var healthTimeout *time.Duration
+	if cmd == "health" {
+		healthAddr, healthTimeout = healthFlags(fs)
+	}
 	switch cmd {
-	case "serve", "token", "invalidate", "ticket", "status", "config":
+	case "serve", "token", "invalidate", "ticket", "status", "config", "health":
 	case "help":
 		fs.Usage()
 		return nil
@@ -150,7 +163,7 @@ func dispatch(ctx context.Context, args []string, stdout, stderr io.Writer, runD
 		return usageError{err}
 	}
 	pos := fs.Args()
-	want := map[string]int{"serve": 0, "token": 1, "invalidate": 2, "status": 0, "config": 0}[cmd]
+	want := map[string]int{"serve": 0, "token": 1, "invalidate": 2, "status": 0, "config": 0, "health": 0}[cmd]
 	if cmd == "ticket" {
 		if len(pos) == 1 {
 			pos = append(pos, wechat.TicketJSAPI) // the kind defaults to jsapi
@@ -172,6 +185,9 @@ func dispatch(ctx context.Context, args []string, stdout, stderr io.Writer, runD
 	}
 
 	opts := config.Options{File: *configFile, Flags: fs}
+	if cmd == "health" {
+		return health(ctx, opts, *healthAddr, *healthTimeout, stdout)
+	}
 	if cmd == "serve" && *configFile == "" && os.Getenv("TOKENKEEPER_CONFIG") == "" && os.Getenv("TOKENKEEPER_APPS") == "" {
 		try := "`make run` (`go run ./cmd/refresher-demo serve --demo`)"
 		if runDemo != nil {
