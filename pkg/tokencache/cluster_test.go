@@ -117,16 +117,8 @@ func testClusterHerd(t *testing.T, cl *redistest.Cluster, apps []string) {
 		append(cacheOptions(), tokencache.WithKeyPrefix(prefix))...)
 
 	// Cold start: 6 processes x 20 callers per app, released together.
-	var cold fleet.SameForAll
-	f.Concurrently(20, func(c *tokencache.Cache, app string) {
-		ctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
-		defer cancel()
-		tok, err := c.Token(ctx, app)
-		if err != nil {
-			f.NoteErr(err)
-			return
-		}
-		cold.Add(app, tok.Value)
+	cold := f.Herd(20, 2*time.Second, func(ctx context.Context, c *tokencache.Cache, app string) (tokencache.Token, error) {
+		return c.Token(ctx, app)
 	})
 	if n := f.TokenErrs.Load(); n != 0 {
 		t.Errorf("cold start: %d callers got an error, e.g. %v", n, f.ErrSamples())
@@ -148,19 +140,12 @@ func testClusterHerd(t *testing.T, cl *redistest.Cluster, apps []string) {
 		}
 		current[app] = tok.Value
 	}
-	var replaced fleet.SameForAll
-	f.Concurrently(10, func(c *tokencache.Cache, app string) {
-		ctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
-		defer cancel()
+	replaced := f.Herd(10, 2*time.Second, func(ctx context.Context, c *tokencache.Cache, app string) (tokencache.Token, error) {
 		tok, err := c.Invalidate(ctx, app, current[app])
-		if err != nil {
-			f.NoteErr(err)
-			return
-		}
-		if tok.Value == current[app] {
+		if err == nil && tok.Value == current[app] {
 			t.Errorf("%s: Invalidate returned the token reported bad", app)
 		}
-		replaced.Add(app, tok.Value)
+		return tok, err
 	})
 	if n := f.TokenErrs.Load(); n != 0 {
 		t.Errorf("invalidate: %d callers got an error, e.g. %v", n, f.ErrSamples())
@@ -285,16 +270,12 @@ func testClusterWaiters(t *testing.T, cl *redistest.Cluster, apps []string) {
 			current[app] = cur.Value
 			admin.Del(ctx, prefix+"{"+app+"}:token")
 		}
-		var got fleet.SameForAll
-		f.Concurrently(20, func(c *tokencache.Cache, app string) {
-			ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
-			defer cancel()
+		got := f.Herd(20, 5*time.Second, func(ctx context.Context, c *tokencache.Cache, app string) (tokencache.Token, error) {
 			tok, err := c.Invalidate(ctx, app, current[app])
 			if err != nil {
-				f.NoteErr(fmt.Errorf("%s: %w", app, err))
-				return
+				err = fmt.Errorf("%s: %w", app, err)
 			}
-			got.Add(app, tok.Value)
+			return tok, err
 		})
 		if n := f.TokenErrs.Load(); n != 0 {
 			t.Fatalf("round %d: %d of 360 callers failed, e.g. %v", round, n, f.ErrSamples())

@@ -141,14 +141,7 @@ func TestHerdFetchesOncePerRefresh(t *testing.T) {
 		time.Sleep(20 * time.Millisecond) // waiting for Redis to expire the key
 	}
 	before := h.fake.Stats(appID).Minted
-	var wg sync.WaitGroup
-	for _, c := range h.Caches {
-		for g := 0; g < 20; g++ {
-			wg.Add(1)
-			go func(c *tokencache.Cache) { defer wg.Done(); h.Call(c, appID) }(c)
-		}
-	}
-	wg.Wait()
+	h.Concurrently(20, h.Call)
 	if n := h.fake.Stats(appID).Minted - before; n != 1 || h.TokenErrs.Load() != 0 {
 		t.Errorf("after expiry: %d fetches for 400 callers (want 1), %d errors %v", n, h.TokenErrs.Load(), h.ErrSamples())
 	}
@@ -157,21 +150,32 @@ func TestHerdFetchesOncePerRefresh(t *testing.T) {
 
 // A lock holder frozen before it sends, past the lock's expiry, then sending
 // anyway (the worst case: its deadline check passed just before it froze).
-func TestStalledLockHolderBeforeFetch(t *testing.T) {
+func TestStalledLockHolderBeforeFetch(t *testing.T) { testStalledLockHolder(t, true) }
+
+// A lock holder whose reply came back, frozen before it writes.
+func TestStalledLockHolderAfterFetch(t *testing.T) { testStalledLockHolder(t, false) }
+
+// testStalledLockHolder freezes the holder of the first refresh's lock,
+// before its fetch is sent or after its reply came back, past the lock TTL
+// (1.5 s), so another process takes over; then thaws it.
+func testStalledLockHolder(t *testing.T, beforeSend bool) {
 	h := newHerd(t, 3)
 	release := make(chan struct{})
 	stalled := make(chan struct{})
-	h.src.before = func(n int64) {
+	stall := func(n int64) {
 		if n == 2 { // the first refresh
 			close(stalled)
 			<-release
 		}
 	}
-	stop := make(chan struct{})
+	if beforeSend {
+		h.src.before = stall
+	} else {
+		h.src.after = stall
+	}
 	done := make(chan struct{})
-	go func() { h.Run(7*time.Second, 5, 50*time.Millisecond, stop); close(done) }()
+	go func() { h.Run(7*time.Second, 5, 50*time.Millisecond, nil); close(done) }()
 	<-stalled
-	// Hold it past the lock TTL (1.5 s): another process takes over.
 	time.Sleep(2 * time.Second) // the fault itself: a frozen process, not synchronization
 	close(release)
 	<-done
@@ -182,32 +186,6 @@ func TestStalledLockHolderBeforeFetch(t *testing.T) {
 		t.Errorf("refused writes = %d, want 1 (the frozen holder)", h.Refused())
 	}
 	t.Logf("minted %d, business ok %d, reader errors %d", st.Minted, st.BusinessOK, h.TokenErrs.Load())
-}
-
-// A lock holder whose reply came back, frozen before it writes.
-func TestStalledLockHolderAfterFetch(t *testing.T) {
-	h := newHerd(t, 3)
-	release := make(chan struct{})
-	stalled := make(chan struct{})
-	h.src.after = func(n int64) {
-		if n == 2 {
-			close(stalled)
-			<-release
-		}
-	}
-	stop := make(chan struct{})
-	done := make(chan struct{})
-	go func() { h.Run(7*time.Second, 5, 50*time.Millisecond, stop); close(done) }()
-	<-stalled
-	time.Sleep(2 * time.Second) // the fault itself: a frozen process
-	close(release)
-	<-done
-	h.AssertNoDeadToken()
-	h.assertFetches(1) // the frozen holder's token, refused at its write
-	if h.Refused() != 1 {
-		t.Errorf("refused writes = %d, want 1 (the frozen holder)", h.Refused())
-	}
-	t.Logf("minted %d, reader errors %d", h.fake.Stats(appID).Minted, h.TokenErrs.Load())
 }
 
 func TestLostUpstreamReply(t *testing.T) {

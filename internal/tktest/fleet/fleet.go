@@ -185,6 +185,25 @@ func (f *Fleet) Concurrently(per int, fn func(c *tokencache.Cache, app string)) 
 	wg.Wait()
 }
 
+// Herd is the thundering herd: per callers on every process and app,
+// released at once, each asking (Token, or Invalidate of one token) within
+// timeout. It returns which tokens each app's callers got; an error is
+// counted (NoteErr) instead.
+func (f *Fleet) Herd(per int, timeout time.Duration, ask func(ctx context.Context, c *tokencache.Cache, app string) (tokencache.Token, error)) *SameForAll {
+	got := &SameForAll{}
+	f.Concurrently(per, func(c *tokencache.Cache, app string) {
+		ctx, cancel := context.WithTimeout(context.Background(), timeout)
+		defer cancel()
+		tok, err := ask(ctx, c, app)
+		if err != nil {
+			f.NoteErr(err)
+			return
+		}
+		got.Add(app, tok.Value)
+	})
+	return got
+}
+
 // AssertNoDeadToken checks, from the fake's own counters, that no business
 // call of any app carried a token WeChat no longer accepted, and that some
 // succeeded (or the scenario proved nothing).
