@@ -6,6 +6,7 @@ import (
 	"io"
 	"time"
 
+	"github.com/tokenkeeper/tokenkeeper/pkg/fieldcheck"
 	"github.com/tokenkeeper/tokenkeeper/pkg/tokencache"
 )
 
@@ -19,14 +20,34 @@ type CacheTimings struct {
 	FetchTimeout time.Duration
 }
 
+// config is the tokencache configuration of a chaos process with these
+// timings, on the run's key prefix and the fake's grace: the library's
+// defaults for the rest, and its rules (Validate, Lifetimes).
+func (c CacheTimings) config(prefix string, grace time.Duration) tokencache.Config {
+	cfg := tokencache.DefaultConfig()
+	cfg.KeyPrefix, cfg.Overlap, cfg.Margin, cfg.NearMaxAge = prefix, grace, c.Margin, c.NearMaxAge
+	cfg.RefreshAhead, cfg.LockTTL, cfg.FetchTimeout = c.RefreshAhead, c.LockTTL, c.FetchTimeout
+	return cfg
+}
+
 // options are the tokencache options of a chaos process with these
 // timings, on the run's key prefix and the fake's grace.
 func (c CacheTimings) options(prefix string, grace time.Duration, more ...tokencache.Option) []tokencache.Option {
-	return append([]tokencache.Option{
-		tokencache.WithKeyPrefix(prefix), tokencache.WithOverlap(grace), tokencache.WithMargin(c.Margin),
-		tokencache.WithNearMaxAge(c.NearMaxAge), tokencache.WithRefreshAhead(c.RefreshAhead),
-		tokencache.WithLockTTL(c.LockTTL), tokencache.WithFetchTimeout(c.FetchTimeout),
-	}, more...)
+	return append([]tokencache.Option{tokencache.WithConfig(c.config(prefix, grace))}, more...)
+}
+
+// cacheFieldName is the name of a tokencache.Config field in this tool's
+// flags and messages.
+func cacheFieldName(field string) string {
+	if n, ok := cacheFieldNames[field]; ok {
+		return n
+	}
+	return field
+}
+
+var cacheFieldNames = map[string]string{
+	"KeyPrefix": "key prefix", "Overlap": "grace", "Margin": "margin", "NearMaxAge": "near max age",
+	"RefreshAhead": "refresh ahead", "LockTTL": "lock TTL", "FetchTimeout": "fetch timeout",
 }
 
 // LeaseTimings configure the replicas' leader election.
@@ -183,16 +204,19 @@ func (c *Config) validate() error {
 	// The outage measures serving through a Redis outage while tokens are
 	// valid: it must end before a token refreshed just before it would
 	// run out (its usable life after the refresh fell due).
-	if margin := min(c.Cache.Margin, c.TokenLifetime/5); c.Faults && c.RedisOutage >= c.TokenLifetime-margin-c.RefreshInterval() {
+	if due := c.UsableLife() - c.RefreshInterval(); c.Faults && c.RedisOutage >= due {
 		errs = append(errs, fmt.Errorf("redis outage %v: must be shorter than the %v a due token stays usable, or tokens run out during it",
-			c.RedisOutage, c.TokenLifetime-margin-c.RefreshInterval()))
+			c.RedisOutage, due))
 	}
-	// tokencache checks these too, but in every child: say it once here.
-	if c.Grace <= c.Cache.Margin+c.Cache.NearMaxAge {
-		errs = append(errs, fmt.Errorf("grace %v: must exceed margin %v + near max age %v (tokencache's overlap rule)", c.Grace, c.Cache.Margin, c.Cache.NearMaxAge))
-	}
-	if c.Cache.FetchTimeout >= c.Cache.LockTTL {
-		errs = append(errs, fmt.Errorf("fetch timeout %v: must be shorter than the lock TTL %v", c.Cache.FetchTimeout, c.Cache.LockTTL))
+	// tokencache's own rules, which every child enforces: say it once
+	// here, under this tool's names.
+	var fe *fieldcheck.Error
+	if err := c.Cache.config(c.KeyPrefix, c.Grace).Validate(); errors.As(err, &fe) {
+		for _, p := range fe.Problems {
+			errs = append(errs, errors.New(cacheFieldName(p.Field)+" "+p.Text(cacheFieldName)))
+		}
+	} else if err != nil {
+		errs = append(errs, err)
 	}
 	if len(errs) > 0 {
 		return fmt.Errorf("chaos: invalid config: %w", errors.Join(errs...))
@@ -201,12 +225,18 @@ func (c *Config) validate() error {
 }
 
 // RefreshInterval is how long one token serves before the next fetch is
-// due, by tokencache's own rule: usable life (lifetime minus the margin,
-// the margin capped at a fifth of the lifetime) minus the refresh-ahead
-// (capped at half the usable life). It is the ideal's period.
+// due, by tokencache's own rule (Config.Lifetimes). It is the ideal's
+// period.
 func (c *Config) RefreshInterval() time.Duration {
-	margin := min(c.Cache.Margin, c.TokenLifetime/5)
-	usable := c.TokenLifetime - margin
-	ahead := min(c.Cache.RefreshAhead, usable/2)
-	return usable - ahead
+	var t0 time.Time
+	refreshAt, _ := c.Cache.config(c.KeyPrefix, c.Grace).Lifetimes(t0, c.TokenLifetime)
+	return refreshAt.Sub(t0)
+}
+
+// UsableLife is how long a fresh token is handed out, by tokencache's own
+// rule (Config.Lifetimes).
+func (c *Config) UsableLife() time.Duration {
+	var t0 time.Time
+	_, usableUntil := c.Cache.config(c.KeyPrefix, c.Grace).Lifetimes(t0, c.TokenLifetime)
+	return usableUntil.Sub(t0)
 }

@@ -41,5 +41,34 @@
 // fake's listener is wrapped, and a token request's source port is mapped
 // to its process through /proc (Linux). A classic fetch is only ever sent
 // under the app's lock, so the process sending it is the holder; it is
-// frozen before its request reaches the fake.
+// frozen before its request reaches the fake. That mapping is Linux-only
+// (fault_sockets_linux.go); elsewhere it reports that it cannot find the
+// holder.
+//
+// # Layout: four jobs, one file group each
+//
+// The package does four jobs, each in files of its own:
+//
+//   - orchestration: cli.go (the command line), config.go, run.go (start
+//     everything, run the schedule, stop everything), procs.go and
+//     procattr_*.go (children), redis.go, replicas.go, upstream.go (the fake
+//     behind a recording listener);
+//   - faults: fault.go (the schedule and the process and Redis faults),
+//     fault_partition.go, fault_poison.go and fault_record.go (the
+//     malformed records), fault_proxy.go (the readers' Redis proxies),
+//     fault_sockets_*.go (which process sent a request);
+//   - reader: reader.go, the "chaos reader" process;
+//   - report: report.go, what the run saw and every invariant it checks.
+//
+// They are files, not packages, because all but the reader share one run:
+// a fault claims apps, freezes children of the process table, cuts a
+// reader's proxy and leaves its window in the record the report judges;
+// packages would export that state only to pass it back and forth inside
+// one tool. The reader shares the report's wire types (ReaderLine, Gap,
+// DeadCall). No job restates a library rule: the key names, the record
+// layout, the usable life and refresh interval, the cache's configuration
+// rules and the error classes are tokencache's and wechat's, imported
+// (tokencache.RecordKey, LockKey, IntentsKey, EventsChannel, RecordFields,
+// Config.Lifetimes, Config.Validate, Sentinel; wechat.ClassName,
+// ClassifyBusiness).
 package chaos

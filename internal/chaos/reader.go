@@ -292,7 +292,7 @@ func RunReader(ctx context.Context, rc ReaderConfig, out io.Writer) error {
 	// A subscription of our own to the cache's change channel: when the
 	// cache hands out a dead token, the report can say whether this
 	// process had been told of the newer one.
-	watch := rdb.Subscribe(ctx, rc.KeyPrefix+"events")
+	watch := rdb.Subscribe(ctx, tokencache.EventsChannel(rc.KeyPrefix))
 	defer watch.Close()
 	go st.watchAnnouncements(watch.Channel())
 	enc := json.NewEncoder(out)
@@ -372,34 +372,29 @@ func runCaller(ctx context.Context, business *businessCaller, apps []string, rng
 	}
 }
 
-func deadTokenCode(code int) bool { return code == 40001 || code == 40014 || code == 42001 }
+// deadTokenCode says whether a business API's errcode says the token is
+// no longer valid: wechat's rule (40001, 40014, 42001).
+func deadTokenCode(code int) bool {
+	return errors.Is(wechat.ClassifyBusiness(code), wechat.ErrTokenInvalid)
+}
 
-// errKind names a tokencache error class for the report.
+// errKind names err for the report by the library's classification: a
+// hold and its cause, the cache's own error (tokencache.Sentinel, by its
+// message), a timeout, or WeChat's class (wechat.ClassName). It never
+// prints the error itself, which may carry a URL.
 func errKind(err error) string {
 	var held *tokencache.HeldError
-	switch {
-	case errors.As(err, &held):
+	if errors.As(err, &held) {
 		return "held (" + errKind(held.Err) + ")"
-	case errors.Is(err, tokencache.ErrUnavailable):
-		return "redis unavailable"
-	case errors.Is(err, tokencache.ErrBudgetExceeded):
-		return "budget exceeded"
-	case errors.Is(err, tokencache.ErrCorruptRecord):
-		return "corrupt record"
-	case errors.Is(err, tokencache.ErrPassiveRefreshLimited):
-		return "passive refresh limited"
-	case errors.Is(err, context.DeadlineExceeded):
+	}
+	if s := tokencache.Sentinel(err); s != nil {
+		return strings.TrimPrefix(s.Error(), "tokencache: ")
+	}
+	if errors.Is(err, context.DeadlineExceeded) {
 		return "timeout"
-	case errors.Is(err, wechat.ErrQuota):
-		return "upstream quota"
-	case errors.Is(err, wechat.ErrConfig):
-		return "upstream config"
-	case errors.Is(err, wechat.ErrOutcomeUnknown):
-		return "upstream outcome unknown"
-	case errors.Is(err, wechat.ErrMalformedReply):
-		return "upstream malformed reply"
-	case errors.Is(err, wechat.ErrTransient):
-		return "upstream transient"
+	}
+	if class := wechat.ClassName(err); class != "error" {
+		return "upstream " + class
 	}
 	return "other"
 }

@@ -142,7 +142,7 @@ func (r *run) report(schedule []*FaultRecord, runOver, ended time.Time, readersF
 	rep := &Report{
 		Apps: cfg.Apps, Readers: cfg.Readers, Goroutines: cfg.Goroutines, Replicas: cfg.Replicas,
 		TokenLifetime: cfg.TokenLifetime, Grace: cfg.Grace, RefreshInterval: cfg.RefreshInterval(),
-		UsableLife: cfg.TokenLifetime - min(cfg.Cache.Margin, cfg.TokenLifetime/5),
+		UsableLife: cfg.UsableLife(),
 		Started:    r.started, Ended: ended, Interrupted: interrupted, WorkDir: cfg.WorkDir, Faults: schedule,
 	}
 	for _, f := range schedule {

@@ -1,14 +1,18 @@
 package chaos
 
 import (
+	"context"
+	"errors"
+	"fmt"
 	"io"
-	"net"
-	"net/http"
-	"os"
+	"net/url"
 	"slices"
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/tokenkeeper/tokenkeeper/pkg/tokencache"
+	"github.com/tokenkeeper/tokenkeeper/pkg/wechat"
 )
 
 func TestIdeal(t *testing.T) {
@@ -106,37 +110,6 @@ func TestReplicaConfigYAMLCarriesNoSecret(t *testing.T) {
 	}
 	if strings.Contains(y, "secret:") {
 		t.Errorf("config holds a secret inline:\n%s", y)
-	}
-}
-
-// TestSocketOwnerIsThisProcess maps a loopback connection's client port to
-// its owner through /proc, as the lock-holder fault does.
-func TestSocketOwnerIsThisProcess(t *testing.T) {
-	ln, err := net.Listen("tcp4", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer ln.Close()
-	srv := &http.Server{Handler: http.NotFoundHandler()}
-	go func() { _ = srv.Serve(ln) }()
-	defer srv.Close()
-	conn, err := net.Dial("tcp4", ln.Addr().String())
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer conn.Close()
-	local := conn.LocalAddr().(*net.TCPAddr).Port
-	inode, err := socketInode(local, ln.Addr().(*net.TCPAddr).Port)
-	if err != nil {
-		t.Skipf("no /proc/net/tcp here: %v", err)
-	}
-	self := []int{1, os.Getpid()}
-	pid, err := ownerOf(self, inode)
-	if err != nil || pid != os.Getpid() {
-		t.Fatalf("ownerOf = %d, %v; want this process %d", pid, err, os.Getpid())
-	}
-	if _, err := socketInode(local, 1); err == nil {
-		t.Fatal("socketInode matched a connection to the wrong remote port")
 	}
 }
 
@@ -340,5 +313,33 @@ func TestFaultConcerns(t *testing.T) {
 		if got := c.f.concerns(c.d); got != c.want {
 			t.Errorf("%s concerns %+v = %v, want %v", c.f.Kind, c.d, got, c.want)
 		}
+	}
+}
+
+// errKind names errors by the library's classification, never by text of
+// its own (and never prints the error).
+func TestErrKindIsTheLibrarysClassification(t *testing.T) {
+	for _, tc := range []struct {
+		err  error
+		want string
+	}{
+		{fmt.Errorf("get: %w", tokencache.ErrUnavailable), "redis unavailable and no usable token in memory"},
+		{&tokencache.HeldError{AppID: "wx1", Err: &wechat.Error{Code: 45009, Endpoint: wechat.EndpointToken}}, "held (upstream quota)"},
+		{&wechat.Error{Code: -1, Endpoint: wechat.EndpointToken}, "upstream transient"},
+		{&wechat.Error{Code: 40125, Endpoint: wechat.EndpointToken}, "upstream config"},
+		{fmt.Errorf("x: %w", context.DeadlineExceeded), "timeout"},
+		{&url.Error{Op: "Get", URL: "http://127.0.0.1:1/?access_token=SECRET", Err: errors.New("refused")}, "other"},
+	} {
+		if got := errKind(tc.err); got != tc.want {
+			t.Errorf("errKind(%v) = %q, want %q", tc.err, got, tc.want)
+		}
+	}
+	for _, code := range []int{40001, 40014, 42001} {
+		if !deadTokenCode(code) {
+			t.Errorf("errcode %d is a dead token", code)
+		}
+	}
+	if deadTokenCode(0) || deadTokenCode(45009) {
+		t.Error("0 and 45009 are no dead token")
 	}
 }

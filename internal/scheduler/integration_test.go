@@ -7,11 +7,10 @@ import (
 	"testing"
 	"time"
 
-	"github.com/alicebob/miniredis/v2"
-	"github.com/redis/go-redis/v9"
-
 	"github.com/tokenkeeper/tokenkeeper/internal/scheduler"
 	"github.com/tokenkeeper/tokenkeeper/internal/testlog"
+	"github.com/tokenkeeper/tokenkeeper/internal/tktest"
+	"github.com/tokenkeeper/tokenkeeper/internal/tktest/fleet"
 	"github.com/tokenkeeper/tokenkeeper/pkg/tokencache"
 	"github.com/tokenkeeper/tokenkeeper/pkg/wechat"
 	"github.com/tokenkeeper/tokenkeeper/pkg/wechattest"
@@ -30,17 +29,12 @@ const (
 // the tokens fresh and fetches nothing.
 func TestWithRealCache(t *testing.T) {
 	up := wechattest.New(t, wechattest.WithApp("wxa", secretA), wechattest.WithApp("wxb", secretB), wechattest.WithApp("wxbad", "the-real-secret-0123456789abcdef"))
-	src, err := wechat.NewSource(wechat.NewClient(wechat.WithBaseURL(up.URL())),
+	src := fleet.SourceOn(t, up,
 		wechat.App{ID: "wxa", Secret: secretA, Mode: wechat.Classic},
 		wechat.App{ID: "wxb", Secret: secretB, Mode: wechat.Stable},
 		wechat.App{ID: "wxbad", Secret: secretBad, Mode: wechat.Classic},
 	)
-	if err != nil {
-		t.Fatal(err)
-	}
-	mr := miniredis.RunT(t)
-	rdb := redis.NewClient(&redis.Options{Addr: mr.Addr()})
-	t.Cleanup(func() { rdb.Close() })
+	rdb := tktest.Open(t, tktest.Miniredis).Client()
 	var logs testlog.Buffer
 	log := slog.New(slog.NewTextHandler(&logs, &slog.HandlerOptions{Level: slog.LevelDebug}))
 	cache, err := tokencache.New(rdb, src, tokencache.WithLogger(log))

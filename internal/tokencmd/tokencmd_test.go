@@ -9,10 +9,9 @@ import (
 	"testing"
 	"time"
 
-	"github.com/alicebob/miniredis/v2"
-
 	"github.com/tokenkeeper/tokenkeeper/internal/backend"
 	"github.com/tokenkeeper/tokenkeeper/internal/config"
+	"github.com/tokenkeeper/tokenkeeper/internal/tktest/fleet"
 	"github.com/tokenkeeper/tokenkeeper/internal/tokencmd"
 	"github.com/tokenkeeper/tokenkeeper/pkg/tokencache"
 	"github.com/tokenkeeper/tokenkeeper/pkg/wechat"
@@ -37,18 +36,12 @@ func TestWrite(t *testing.T) {
 
 func setup(t *testing.T, secret string) (*config.Config, *wechattest.Server) {
 	t.Helper()
-	mr := miniredis.RunT(t)
-	fake := wechattest.New(t, wechattest.WithApp("wx1", "tokencmd-secret-right"), wechattest.WithLifetime(time.Hour))
-	cfg, err := config.Load(config.Options{File: "(test)", Environ: []string{}, YAML: []byte(`
-redis: {addrs: ["` + mr.Addr() + `"]}
-wechat: {base_url: "` + fake.URL() + `", timeout: 2s}
-apps: [{id: wx1, secret: ` + secret + `}]
+	r := fleet.NewRefresher(t, []wechattest.Option{wechattest.WithApp("wx1", "tokencmd-secret-right"), wechattest.WithLifetime(time.Hour)}, `
+wechat: {timeout: 2s}
+apps: [{id: wx1, secret: `+secret+`}]
 cache: {lock_ttl: 2s, fetch_timeout: 1s}
-`)})
-	if err != nil {
-		t.Fatal(err)
-	}
-	return cfg, fake
+`)
+	return r.Config, r.Fake
 }
 
 func decode(t *testing.T, b *bytes.Buffer) tokencmd.Reply {

@@ -2,10 +2,8 @@ package tokencache_test
 
 import (
 	"context"
-	"encoding/json"
 	"errors"
 	"fmt"
-	"net/http"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -15,6 +13,7 @@ import (
 	"github.com/redis/go-redis/v9"
 
 	"github.com/tokenkeeper/tokenkeeper/internal/redistest"
+	"github.com/tokenkeeper/tokenkeeper/internal/tktest/fleet"
 	"github.com/tokenkeeper/tokenkeeper/pkg/tokencache"
 	"github.com/tokenkeeper/tokenkeeper/pkg/wechat"
 	"github.com/tokenkeeper/tokenkeeper/pkg/wechattest"
@@ -85,28 +84,19 @@ func (s *clusterSource) Mode(app string) wechat.Mode { return s.inner.Mode(app) 
 
 // clusterFleet is processes sharing a Redis Cluster and a fake WeChat.
 type clusterFleet struct {
-	t      *testing.T
-	apps   []string
-	fake   *wechattest.Server
-	src    *clusterSource
-	caches []*tokencache.Cache
-	httpc  *http.Client
-
-	tokenErrs  atomic.Int64
-	mu         sync.Mutex
-	errSamples []string
+	*fleet.Fleet
+	src *clusterSource
 }
 
 func newClusterFleet(t *testing.T, cl *redistest.Cluster, apps []string, instances int, fakeOpts []wechattest.Option, opts ...tokencache.Option) *clusterFleet {
 	t.Helper()
-	f := &clusterFleet{t: t, apps: apps}
 	var wapps []wechat.App
 	for _, app := range apps {
 		fakeOpts = append(fakeOpts, wechattest.WithApp(app, clusterSecret))
 		wapps = append(wapps, wechat.App{ID: app, Secret: clusterSecret, Mode: wechat.Classic})
 	}
-	f.fake = wechattest.New(t, fakeOpts...)
-	inner, err := wechat.NewSource(wechat.NewClient(wechat.WithBaseURL(f.fake.URL())), wapps...)
+	f := &clusterFleet{Fleet: fleet.New(t, wechattest.New(t, fakeOpts...), apps...)}
+	inner, err := wechat.NewSource(wechat.NewClient(wechat.WithBaseURL(f.Fake.URL())), wapps...)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -115,131 +105,9 @@ func newClusterFleet(t *testing.T, cl *redistest.Cluster, apps []string, instanc
 		f.src.calls[app] = &atomic.Int64{}
 	}
 	for i := 0; i < instances; i++ {
-		c, err := tokencache.New(cl.Client(), f.src, opts...)
-		if err != nil {
-			t.Fatal(err)
-		}
-		t.Cleanup(func() { _ = c.Close() })
-		f.caches = append(f.caches, c)
+		f.Add(tokencache.New(cl.Client(), f.src, opts...))
 	}
-	f.httpc = &http.Client{Timeout: 2 * time.Second, Transport: &http.Transport{MaxIdleConnsPerHost: 64}}
-	t.Cleanup(f.httpc.CloseIdleConnections)
 	return f
-}
-
-func (f *clusterFleet) noteErr(err error) {
-	f.tokenErrs.Add(1)
-	f.mu.Lock()
-	if len(f.errSamples) < 5 {
-		f.errSamples = append(f.errSamples, err.Error())
-	}
-	f.mu.Unlock()
-}
-
-// call takes app's token from c and uses it on the fake's business API, as
-// an app would: on 40001/42001 it reports the token and retries once.
-func (f *clusterFleet) call(c *tokencache.Cache, app string) {
-	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
-	defer cancel()
-	tok, err := c.Token(ctx, app)
-	if err != nil {
-		f.noteErr(err)
-		return
-	}
-	if code := f.business(ctx, tok.Value); code == 40001 || code == 42001 {
-		if fresh, err := c.Invalidate(ctx, app, tok.Value); err == nil {
-			f.business(ctx, fresh.Value)
-		}
-	}
-}
-
-// business returns the fake's errcode for token, or -2 if the loopback
-// call itself failed (a starved machine; the fake's counters judge).
-func (f *clusterFleet) business(ctx context.Context, token string) int {
-	req, _ := http.NewRequestWithContext(ctx, http.MethodGet, f.fake.URL()+"/cgi-bin/get_api_domain_ip?access_token="+token, nil)
-	resp, err := f.httpc.Do(req)
-	if err != nil {
-		return -2
-	}
-	defer resp.Body.Close()
-	var body struct {
-		ErrCode int `json:"errcode"`
-	}
-	_ = json.NewDecoder(resp.Body).Decode(&body)
-	return body.ErrCode
-}
-
-// assertNoDeadToken checks, from the fake's own counters, that no business
-// call of any app carried a token WeChat no longer accepted.
-func (f *clusterFleet) assertNoDeadToken() {
-	f.t.Helper()
-	for _, app := range f.apps {
-		st := f.fake.Stats(app)
-		if st.BusinessSuperseded != 0 || st.BusinessExpired != 0 || st.BusinessInvalid != 0 {
-			f.t.Errorf("%s: business calls on a dead token: 40001=%d 42001=%d 40014=%d (ok=%d)",
-				app, st.BusinessSuperseded, st.BusinessExpired, st.BusinessInvalid, st.BusinessOK)
-		}
-		if st.BusinessOK == 0 {
-			f.t.Errorf("%s: no business call succeeded: the test proved nothing", app)
-		}
-	}
-}
-
-func (f *clusterFleet) refused() int64 {
-	var n int64
-	for _, c := range f.caches {
-		n += c.Stats().Refused
-	}
-	return n
-}
-
-// concurrently runs fn per goroutines times for every cache and app, all
-// released at once, and waits for them.
-func (f *clusterFleet) concurrently(per int, fn func(c *tokencache.Cache, app string)) {
-	var wg sync.WaitGroup
-	gate := make(chan struct{})
-	for _, c := range f.caches {
-		for _, app := range f.apps {
-			for g := 0; g < per; g++ {
-				wg.Add(1)
-				go func() {
-					defer wg.Done()
-					<-gate
-					fn(c, app)
-				}()
-			}
-		}
-	}
-	close(gate)
-	wg.Wait()
-}
-
-// sameForAll collects one token value per app from every goroutine and
-// reports apps for which they differ.
-type sameForAll struct {
-	mu   sync.Mutex
-	seen map[string]map[string]int
-}
-
-func (s *sameForAll) add(app, token string) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	if s.seen == nil {
-		s.seen = map[string]map[string]int{}
-	}
-	if s.seen[app] == nil {
-		s.seen[app] = map[string]int{}
-	}
-	s.seen[app][wechat.Fingerprint(token)]++
-}
-
-func (s *sameForAll) check(t *testing.T, what string, apps []string) {
-	t.Helper()
-	for _, app := range apps {
-		if n := len(s.seen[app]); n != 1 {
-			t.Errorf("%s: %s: callers got %d different tokens (%v), want 1", what, app, n, s.seen[app])
-		}
-	}
 }
 
 func testClusterHerd(t *testing.T, cl *redistest.Cluster, apps []string) {
@@ -249,23 +117,15 @@ func testClusterHerd(t *testing.T, cl *redistest.Cluster, apps []string) {
 		append(cacheOptions(), tokencache.WithKeyPrefix(prefix))...)
 
 	// Cold start: 6 processes x 20 callers per app, released together.
-	var cold sameForAll
-	f.concurrently(20, func(c *tokencache.Cache, app string) {
-		ctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
-		defer cancel()
-		tok, err := c.Token(ctx, app)
-		if err != nil {
-			f.noteErr(err)
-			return
-		}
-		cold.add(app, tok.Value)
+	cold := f.Herd(20, 2*time.Second, func(ctx context.Context, c *tokencache.Cache, app string) (tokencache.Token, error) {
+		return c.Token(ctx, app)
 	})
-	if n := f.tokenErrs.Load(); n != 0 {
-		t.Errorf("cold start: %d callers got an error, e.g. %v", n, f.errSamples)
+	if n := f.TokenErrs.Load(); n != 0 {
+		t.Errorf("cold start: %d callers got an error, e.g. %v", n, f.ErrSamples())
 	}
-	cold.check(t, "cold start", apps)
+	cold.Check(t, "cold start", apps)
 	for _, app := range apps {
-		if n := f.fake.Stats(app).Minted; n != 1 {
+		if n := f.Fake.Stats(app).Minted; n != 1 {
 			t.Errorf("cold start: %s: %d upstream fetches for 120 callers in 6 processes, want 1", app, n)
 		}
 	}
@@ -274,32 +134,25 @@ func testClusterHerd(t *testing.T, cl *redistest.Cluster, apps []string) {
 	ctx := context.Background()
 	current := map[string]string{}
 	for _, app := range apps {
-		tok, err := f.caches[0].Token(ctx, app)
+		tok, err := f.Caches[0].Token(ctx, app)
 		if err != nil {
 			t.Fatal(err)
 		}
 		current[app] = tok.Value
 	}
-	var replaced sameForAll
-	f.concurrently(10, func(c *tokencache.Cache, app string) {
-		ctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
-		defer cancel()
+	replaced := f.Herd(10, 2*time.Second, func(ctx context.Context, c *tokencache.Cache, app string) (tokencache.Token, error) {
 		tok, err := c.Invalidate(ctx, app, current[app])
-		if err != nil {
-			f.noteErr(err)
-			return
-		}
-		if tok.Value == current[app] {
+		if err == nil && tok.Value == current[app] {
 			t.Errorf("%s: Invalidate returned the token reported bad", app)
 		}
-		replaced.add(app, tok.Value)
+		return tok, err
 	})
-	if n := f.tokenErrs.Load(); n != 0 {
-		t.Errorf("invalidate: %d callers got an error, e.g. %v", n, f.errSamples)
+	if n := f.TokenErrs.Load(); n != 0 {
+		t.Errorf("invalidate: %d callers got an error, e.g. %v", n, f.ErrSamples())
 	}
-	replaced.check(t, "invalidate", apps)
+	replaced.Check(t, "invalidate", apps)
 	for _, app := range apps {
-		if n := f.fake.Stats(app).Minted; n != 2 {
+		if n := f.Fake.Stats(app).Minted; n != 2 {
 			t.Errorf("invalidate: %s: %d upstream fetches in all, want 2 (1 + 1 for 60 reports of the same token)", app, n)
 		}
 	}
@@ -326,37 +179,19 @@ func testClusterHerd(t *testing.T, cl *redistest.Cluster, apps []string) {
 	// Steady load through two refreshes per app: one fetch per refresh,
 	// every mint stored, no dead token handed out.
 	start := time.Now()
-	deadline := start.Add(3500 * time.Millisecond)
-	var wg sync.WaitGroup
-	for _, c := range f.caches {
-		for _, app := range apps {
-			for g := 0; g < 3; g++ {
-				wg.Add(1)
-				go func() {
-					defer wg.Done()
-					tick := time.NewTicker(50 * time.Millisecond)
-					defer tick.Stop()
-					for time.Now().Before(deadline) {
-						f.call(c, app)
-						<-tick.C
-					}
-				}()
-			}
-		}
-	}
-	wg.Wait()
+	f.Run(3500*time.Millisecond, 3, 50*time.Millisecond, nil)
 	elapsed := time.Since(start)
-	f.assertNoDeadToken()
-	if n := f.tokenErrs.Load(); n != 0 {
-		t.Errorf("%d callers got an error, e.g. %v", n, f.errSamples)
+	f.AssertNoDeadToken()
+	if n := f.TokenErrs.Load(); n != 0 {
+		t.Errorf("%d callers got an error, e.g. %v", n, f.ErrSamples())
 	}
-	if n := f.refused(); n != 0 {
+	if n := f.Refused(); n != 0 {
 		t.Errorf("%d fetched tokens were refused at their write: a fetch was wasted", n)
 	}
 	rotations := int(elapsed / dueAfter)
 	for _, app := range apps {
-		st := f.fake.Stats(app)
-		rec, found, err := f.caches[0].Peek(ctx, app)
+		st := f.Fake.Stats(app)
+		rec, found, err := f.Caches[0].Peek(ctx, app)
 		if err != nil || !found {
 			t.Fatalf("%s: peek: %v %v", app, found, err)
 		}
@@ -376,7 +211,7 @@ func testClusterHerd(t *testing.T, cl *redistest.Cluster, apps []string) {
 func testClusterAnnouncements(t *testing.T, cl *redistest.Cluster, apps []string) {
 	f := newClusterFleet(t, cl, apps, 2, nil,
 		tokencache.WithKeyPrefix("clann:"), tokencache.WithNearMaxAge(time.Minute))
-	writer, reader := f.caches[0], f.caches[1]
+	writer, reader := f.Caches[0], f.Caches[1]
 	ctx := context.Background()
 	for _, app := range apps {
 		old, err := writer.Token(ctx, app)
@@ -409,7 +244,7 @@ func testClusterAnnouncements(t *testing.T, cl *redistest.Cluster, apps []string
 		}
 		t.Logf("%s: reader saw the new token %v after the writer's Invalidate began", app, time.Since(start).Round(time.Millisecond))
 	}
-	if n := f.fake.Stats("").Minted; n != 2*len(apps) {
+	if n := f.Fake.Stats("").Minted; n != 2*len(apps) {
 		t.Errorf("minted %d tokens, want %d (one cold start and one invalidation per app)", n, 2*len(apps))
 	}
 }
@@ -428,31 +263,27 @@ func testClusterWaiters(t *testing.T, cl *redistest.Cluster, apps []string) {
 	for round := 0; round < rounds; round++ {
 		current := map[string]string{}
 		for _, app := range apps {
-			cur, err := f.caches[0].Token(ctx, app)
+			cur, err := f.Caches[0].Token(ctx, app)
 			if err != nil {
 				t.Fatal(err)
 			}
 			current[app] = cur.Value
 			admin.Del(ctx, prefix+"{"+app+"}:token")
 		}
-		var got sameForAll
-		f.concurrently(20, func(c *tokencache.Cache, app string) {
-			ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
-			defer cancel()
+		got := f.Herd(20, 5*time.Second, func(ctx context.Context, c *tokencache.Cache, app string) (tokencache.Token, error) {
 			tok, err := c.Invalidate(ctx, app, current[app])
 			if err != nil {
-				f.noteErr(fmt.Errorf("%s: %w", app, err))
-				return
+				err = fmt.Errorf("%s: %w", app, err)
 			}
-			got.add(app, tok.Value)
+			return tok, err
 		})
-		if n := f.tokenErrs.Load(); n != 0 {
-			t.Fatalf("round %d: %d of 360 callers failed, e.g. %v", round, n, f.errSamples)
+		if n := f.TokenErrs.Load(); n != 0 {
+			t.Fatalf("round %d: %d of 360 callers failed, e.g. %v", round, n, f.ErrSamples())
 		}
-		got.check(t, fmt.Sprintf("round %d", round), apps)
+		got.Check(t, fmt.Sprintf("round %d", round), apps)
 	}
 	for _, app := range apps {
-		if n := f.fake.Stats(app).Minted; n != 1+rounds {
+		if n := f.Fake.Stats(app).Minted; n != 1+rounds {
 			t.Errorf("%s: upstream fetches = %d, want %d (1 + one per round)", app, n, 1+rounds)
 		}
 	}
@@ -467,7 +298,7 @@ func testClusterStalledWriter(t *testing.T, cl *redistest.Cluster, apps []string
 	f := newClusterFleet(t, cl, apps, 2,
 		[]wechattest.Option{wechattest.WithLifetime(lifetime), wechattest.WithGrace(grace)},
 		append(cacheOptions(), tokencache.WithKeyPrefix(prefix))...)
-	frozen, other := f.caches[0], f.caches[1]
+	frozen, other := f.Caches[0], f.Caches[1]
 	stalled := map[string]chan struct{}{}
 	release := make(chan struct{})
 	thaw := sync.OnceFunc(func() { close(release) })
@@ -535,7 +366,7 @@ func testClusterStalledWriter(t *testing.T, cl *redistest.Cluster, apps []string
 		t.Errorf("the frozen process had %d writes refused, want %d (one per app)", n, len(apps))
 	}
 	for _, app := range apps {
-		st := f.fake.Stats(app)
+		st := f.Fake.Stats(app)
 		rec, found, err := other.Peek(ctx, app)
 		if err != nil || !found {
 			t.Fatalf("%s: peek: %v %v", app, found, err)
@@ -562,12 +393,12 @@ func testClusterStalledWriter(t *testing.T, cl *redistest.Cluster, apps []string
 			t.Errorf("%s: the other process still serves %s, Redis holds %s", app, wechat.Fingerprint(seen.Value), wechat.Fingerprint(rec.Value))
 		}
 		for _, tok := range []string{taken[app].Value, final[app].Value} {
-			if code := f.business(ctx, tok); code != 0 {
+			if code := f.Business(ctx, tok); code != 0 {
 				t.Errorf("%s: business call with %s: errcode %d", app, wechat.Fingerprint(tok), code)
 			}
 		}
 	}
-	f.assertNoDeadToken()
+	f.AssertNoDeadToken()
 }
 
 // A master dies (no replica): its app's token keeps being served from
@@ -588,11 +419,11 @@ func testClusterMasterDown(t *testing.T, cl *redistest.Cluster, apps []string) {
 			t.Fatal(err)
 		}
 		t.Cleanup(func() { _ = c.Close() })
-		f.caches = append(f.caches, c)
+		f.Caches = append(f.Caches, c)
 	}
 	ctx := context.Background()
 	before := map[string]tokencache.Token{}
-	for _, c := range f.caches {
+	for _, c := range f.Caches {
 		for _, app := range apps {
 			tok, err := c.Token(ctx, app)
 			if err != nil {
@@ -602,14 +433,14 @@ func testClusterMasterDown(t *testing.T, cl *redistest.Cluster, apps []string) {
 		}
 	}
 	dead := apps[0] // on master 0
-	readsBefore := f.caches[1].Stats().Revalidations
+	readsBefore := f.Caches[1].Stats().Revalidations
 	cl.StopNode(0)
 
 	// Until the tokens are due (no refresh may blur the count), every call
 	// answers, and the dead master's app is served from memory.
 	var slowest time.Duration
 	for time.Now().Before(before[dead].RefreshAt.Add(-100 * time.Millisecond)) {
-		for _, c := range f.caches {
+		for _, c := range f.Caches {
 			for _, app := range apps {
 				start := time.Now()
 				cctx, cancel := context.WithTimeout(ctx, 2*time.Second)
@@ -623,11 +454,11 @@ func testClusterMasterDown(t *testing.T, cl *redistest.Cluster, apps []string) {
 		}
 		time.Sleep(50 * time.Millisecond) // the pace of a reader
 	}
-	stale := f.caches[0].Stats().RevalidationErrors + f.caches[1].Stats().RevalidationErrors
+	stale := f.Caches[0].Stats().RevalidationErrors + f.Caches[1].Stats().RevalidationErrors
 	if stale == 0 {
 		t.Errorf("%s was never served from memory while its master was down: the test proved nothing", dead)
 	}
-	if f.caches[1].Stats().Revalidations == readsBefore {
+	if f.Caches[1].Stats().Revalidations == readsBefore {
 		t.Errorf("no Redis read after master 0 stopped: the live masters' apps were not read")
 	}
 	t.Logf("with master 0 down: %d background reads failed while copies served; slowest Token %v", stale, slowest.Round(time.Millisecond))
@@ -638,10 +469,10 @@ func testClusterMasterDown(t *testing.T, cl *redistest.Cluster, apps []string) {
 	}
 	cctx, cancel := context.WithTimeout(ctx, 2*time.Second)
 	defer cancel()
-	if tok, err := f.caches[0].Token(cctx, dead); !errors.Is(err, tokencache.ErrUnavailable) {
+	if tok, err := f.Caches[0].Token(cctx, dead); !errors.Is(err, tokencache.ErrUnavailable) {
 		t.Errorf("%s past its usable end with its master down: %s, %v; want ErrUnavailable", dead, wechat.Fingerprint(tok.Value), err)
 	}
-	if n := f.fake.Stats(dead).Minted; n != 1 {
+	if n := f.Fake.Stats(dead).Minted; n != 1 {
 		t.Errorf("%s: %d upstream fetches, want 1 (none while its master was down)", dead, n)
 	}
 
@@ -655,8 +486,8 @@ func testClusterMasterDown(t *testing.T, cl *redistest.Cluster, apps []string) {
 		time.Sleep(50 * time.Millisecond) // polling gossip: no signal to await
 	}
 	for _, app := range apps[1:] {
-		minted := f.fake.Stats(app).Minted
-		c := f.caches[0]
+		minted := f.Fake.Stats(app).Minted
+		c := f.Caches[0]
 		tok, err := c.Token(cctx, app)
 		if err == nil {
 			// A refreshed token still in memory: reporting it bad asks
@@ -670,7 +501,7 @@ func testClusterMasterDown(t *testing.T, cl *redistest.Cluster, apps []string) {
 		if !errors.Is(err, tokencache.ErrUnavailable) || !strings.Contains(err.Error(), "CLUSTERDOWN") {
 			t.Errorf("%s with the cluster down: %s, %v; want ErrUnavailable naming CLUSTERDOWN", app, wechat.Fingerprint(tok.Value), err)
 		}
-		if n := f.fake.Stats(app).Minted; n != minted {
+		if n := f.Fake.Stats(app).Minted; n != minted {
 			t.Errorf("%s: %d upstream fetches while the cluster was down", app, n-minted)
 		}
 	}

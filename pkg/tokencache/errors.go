@@ -25,6 +25,20 @@ var (
 	ErrInvalidAppID = errors.New("tokencache: invalid appid")
 )
 
+// Sentinel is the error of this package's own that err matches (one of the
+// Err values above), or nil: for a caller that names errors, e.g. in a
+// report, without restating the list.
+func Sentinel(err error) error {
+	for _, s := range sentinels {
+		if errors.Is(err, s) {
+			return s
+		}
+	}
+	return nil
+}
+
+var sentinels = []error{ErrUnavailable, ErrBudgetExceeded, ErrCorruptRecord, ErrClosed, ErrPassiveRefreshLimited, ErrInvalidAppID}
+
 // CorruptRecordError says what is wrong with a stored record. It never
 // contains the token.
 type CorruptRecordError struct {

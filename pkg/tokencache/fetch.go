@@ -525,7 +525,7 @@ func checkUpstream(t wechat.Token) error {
 // is identical to what its readers decode and its announcement names.
 func (c *Cache) newToken(up wechat.Token, fetchedAt time.Time) Token {
 	ms := func(t time.Time) time.Time { return time.UnixMilli(t.UnixMilli()) }
-	refreshAt, usable := c.opt.lifetimes(fetchedAt, up.ExpiresIn)
+	refreshAt, usable := c.opt.Lifetimes(fetchedAt, up.ExpiresIn)
 	tok := Token{Value: up.Value, UsableUntil: ms(usable), RefreshAt: ms(refreshAt), ExpiresAt: ms(fetchedAt.Add(up.ExpiresIn)), FetchedAt: ms(fetchedAt)}
 	if !up.IssuedAt.IsZero() {
 		tok.IssuedAt = ms(up.IssuedAt)

@@ -2,8 +2,6 @@ package tokencache_test
 
 import (
 	"context"
-	"encoding/json"
-	"net/http"
 	"sync"
 	"sync/atomic"
 	"testing"
@@ -12,6 +10,7 @@ import (
 	"github.com/redis/go-redis/v9"
 
 	"github.com/tokenkeeper/tokenkeeper/internal/redistest"
+	"github.com/tokenkeeper/tokenkeeper/internal/tktest/fleet"
 	"github.com/tokenkeeper/tokenkeeper/pkg/tokencache"
 	"github.com/tokenkeeper/tokenkeeper/pkg/wechat"
 	"github.com/tokenkeeper/tokenkeeper/pkg/wechattest"
@@ -63,23 +62,21 @@ func (s *hookedSource) Fetch(ctx context.Context, app string) (wechat.Token, err
 	return tok, err
 }
 
+// herd is processes of one classic app sharing a real redis-server and a
+// fake WeChat with short lifetimes.
 type herd struct {
-	t      *testing.T
-	fake   *wechattest.Server
-	redis  *redistest.Server
-	src    *hookedSource
-	caches []*tokencache.Cache
-	httpc  *http.Client
-
-	ok, superseded, expired, otherCode, transportErrs, tokenErrs atomic.Int64
-	mu                                                           sync.Mutex
-	errSamples                                                   []string
+	*fleet.Fleet
+	t     *testing.T
+	fake  *wechattest.Server
+	redis *redistest.Server
+	src   *hookedSource
 }
 
 func newHerd(t *testing.T, instances int) *herd {
 	t.Helper()
 	h := &herd{t: t, redis: redistest.Start(t)}
 	h.fake = wechattest.New(t, wechattest.WithApp(appID, secret), wechattest.WithLifetime(lifetime), wechattest.WithGrace(grace))
+	h.Fleet = fleet.New(t, h.fake, appID)
 	client := wechat.NewClient(wechat.WithBaseURL(h.fake.URL()))
 	inner, err := wechat.NewSource(client, wechat.App{ID: appID, Secret: secret, Mode: wechat.Classic})
 	if err != nil {
@@ -89,107 +86,9 @@ func newHerd(t *testing.T, instances int) *herd {
 	for i := 0; i < instances; i++ {
 		rdb := redis.NewClient(&redis.Options{Addr: h.redis.Addr(), MaxRetries: -1, DialTimeout: 200 * time.Millisecond})
 		t.Cleanup(func() { _ = rdb.Close() })
-		c, err := tokencache.New(rdb, h.src, cacheOptions()...)
-		if err != nil {
-			t.Fatal(err)
-		}
-		t.Cleanup(func() { _ = c.Close() })
-		h.caches = append(h.caches, c)
+		h.Add(tokencache.New(rdb, h.src, cacheOptions()...))
 	}
-	h.httpc = &http.Client{Timeout: 2 * time.Second, Transport: &http.Transport{MaxIdleConnsPerHost: 64}}
-	t.Cleanup(h.httpc.CloseIdleConnections)
 	return h
-}
-
-// run starts per goroutines on every instance, each taking the token and
-// calling the fake's business API with it every period, as an app would
-// (on 40001/42001 it reports the token and retries once), until stop is
-// closed or d has passed.
-func (h *herd) run(d time.Duration, per int, period time.Duration, stop <-chan struct{}) {
-	deadline := time.Now().Add(d)
-	var wg sync.WaitGroup
-	for _, c := range h.caches {
-		for g := 0; g < per; g++ {
-			wg.Add(1)
-			go func(c *tokencache.Cache) {
-				defer wg.Done()
-				tick := time.NewTicker(period)
-				defer tick.Stop()
-				for time.Now().Before(deadline) {
-					h.call(c)
-					select {
-					case <-tick.C:
-					case <-stop:
-						return
-					}
-				}
-			}(c)
-		}
-	}
-	wg.Wait()
-}
-
-func (h *herd) call(c *tokencache.Cache) {
-	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
-	defer cancel()
-	tok, err := c.Token(ctx, appID)
-	if err != nil {
-		h.tokenErrs.Add(1)
-		h.mu.Lock()
-		if len(h.errSamples) < 5 {
-			h.errSamples = append(h.errSamples, err.Error())
-		}
-		h.mu.Unlock()
-		return
-	}
-	if code := h.business(ctx, tok.Value); code == 40001 || code == 42001 {
-		if fresh, err := c.Invalidate(ctx, appID, tok.Value); err == nil {
-			h.business(ctx, fresh.Value)
-		}
-	}
-}
-
-func (h *herd) business(ctx context.Context, token string) int {
-	req, _ := http.NewRequestWithContext(ctx, http.MethodGet, h.fake.URL()+"/cgi-bin/get_api_domain_ip?access_token="+token, nil)
-	resp, err := h.httpc.Do(req)
-	if err != nil {
-		// The loopback call itself failed (a starved test machine): it says
-		// nothing about the token, and is reported, not judged.
-		h.transportErrs.Add(1)
-		return -2
-	}
-	defer resp.Body.Close()
-	var body struct {
-		ErrCode int `json:"errcode"`
-	}
-	_ = json.NewDecoder(resp.Body).Decode(&body)
-	switch body.ErrCode {
-	case 0:
-		h.ok.Add(1)
-	case 40001:
-		h.superseded.Add(1)
-	case 42001:
-		h.expired.Add(1)
-	default:
-		h.otherCode.Add(1)
-	}
-	return body.ErrCode
-}
-
-// assertNoDeadToken checks the invariant from the fake's own counters.
-func (h *herd) assertNoDeadToken() {
-	h.t.Helper()
-	st := h.fake.Stats(appID)
-	if st.BusinessSuperseded != 0 || st.BusinessExpired != 0 || st.BusinessInvalid != 0 || h.otherCode.Load() != 0 {
-		h.t.Errorf("business calls on a dead token: 40001=%d 42001=%d 40014=%d other errcodes=%d (ok=%d)",
-			st.BusinessSuperseded, st.BusinessExpired, st.BusinessInvalid, h.otherCode.Load(), st.BusinessOK)
-	}
-	if n := h.transportErrs.Load(); n > 0 {
-		h.t.Logf("%d business calls failed on loopback before reaching the fake (not judged)", n)
-	}
-	if st.BusinessOK == 0 {
-		h.t.Error("no business call succeeded: the test proved nothing")
-	}
 }
 
 // assertFetches states the fetch accounting: every token minted upstream was
@@ -197,7 +96,7 @@ func (h *herd) assertNoDeadToken() {
 func (h *herd) assertFetches(wasted int) {
 	h.t.Helper()
 	st := h.fake.Stats(appID)
-	rec, found, err := h.caches[0].Peek(context.Background(), appID)
+	rec, found, err := h.Caches[0].Peek(context.Background(), appID)
 	if err != nil || !found {
 		h.t.Fatalf("peek: %v %v", found, err)
 	}
@@ -206,18 +105,10 @@ func (h *herd) assertFetches(wasted int) {
 	}
 }
 
-func (h *herd) refused() int64 {
-	var n int64
-	for _, c := range h.caches {
-		n += c.Stats().Refused
-	}
-	return n
-}
-
 func TestHerdFetchesOncePerRefresh(t *testing.T) {
 	h := newHerd(t, 20)
 	start := time.Now()
-	h.run(4*time.Second, 20, 150*time.Millisecond, nil)
+	h.Run(4*time.Second, 20, 150*time.Millisecond, nil)
 	elapsed := time.Since(start)
 
 	st := h.fake.Stats(appID)
@@ -228,95 +119,73 @@ func TestHerdFetchesOncePerRefresh(t *testing.T) {
 	if st.Minted < 1+minRotations-1 || st.Minted > 1+minRotations+1 {
 		t.Errorf("minted %d tokens in %v, want 1 + %d±1", st.Minted, elapsed, minRotations)
 	}
-	rec, found, err := h.caches[0].Peek(context.Background(), appID)
+	rec, found, err := h.Caches[0].Peek(context.Background(), appID)
 	if err != nil || !found {
 		t.Fatalf("peek: %v %v", found, err)
 	}
-	if int64(st.Minted) != rec.Version || h.refused() != 0 {
-		t.Errorf("minted %d, stored versions %d, refused writes %d: a fetch was wasted", st.Minted, rec.Version, h.refused())
+	if int64(st.Minted) != rec.Version || h.Refused() != 0 {
+		t.Errorf("minted %d, stored versions %d, refused writes %d: a fetch was wasted", st.Minted, rec.Version, h.Refused())
 	}
-	if n := h.tokenErrs.Load(); n != 0 {
-		t.Errorf("%d callers got an error, e.g. %v", n, h.errSamples)
+	if n := h.TokenErrs.Load(); n != 0 {
+		t.Errorf("%d callers got an error, e.g. %v", n, h.ErrSamples())
 	}
-	h.assertNoDeadToken()
+	h.AssertNoDeadToken()
 	t.Logf("%v: minted %d, business ok %d", elapsed.Round(time.Millisecond), st.Minted, st.BusinessOK)
 
 	// Now let the token expire with nobody asking, and bring all 400 back
 	// at once: one fetch.
 	for {
-		if _, found, err := h.caches[0].Peek(context.Background(), appID); err == nil && !found {
+		if _, found, err := h.Caches[0].Peek(context.Background(), appID); err == nil && !found {
 			break
 		}
 		time.Sleep(20 * time.Millisecond) // waiting for Redis to expire the key
 	}
 	before := h.fake.Stats(appID).Minted
-	var wg sync.WaitGroup
-	for _, c := range h.caches {
-		for g := 0; g < 20; g++ {
-			wg.Add(1)
-			go func(c *tokencache.Cache) { defer wg.Done(); h.call(c) }(c)
-		}
+	h.Concurrently(20, h.Call)
+	if n := h.fake.Stats(appID).Minted - before; n != 1 || h.TokenErrs.Load() != 0 {
+		t.Errorf("after expiry: %d fetches for 400 callers (want 1), %d errors %v", n, h.TokenErrs.Load(), h.ErrSamples())
 	}
-	wg.Wait()
-	if n := h.fake.Stats(appID).Minted - before; n != 1 || h.tokenErrs.Load() != 0 {
-		t.Errorf("after expiry: %d fetches for 400 callers (want 1), %d errors %v", n, h.tokenErrs.Load(), h.errSamples)
-	}
-	h.assertNoDeadToken()
+	h.AssertNoDeadToken()
 }
 
 // A lock holder frozen before it sends, past the lock's expiry, then sending
 // anyway (the worst case: its deadline check passed just before it froze).
-func TestStalledLockHolderBeforeFetch(t *testing.T) {
+func TestStalledLockHolderBeforeFetch(t *testing.T) { testStalledLockHolder(t, true) }
+
+// A lock holder whose reply came back, frozen before it writes.
+func TestStalledLockHolderAfterFetch(t *testing.T) { testStalledLockHolder(t, false) }
+
+// testStalledLockHolder freezes the holder of the first refresh's lock,
+// before its fetch is sent or after its reply came back, past the lock TTL
+// (1.5 s), so another process takes over; then thaws it.
+func testStalledLockHolder(t *testing.T, beforeSend bool) {
 	h := newHerd(t, 3)
 	release := make(chan struct{})
 	stalled := make(chan struct{})
-	h.src.before = func(n int64) {
+	stall := func(n int64) {
 		if n == 2 { // the first refresh
 			close(stalled)
 			<-release
 		}
 	}
-	stop := make(chan struct{})
+	if beforeSend {
+		h.src.before = stall
+	} else {
+		h.src.after = stall
+	}
 	done := make(chan struct{})
-	go func() { h.run(7*time.Second, 5, 50*time.Millisecond, stop); close(done) }()
+	go func() { h.Run(7*time.Second, 5, 50*time.Millisecond, nil); close(done) }()
 	<-stalled
-	// Hold it past the lock TTL (1.5 s): another process takes over.
 	time.Sleep(2 * time.Second) // the fault itself: a frozen process, not synchronization
 	close(release)
 	<-done
 	st := h.fake.Stats(appID)
-	h.assertNoDeadToken()
+	h.AssertNoDeadToken()
 	h.assertFetches(1) // the frozen holder's token, refused at its write
-	if h.refused() != 1 {
-		t.Errorf("refused writes = %d, want 1 (the frozen holder)", h.refused())
+	if h.Refused() != 1 {
+		t.Errorf("refused writes = %d, want 1 (the frozen holder)", h.Refused())
 	}
-	t.Logf("minted %d, business ok %d, reader errors %d", st.Minted, st.BusinessOK, h.tokenErrs.Load())
-}
-
-// A lock holder whose reply came back, frozen before it writes.
-func TestStalledLockHolderAfterFetch(t *testing.T) {
-	h := newHerd(t, 3)
-	release := make(chan struct{})
-	stalled := make(chan struct{})
-	h.src.after = func(n int64) {
-		if n == 2 {
-			close(stalled)
-			<-release
-		}
-	}
-	stop := make(chan struct{})
-	done := make(chan struct{})
-	go func() { h.run(7*time.Second, 5, 50*time.Millisecond, stop); close(done) }()
-	<-stalled
-	time.Sleep(2 * time.Second) // the fault itself: a frozen process
-	close(release)
-	<-done
-	h.assertNoDeadToken()
-	h.assertFetches(1) // the frozen holder's token, refused at its write
-	if h.refused() != 1 {
-		t.Errorf("refused writes = %d, want 1 (the frozen holder)", h.refused())
-	}
-	t.Logf("minted %d, reader errors %d", h.fake.Stats(appID).Minted, h.tokenErrs.Load())
+	t.Logf("minted %d, business ok %d, reader errors %d", st.Minted, st.BusinessOK, h.TokenErrs.Load())
 }
 
 func TestLostUpstreamReply(t *testing.T) {
@@ -328,57 +197,57 @@ func TestLostUpstreamReply(t *testing.T) {
 			close(lost)
 		}
 	}
-	h.run(6*time.Second, 5, 50*time.Millisecond, nil)
+	h.Run(6*time.Second, 5, 50*time.Millisecond, nil)
 	<-lost
-	h.assertNoDeadToken()
+	h.AssertNoDeadToken()
 	st := h.fake.Stats(appID)
-	rec, _, _ := h.caches[0].Peek(context.Background(), appID)
+	rec, _, _ := h.Caches[0].Peek(context.Background(), appID)
 	// Every mint but the lost one was stored.
 	if int64(st.Minted) != rec.Version+1 {
 		t.Errorf("minted %d, stored %d versions: want exactly one unstored (the lost reply)", st.Minted, rec.Version)
 	}
-	t.Logf("minted %d, reader errors %d", st.Minted, h.tokenErrs.Load())
+	t.Logf("minted %d, reader errors %d", st.Minted, h.TokenErrs.Load())
 }
 
 func TestRedisRestartLosingAllData(t *testing.T) {
 	h := newHerd(t, 3)
 	done := make(chan struct{})
-	go func() { h.run(6*time.Second, 5, 50*time.Millisecond, nil); close(done) }()
+	go func() { h.Run(6*time.Second, 5, 50*time.Millisecond, nil); close(done) }()
 	time.Sleep(2500 * time.Millisecond) // let it reach steady state: the schedule of the fault
 	before := h.fake.Stats(appID).Minted
 	h.redis.Restart()
 	<-done
-	h.assertNoDeadToken()
+	h.AssertNoDeadToken()
 	st := h.fake.Stats(appID)
-	rec, _, _ := h.caches[0].Peek(context.Background(), appID)
+	rec, _, _ := h.Caches[0].Peek(context.Background(), appID)
 	// After the restart the versions start again at 1, and every mint after
 	// it was stored once.
 	if int64(st.Minted-before) != rec.Version {
 		t.Errorf("after the restart: minted %d, stored %d versions", st.Minted-before, rec.Version)
 	}
-	t.Logf("minted %d (%d before the restart), reader errors %d", st.Minted, before, h.tokenErrs.Load())
+	t.Logf("minted %d (%d before the restart), reader errors %d", st.Minted, before, h.TokenErrs.Load())
 }
 
 func TestRedisOutageWhileTokenIsValid(t *testing.T) {
 	h := newHerd(t, 3)
 	done := make(chan struct{})
-	go func() { h.run(5*time.Second, 5, 50*time.Millisecond, nil); close(done) }()
+	go func() { h.Run(5*time.Second, 5, 50*time.Millisecond, nil); close(done) }()
 	// Take Redis away right after a fresh token is stored: it stays usable
 	// for 2.7 s, longer than the outage.
-	waitForVersion(t, h.caches[0], 2)
+	waitForVersion(t, h.Caches[0], 2)
 	before := h.fake.Stats(appID).Minted
-	errsBefore := h.tokenErrs.Load()
+	errsBefore := h.TokenErrs.Load()
 	if err := h.redis.StopKeepingData(); err != nil {
 		t.Fatal(err)
 	}
 	time.Sleep(time.Second) // the outage itself
 	during := h.fake.Stats(appID).Minted - before
-	errsDuring := h.tokenErrs.Load() - errsBefore
+	errsDuring := h.TokenErrs.Load() - errsBefore
 	if err := h.redis.Resume(); err != nil {
 		t.Fatal(err)
 	}
 	<-done
-	h.assertNoDeadToken()
+	h.AssertNoDeadToken()
 	h.assertFetches(0)
 	if during != 0 {
 		t.Errorf("%d upstream fetches during the outage: a Redis error was taken for a miss", during)

@@ -12,6 +12,14 @@ func RecordKey(prefix, appID string) string { return appKeyBase(prefix, appID) +
 // prefix is announced.
 func EventsChannel(prefix string) string { return prefix + "events" }
 
+// LockKey is the key of appID's fetch lock under prefix: its TTL says for
+// how long the holder keeps it.
+func LockKey(prefix, appID string) string { return appKeys(prefix, appID).lock }
+
+// IntentsKey is the key of appID's fetches in flight under prefix; with
+// appID "*" it is the SCAN pattern of every app's.
+func IntentsKey(prefix, appID string) string { return appKeys(prefix, appID).intents }
+
 func appKeyBase(prefix, appID string) string { return prefix + "{" + appID + "}:" }
 
 // TicketKeyPrefix is the key prefix of the ticket cache of kind

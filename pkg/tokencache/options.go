@@ -114,8 +114,11 @@ func (c Config) horizon() time.Duration { return c.Overlap - c.Margin }
 // reserve is the part of the daily budget passive refreshes may not use.
 func (c Config) reserve() int { return min(c.ScheduleReserve, c.DailyBudget/5) }
 
-// lifetimes computes when a fresh token becomes due and stops being usable.
-func (c Config) lifetimes(fetchedAt time.Time, expiresIn time.Duration) (refreshAt, usableUntil time.Time) {
+// Lifetimes is when a token fetched at fetchedAt, which WeChat said expires
+// in expiresIn, becomes due and stops being handed out: the margin is at
+// most a fifth of the lifetime, the refresh-ahead at most half the usable
+// life.
+func (c Config) Lifetimes(fetchedAt time.Time, expiresIn time.Duration) (refreshAt, usableUntil time.Time) {
 	margin := min(c.Margin, expiresIn/5)
 	usable := expiresIn - margin
 	ahead := min(c.RefreshAhead, usable/2)

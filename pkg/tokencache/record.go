@@ -78,7 +78,16 @@ func (t Token) LogValue() slog.Value {
 // unknown), and a record is valid only if version >= 1, rev >= 1,
 // refresh_at <= usable_until <= expires_at, fetched_at <= expires_at, and
 // expires_at - fetched_at <= maxTokenLife.
-const recordTag = "tk2"
+const recordTag = RecordTag
+
+// RecordTag starts every record of the format this package reads and
+// writes.
+const RecordTag = "tk2"
+
+// RecordFields names a record's numbers in order, between the tag and the
+// token: for a tool that edits records field by field (the chaos run's
+// poison), which must split values the decoder refuses.
+func RecordFields() []string { return append([]string(nil), recordFields[:]...) }
 
 // maxTokenLen bounds what a record may hold: WeChat says to reserve 512
 // characters; the client refuses anything over 2048.

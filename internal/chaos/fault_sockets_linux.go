@@ -1,3 +1,5 @@
+//go:build linux
+
 package chaos
 
 import (
@@ -7,6 +9,10 @@ import (
 	"strconv"
 	"strings"
 )
+
+// Mapping a socket to its process reads /proc, which only Linux has; on
+// other systems fault_sockets_other.go says so, and the lock-holder fault
+// reports it could not find the holder.
 
 // socketInode finds, in /proc/net/tcp, the inode of the loopback TCP
 // socket whose local port is localPort and remote port is remotePort: the

@@ -11,6 +11,9 @@ import (
 	"syscall"
 	"time"
 
+	"github.com/redis/go-redis/v9"
+
+	"github.com/tokenkeeper/tokenkeeper/pkg/tokencache"
 	"github.com/tokenkeeper/tokenkeeper/pkg/wechattest"
 )
 
@@ -227,12 +230,17 @@ func (r *run) injectUpstream(ctx context.Context, f *FaultRecord) {
 func (r *run) appsWithIntents(ctx context.Context) []string {
 	ctx, cancel := context.WithTimeout(ctx, 2*time.Second)
 	defer cancel()
+	all := AppIDs(r.cfg.Apps)
+	pipe := r.client.Pipeline()
+	exists := make([]*redis.IntCmd, len(all))
+	for i, app := range all {
+		exists[i] = pipe.Exists(ctx, tokencache.IntentsKey(r.cfg.KeyPrefix, app))
+	}
+	_, _ = pipe.Exec(ctx) // an app whose answer is an error is not counted
 	var apps []string
-	iter := r.client.Scan(ctx, 0, r.cfg.KeyPrefix+"{*}:intents", 1000).Iterator()
-	for iter.Next(ctx) {
-		k := iter.Val()
-		if i, j := strings.Index(k, "{"), strings.Index(k, "}"); i >= 0 && j > i {
-			apps = append(apps, k[i+1:j])
+	for i, app := range all {
+		if exists[i].Val() > 0 {
+			apps = append(apps, app)
 		}
 	}
 	return apps
@@ -394,7 +402,7 @@ func (r *run) injectLockHolderStop(ctx context.Context, f *FaultRecord) {
 func (r *run) lockTTL(app string) string {
 	ctx, cancel := context.WithTimeout(context.Background(), 300*time.Millisecond)
 	defer cancel()
-	ttl, err := r.client.PTTL(ctx, r.cfg.KeyPrefix+"{"+app+"}:lock").Result()
+	ttl, err := r.client.PTTL(ctx, tokencache.LockKey(r.cfg.KeyPrefix, app)).Result()
 	switch {
 	case err != nil:
 		return "unreadable: " + err.Error()

@@ -20,9 +20,7 @@ func recordKey(prefix, app string) string { return tokencache.RecordKey(prefix, 
 // recordLayouts names the numeric fields of the record format, between the
 // tag and the token (the token is last, and never holds a '|'). It splits
 // malformed values too, which tokencache.DecodeRecord refuses to read.
-var recordLayouts = map[string][]string{
-	"tk2": {"version", "rev", "usable_until", "refresh_at", "expires_at", "fetched_at", "issued_at"},
-}
+var recordLayouts = map[string][]string{tokencache.RecordTag: tokencache.RecordFields()}
 
 // liveRecord is a record split into its fields, to be mutated by name.
 type liveRecord struct {
@@ -36,7 +34,7 @@ func parseRecord(s string) (*liveRecord, error) {
 	tag, _, _ := strings.Cut(s, "|")
 	names, ok := recordLayouts[tag]
 	if !ok {
-		return nil, fmt.Errorf("record format %q unknown (want tk2)", tag)
+		return nil, fmt.Errorf("record format %q unknown (want %s)", tag, tokencache.RecordTag)
 	}
 	parts := strings.SplitN(s, "|", len(names)+2)
 	if len(parts) != len(names)+2 {
