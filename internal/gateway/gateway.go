@@ -271,6 +271,9 @@ func New(cfg Config) (*Gateway, error) {
 	if g.transport == nil {
 		t := http.DefaultTransport.(*http.Transport).Clone()
 		t.MaxIdleConnsPerHost = g.maxConcurrent
+		// Replies come back as sent, so the errcode can be read without
+		// a gzip reader (the caller's Accept-Encoding is not forwarded).
+		t.DisableCompression = true
 		g.transport = t
 	}
 	maxKnown, grace := cfg.MaxKnownTokens, cfg.HonourGrace

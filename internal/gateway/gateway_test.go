@@ -574,3 +574,16 @@ func TestNewRefusesABadConfig(t *testing.T) {
 		}
 	}
 }
+
+func TestQueryRewriteDropsEveryFormOfTheParameter(t *testing.T) {
+	got := withToken("a=1&access_token=old&b=x%20y&access%5Ftoken=enc&&access_token&c", "new/+")
+	if want := "a=1&b=x%20y&c&access_token=new%2F%2B"; got != want {
+		t.Fatalf("withToken: %q, want %q", got, want)
+	}
+	if tok, ok := queryToken("x=1&access%5ftoken=abc%2B&access_token=second"); !ok || tok != "abc+" {
+		t.Fatalf("queryToken: %q %v, want the first, decoded", tok, ok)
+	}
+	if _, ok := queryToken("access_tokens=1&xaccess_token=2"); ok {
+		t.Fatal("queryToken matched another parameter")
+	}
+}

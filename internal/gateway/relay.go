@@ -250,8 +250,7 @@ func (g *Gateway) send(ctx context.Context, r *http.Request, path, rawPath, toke
 	}
 	copyHeader(out.Header, r.Header)
 	out.Header.Del("Authorization") // the caller's Bearer credential stays here
-	// The transport then asks for gzip itself and decompresses, so the
-	// errcode can be read.
+	// A compressed reply could not be read for its errcode.
 	out.Header.Del("Accept-Encoding")
 	out = out.WithContext(ctx)
 	return g.transport.RoundTrip(out)
@@ -264,14 +263,27 @@ func inspect(path string, resp *http.Response) (code int, refused, read bool) {
 	if resp.StatusCode != http.StatusOK || resp.ContentLength > wechat.MaxReplyBytes || !looksJSON(resp.Header.Get("Content-Type")) {
 		return 0, false, false
 	}
-	data, err := io.ReadAll(io.LimitReader(resp.Body, wechat.MaxReplyBytes+1))
-	rest := resp.Body
-	resp.Body = struct {
-		io.Reader
-		io.Closer
-	}{io.MultiReader(bytes.NewReader(data), &errOr{r: rest, err: err}), rest}
+	var data []byte
+	var err error
+	if resp.ContentLength >= 0 {
+		data = make([]byte, resp.ContentLength)
+		_, err = io.ReadFull(resp.Body, data)
+	} else {
+		data, err = io.ReadAll(io.LimitReader(resp.Body, wechat.MaxReplyBytes+1))
+	}
 	if err != nil || len(data) > wechat.MaxReplyBytes {
+		// Give the caller what came, then the rest or the same error.
+		rest := resp.Body
+		resp.Body = struct {
+			io.Reader
+			io.Closer
+		}{io.MultiReader(bytes.NewReader(data), &errOr{r: rest, err: err}), rest}
 		return 0, false, false
+	}
+	resp.Body.Close() // read to its end: the connection goes back to the pool
+	resp.Body = io.NopCloser(bytes.NewReader(data))
+	if !bytes.Contains(data, []byte(`"errcode"`)) {
+		return 0, false, true // most successful replies carry no errcode: skip the decode
 	}
 	var apiErr *wechat.Error
 	switch e := wechat.CheckBusinessReply(path, data); {
@@ -342,12 +354,25 @@ func queryToken(raw string) (string, bool) {
 	for raw != "" {
 		var part string
 		part, raw, _ = strings.Cut(raw, "&")
-		if v, ok := strings.CutPrefix(part, "access_token="); ok {
+		if k, v, _ := strings.Cut(part, "="); paramIs(k, "access_token") {
 			t, err := url.QueryUnescape(v)
 			return t, err == nil && t != ""
 		}
 	}
 	return "", false
+}
+
+// paramIs reports whether the raw query key k is name, as WeChat would
+// decode it (access%5Ftoken is access_token too).
+func paramIs(k, name string) bool {
+	if k == name {
+		return true
+	}
+	if !strings.ContainsAny(k, "%+") {
+		return false
+	}
+	d, err := url.QueryUnescape(k)
+	return err == nil && d == name
 }
 
 // withToken is raw with every access_token dropped and token appended;
@@ -379,6 +404,10 @@ next:
 				continue next
 			}
 		}
-		dst[k] = append(dst[k], vv...)
+		if old, ok := dst[k]; ok {
+			dst[k] = append(old, vv...)
+		} else {
+			dst[k] = vv // shared, never modified: src is not used again
+		}
 	}
 }

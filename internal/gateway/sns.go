@@ -99,7 +99,7 @@ func withParam(raw, name, value string) string {
 	for raw != "" {
 		var part string
 		part, raw, _ = strings.Cut(raw, "&")
-		if part == "" || part == name || strings.HasPrefix(part, name+"=") {
+		if k, _, _ := strings.Cut(part, "="); part == "" || paramIs(k, name) {
 			continue
 		}
 		b.WriteString(part)
