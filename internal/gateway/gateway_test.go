@@ -134,7 +134,11 @@ func TestStableTokenForceRefreshIsAVerifiedReportNeverSentUpstream(t *testing.T)
 
 func TestStaleTokenIsReplacedOnTheWay(t *testing.T) {
 	s := newSetup(t)
-	rp := s.replica(nil)
+	m, err := NewMetrics(prometheus.NewRegistry())
+	if err != nil {
+		t.Fatal(err)
+	}
+	rp := s.replica(func(c *Config) { c.Metrics = m })
 	stale := rp.mustToken(t, app1, credA)
 	_, fresh := s.rotate(t, rp, app1)
 	r := get(t, rp.srv.URL+"/cgi-bin/get_api_domain_ip?access_token="+url.QueryEscape(stale))
@@ -147,6 +151,18 @@ func TestStaleTokenIsReplacedOnTheWay(t *testing.T) {
 	}
 	if st := s.up.fake.Stats(app1); st.BusinessOK != 1 || st.BusinessSuperseded+st.BusinessExpired+st.BusinessInvalid != 0 {
 		t.Fatalf("fake stats %+v: want 1 ok call and no dead one", st)
+	}
+	if got := testutil.ToFloat64(m.stale); got != 1 {
+		t.Fatalf("stale_replaced_total = %v, want 1", got)
+	}
+	if cur := rp.mustToken(t, app1, credA); cur != fresh {
+		t.Fatal("the gateway did not hand out the current token")
+	}
+	if r := get(t, rp.srv.URL+"/cgi-bin/get_api_domain_ip?access_token="+url.QueryEscape(fresh)); r.errcode() != 0 {
+		t.Fatalf("current token: %s", r.body)
+	}
+	if got := testutil.ToFloat64(m.stale); got != 1 {
+		t.Fatalf("a call with the current token counted as stale (%v)", got)
 	}
 }
 

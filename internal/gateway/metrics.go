@@ -22,6 +22,8 @@ import (
 //	in_flight                            gauge: requests being served
 //	rejected_total                       counter: requests refused at the concurrency limit
 //	force_refresh_total{result}          counter: stable_token force_refresh reports (ok, or wechat.ClassName)
+//	stale_replaced_total                 counter: business calls whose caller held an earlier token than the
+//	                                     current one, sent upstream with the current one instead
 //
 // No label holds a token, a credential or an appid.
 type Metrics struct {
@@ -30,6 +32,7 @@ type Metrics struct {
 	inFlight prometheus.Gauge
 	rejected prometheus.Counter
 	forced   *prometheus.CounterVec
+	stale    prometheus.Counter
 }
 
 // errcodeLabels are the errcodes with a label of their own: the ones the
@@ -57,8 +60,10 @@ func NewMetrics(reg prometheus.Registerer) (*Metrics, error) {
 			Help: "Gateway requests refused at the concurrency limit (gateway.max_concurrent)."}),
 		forced: prometheus.NewCounterVec(prometheus.CounterOpts{Namespace: ns, Subsystem: "gateway", Name: "force_refresh_total",
 			Help: "stable_token force_refresh calls, each a report through the verified invalidate path, by result."}, []string{"result"}),
+		stale: prometheus.NewCounter(prometheus.CounterOpts{Namespace: ns, Subsystem: "gateway", Name: "stale_replaced_total",
+			Help: "Business calls whose caller held an earlier token, sent upstream with the current one instead."}),
 	}
-	for _, c := range []prometheus.Collector{m.requests, m.duration, m.inFlight, m.rejected, m.forced} {
+	for _, c := range []prometheus.Collector{m.requests, m.duration, m.inFlight, m.rejected, m.forced, m.stale} {
 		if err := reg.Register(c); err != nil {
 			return nil, errors.New("gateway: register metrics: " + err.Error())
 		}
@@ -103,4 +108,10 @@ func (m *Metrics) forceRefresh(err error) {
 		result = wechat.ClassName(err)
 	}
 	m.forced.WithLabelValues(result).Inc()
+}
+
+func (m *Metrics) staleReplaced() {
+	if m != nil {
+		m.stale.Inc()
+	}
 }

@@ -29,7 +29,7 @@ func (g *Gateway) serveBusiness(w http.ResponseWriter, r *http.Request, ex *exch
 		g.fail(w, ex, 40001, "unknown_token", "invalid credential, access_token is invalid or not latest: not a token this gateway handed out (fetch one through the gateway)")
 		return
 	}
-	g.relay(w, r, ex, app, r.URL.Path, r.URL.RawPath)
+	g.relay(w, r, ex, app, t, r.URL.Path, r.URL.RawPath)
 }
 
 // recognise returns the app a caller's token was handed out for, if the
@@ -83,7 +83,7 @@ func (g *Gateway) serveBearer(w http.ResponseWriter, r *http.Request, ex *exchan
 			rawSub = r.URL.RawPath[i+len(appID)+1:]
 		}
 	}
-	g.relay(w, r, ex, app.id, sub, rawSub)
+	g.relay(w, r, ex, app.id, "", sub, rawSub)
 }
 
 // serveTicket answers getticket from the ticket cache.
@@ -164,15 +164,19 @@ func (g *Gateway) readBody(w http.ResponseWriter, r *http.Request) (*body, error
 	return &body{stream: io.MultiReader(bb, src), length: r.ContentLength}, nil
 }
 
-// relay sends the request upstream for app with its current token and
-// copies the reply back; on 40001/40014/42001 it reports the token and,
-// with a buffered body, sends once more with the replacement.
-func (g *Gateway) relay(w http.ResponseWriter, r *http.Request, ex *exchange, app, path, rawPath string) {
+// relay sends the request upstream for app with its current token (in
+// place of the caller's, "" for a Bearer call) and copies the reply back;
+// on 40001/40014/42001 it reports the token and, with a buffered body,
+// sends once more with the replacement.
+func (g *Gateway) relay(w http.ResponseWriter, r *http.Request, ex *exchange, app, callers, path, rawPath string) {
 	ctx := r.Context()
 	tok, err := g.tokens.Token(ctx, app)
 	if err != nil {
 		g.tokenFailure(w, ex, err)
 		return
+	}
+	if callers != "" && callers != tok.Value {
+		g.metrics.staleReplaced()
 	}
 	b, err := g.readBody(w, r)
 	if err != nil {
