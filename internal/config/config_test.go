@@ -520,8 +520,16 @@ func TestGatewaySettingsAreValidated(t *testing.T) {
 		_, err := config.Load(config.Options{YAML: []byte(validYAML + "gateway:\n" + gw), Environ: env, ReadFile: read})
 		return err
 	}
-	if err := load("  addr: 127.0.0.1:8090\n  credentials:\n    - {name: sdk, key: gateway-credential-123, apps: [wx1]}\n"); err != nil {
+	c, err := config.Load(config.Options{YAML: []byte(validYAML + "gateway:\n  addr: 127.0.0.1:8090\n  credentials:\n    - {name: sdk, key: gateway-credential-123, apps: [wx1]}\n"), Environ: env, ReadFile: read})
+	if err != nil {
 		t.Fatalf("a valid gateway section: %v", err)
+	}
+	var out strings.Builder
+	if err := c.Print(&out); err != nil {
+		t.Fatal(err)
+	}
+	if strings.Contains(out.String(), "gateway-credential-123") || !strings.Contains(out.String(), "name: sdk") {
+		t.Fatalf("printed gateway credentials must show the name, never the key:\n%s", out.String())
 	}
 	for _, c := range []struct{ yaml, want string }{
 		{"  addr: 127.0.0.1:8090\n", "gateway.credentials: none, and gateway.accept_app_secret is off"},

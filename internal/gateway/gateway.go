@@ -324,7 +324,7 @@ type exchange struct {
 	class   string
 	app     string
 	cred    string // credential name
-	token   string // fingerprint of the token the caller sent or got
+	token   string // the token the caller sent or got: logged only as its wechat.Fingerprint
 	errcode int
 	coded   bool   // errcode is known (answered here, or read from the reply)
 	retry   string // RetryNone...
@@ -406,7 +406,7 @@ func (g *Gateway) finish(r *http.Request, ex *exchange, sw *statusWriter, start 
 			attrs = append(attrs, "credential", ex.cred)
 		}
 		if ex.token != "" {
-			attrs = append(attrs, "token", ex.token)
+			attrs = append(attrs, "token", wechat.Fingerprint(ex.token))
 		}
 		if ex.coded {
 			attrs = append(attrs, "errcode", ex.errcode)

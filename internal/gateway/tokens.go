@@ -10,7 +10,6 @@ import (
 	"time"
 
 	"github.com/tokenkeeper/tokenkeeper/pkg/tokencache"
-	"github.com/tokenkeeper/tokenkeeper/pkg/wechat"
 )
 
 // maxStableBody bounds a stable_token request body: the real one is ~150
@@ -152,7 +151,7 @@ func (g *Gateway) serveStableToken(w http.ResponseWriter, r *http.Request, ex *e
 // Ledger, before the caller can use it) and answers WeChat's token reply.
 func (g *Gateway) handOut(w http.ResponseWriter, r *http.Request, ex *exchange, appID string, tok tokencache.Token) {
 	now := g.now()
-	ex.token = wechat.Fingerprint(tok.Value)
+	ex.token = tok.Value
 	g.known.remember(r.Context(), appID, tok, now)
 	secs := int64(tok.ExpiresIn(now) / time.Second)
 	if secs < 1 {
