@@ -4,7 +4,9 @@ import (
 	"bytes"
 	"context"
 	"errors"
+	"fmt"
 	"io"
+	"log/slog"
 	"net/http"
 	"net/url"
 	"strings"
@@ -601,5 +603,76 @@ func TestQueryRewriteDropsEveryFormOfTheParameter(t *testing.T) {
 	}
 	if _, ok := queryToken("access_tokens=1&xaccess_token=2"); ok {
 		t.Fatal("queryToken matched another parameter")
+	}
+}
+
+// brokenLedger is a Ledger whose Redis is down.
+type brokenLedger struct{ records, finds int }
+
+func (l *brokenLedger) Record(context.Context, string, string, time.Time) error {
+	l.records++
+	return errors.New("redis: connection refused")
+}
+
+func (l *brokenLedger) Find(context.Context, string) (string, time.Time, bool, error) {
+	l.finds++
+	return "", time.Time{}, false, errors.New("redis: connection refused")
+}
+
+func TestALedgerOutageCostsARoundTripNeverADeadCall(t *testing.T) {
+	s := newSetup(t)
+	l1, l2 := &brokenLedger{}, &brokenLedger{}
+	one := s.replica(func(c *Config) { c.Ledger = l1 })
+	two := s.replica(func(c *Config) { c.Ledger = l2 })
+	tok := one.mustToken(t, app1, credA)
+	if l1.records != 1 {
+		t.Fatalf("the ledger was asked to record %d times, want 1", l1.records)
+	}
+	if r := get(t, one.srv.URL+"/cgi-bin/get_api_domain_ip?access_token="+url.QueryEscape(tok)); r.errcode() != 0 {
+		t.Fatalf("the replica that handed the token out: got %s", r.body)
+	}
+	// The other replica cannot learn it: 40001, and the SDK fetches there.
+	if r := get(t, two.srv.URL+"/cgi-bin/get_api_domain_ip?access_token="+url.QueryEscape(tok)); r.errcode() != 40001 || l2.finds != 1 {
+		t.Fatalf("another replica during a ledger outage: got %s (finds %d), want 40001 after one lookup", r.body, l2.finds)
+	}
+	again := two.mustToken(t, app1, credA)
+	if r := get(t, two.srv.URL+"/cgi-bin/get_api_domain_ip?access_token="+url.QueryEscape(again)); r.errcode() != 0 {
+		t.Fatalf("after fetching there: got %s", r.body)
+	}
+	if st := s.up.fake.Stats(app1); st.BusinessSuperseded+st.BusinessExpired+st.BusinessInvalid != 0 || st.BusinessOK != 2 {
+		t.Fatalf("fake stats %+v: want 2 ok calls and no dead one", st)
+	}
+	// A failed record is retried at the next hand-out.
+	one.mustToken(t, app1, credA)
+	if l1.records != 2 {
+		t.Fatalf("records %d, want the failed one retried", l1.records)
+	}
+}
+
+func TestKnownTokensStayBounded(t *testing.T) {
+	k := newKnown(8, time.Minute, nil, slog.New(slog.DiscardHandler))
+	now := time.Now()
+	ctx := context.Background()
+	for i := range 100 {
+		tok := tokencache.Token{Value: fmt.Sprintf("token-%d", i), UsableUntil: now.Add(time.Hour)}
+		k.remember(ctx, app1, tok, now)
+		if len(k.m) > 8 {
+			t.Fatalf("%d entries after %d hand-outs, want at most 8", len(k.m), i+1)
+		}
+		if app, ok, _ := k.lookup(ctx, tok.Value, now); !ok || app != app1 {
+			t.Fatalf("the token just handed out is not recognised")
+		}
+	}
+	// Expired entries go first.
+	k = newKnown(4, 0, nil, slog.New(slog.DiscardHandler))
+	for i := range 3 {
+		k.remember(ctx, app1, tokencache.Token{Value: fmt.Sprint("old-", i), UsableUntil: now.Add(-time.Second)}, now)
+	}
+	k.remember(ctx, app1, tokencache.Token{Value: "live", UsableUntil: now.Add(time.Hour)}, now)
+	k.remember(ctx, app1, tokencache.Token{Value: "live2", UsableUntil: now.Add(time.Hour)}, now)
+	for _, v := range []string{"live", "live2"} {
+		if _, ok, _ := k.lookup(ctx, v, now); !ok {
+			t.Fatalf("%s was evicted while expired entries were kept", v)
+		}
 	}
 }

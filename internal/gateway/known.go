@@ -29,6 +29,11 @@ type Ledger interface {
 	Find(ctx context.Context, hash string) (appID string, until time.Time, found bool, err error)
 }
 
+// ledgerTimeout bounds one Ledger call: while Redis is slow or down, a
+// token is handed out without being shared, and an unknown one refused,
+// rather than the caller waiting on Redis's own timeouts.
+const ledgerTimeout = 500 * time.Millisecond
+
 // known is the bounded map of the tokens this gateway honours: SHA-256 of
 // the token → app and honour time. Lookups of tokens it handed out never
 // leave the process; others are asked of the Ledger once and remembered.
@@ -42,8 +47,9 @@ type known struct {
 }
 
 type knownEntry struct {
-	app   string
-	until time.Time
+	app    string
+	until  time.Time
+	shared bool // in the Ledger, until until
 }
 
 func newKnown(max int, grace time.Duration, ledger Ledger, log *slog.Logger) *known {
@@ -51,44 +57,47 @@ func newKnown(max int, grace time.Duration, ledger Ledger, log *slog.Logger) *kn
 }
 
 // remember records tok as handed out for app, honoured until its usable end
-// plus the grace. A token new to this process (or honoured longer than
-// before) is written to the Ledger first, so another replica knows it by
-// the time the caller can use it.
+// plus the grace. A token not yet in the Ledger until then is written there
+// first, so another replica knows it by the time the caller can use it.
 func (k *known) remember(ctx context.Context, app string, tok tokencache.Token, now time.Time) {
 	h := sha256.Sum256([]byte(tok.Value))
 	until := tok.UsableUntil.Add(k.grace)
-	if !k.put(h, knownEntry{app: app, until: until}, now) || k.ledger == nil {
+	if !k.put(h, knownEntry{app: app, until: until, shared: k.ledger == nil}, now) {
 		return
 	}
-	if err := k.ledger.Record(ctx, hex.EncodeToString(h[:]), app, until); err != nil {
-		// The caller still gets its token: another replica that does not
-		// find it answers 40001 and the SDK fetches again there.
-		k.forget(h)
+	lctx, cancel := context.WithTimeout(ctx, ledgerTimeout)
+	defer cancel()
+	if err := k.ledger.Record(lctx, hex.EncodeToString(h[:]), app, until); err != nil {
+		// The caller still gets its token, and this replica honours it;
+		// another replica that does not find it answers 40001 and the SDK
+		// fetches again there. The next hand-out tries again.
 		k.log.Warn("gateway: could not share a handed-out token with the other replicas", "app", app,
 			"token", wechat.Fingerprint(tok.Value), "err", err)
+		return
 	}
+	k.mu.Lock()
+	if e, ok := k.m[h]; ok && e.app == app && !e.until.After(until) {
+		e.shared = true
+		k.m[h] = e
+	}
+	k.mu.Unlock()
 }
 
-// put stores e unless an entry honoured at least as long is there; it
-// reports whether it stored.
-func (k *known) put(h [sha256.Size]byte, e knownEntry, now time.Time) bool {
+// put stores e, keeping the longer honour time of an entry already there;
+// it reports whether e still has to be shared (new, honoured longer than
+// what was shared, or never shared).
+func (k *known) put(h [sha256.Size]byte, e knownEntry, now time.Time) (share bool) {
 	k.mu.Lock()
 	defer k.mu.Unlock()
-	if old, ok := k.m[h]; ok && old.app == e.app && !old.until.Before(e.until) {
-		return false
-	}
-	if len(k.m) >= k.max {
+	if old, ok := k.m[h]; ok && old.app == e.app {
+		if !old.until.Before(e.until) {
+			return !old.shared
+		}
+	} else if len(k.m) >= k.max {
 		k.evictLocked(now)
 	}
 	k.m[h] = e
-	return true
-}
-
-// forget drops h, so the next remember tries the Ledger again.
-func (k *known) forget(h [sha256.Size]byte) {
-	k.mu.Lock()
-	delete(k.m, h)
-	k.mu.Unlock()
+	return !e.shared
 }
 
 // evictLocked makes room: expired entries first; if none, an eighth of the
@@ -124,11 +133,13 @@ func (k *known) lookup(ctx context.Context, value string, now time.Time) (string
 	if k.ledger == nil {
 		return "", false, nil
 	}
-	app, until, found, err := k.ledger.Find(ctx, hex.EncodeToString(h[:]))
+	lctx, cancel := context.WithTimeout(ctx, ledgerTimeout)
+	defer cancel()
+	app, until, found, err := k.ledger.Find(lctx, hex.EncodeToString(h[:]))
 	if err != nil || !found {
 		return "", false, err
 	}
-	k.put(h, knownEntry{app: app, until: until}, now)
+	k.put(h, knownEntry{app: app, until: until, shared: true}, now)
 	return app, now.Before(until), nil
 }
 
