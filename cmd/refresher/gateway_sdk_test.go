@@ -329,3 +329,57 @@ func sdkUpstream(t *testing.T, fake *wechattest.Server) string {
 	t.Cleanup(srv.Close)
 	return srv.URL
 }
+
+// TestGatewayServedOnItsOwnListener checks the wiring without Node: one
+// replica serves WeChat's API on gateway.addr only, its metrics on the
+// admin listener, and logs neither the credential nor the AppSecret.
+func TestGatewayServedOnItsOwnListener(t *testing.T) {
+	rs := redistest.Start(t)
+	secret := fmt.Sprintf("sdk-secret-%d", time.Now().UnixNano())
+	fake := wechattest.NewHandler(wechattest.WithApp("wxa", secret))
+	t.Cleanup(fake.Close)
+	upstream := sdkUpstream(t, fake)
+	gw, admin := freeAddr(t), freeAddr(t)
+	path := filepath.Join(t.TempDir(), "g.yaml")
+	yaml := fmt.Sprintf(sdkReplicaYAML, "g1", rs.Addr(), upstream, secret, admin, testAPIKey, gw, sdkCredential)
+	if err := os.WriteFile(path, []byte(yaml), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	p := startProc(t, "g1", baseEnv(), "serve", "--config", path)
+	tokenPath := "/cgi-bin/token?grant_type=client_credential&appid=wxa&secret=" + sdkCredential
+	var body string
+	if !pollUntil(15*time.Second, 50*time.Millisecond, func() bool {
+		body = httpBody("http://" + gw + tokenPath)
+		return strings.Contains(body, "access_token")
+	}) {
+		t.Fatalf("the gateway never served a token: %q", body)
+	}
+	var tok struct {
+		AccessToken string `json:"access_token"`
+		ExpiresIn   int    `json:"expires_in"`
+	}
+	if err := json.Unmarshal([]byte(body), &tok); err != nil || tok.AccessToken != fake.CurrentToken("wxa") || tok.ExpiresIn <= 0 {
+		t.Fatalf("token reply %q: want the fake's current token", body)
+	}
+	if got := httpBody("http://" + gw + "/cgi-bin/getcallbackip?access_token=" + tok.AccessToken); !strings.Contains(got, "ip_list") {
+		t.Fatalf("business call through the gateway: %q", got)
+	}
+	if got := httpStatus("http://" + admin + tokenPath); got != http.StatusNotFound {
+		t.Errorf("the admin listener answered the gateway's path with %d, want 404", got)
+	}
+	if got := httpBody("http://" + gw + "/metrics"); !strings.Contains(got, "40066") {
+		t.Errorf("the gateway listener served %q for /metrics, want WeChat's 40066", got)
+	}
+	if m := httpBody("http://" + admin + "/metrics"); !strings.Contains(m, `tokenkeeper_gateway_requests_total{class="business",errcode="0",retry="none"} 1`) {
+		t.Errorf("the admin /metrics lacks the gateway's business call:\n%s", m)
+	}
+	p.signal(t, syscall.SIGTERM)
+	if code := p.wait(t, 15*time.Second); code != 0 {
+		t.Errorf("exit code %d after SIGTERM, want 0", code)
+	}
+	for _, s := range []string{secret, sdkCredential, tok.AccessToken} {
+		if strings.Contains(p.stderr.String()+p.stdout.String(), s) {
+			t.Errorf("the replica's output holds a secret or a token")
+		}
+	}
+}
