@@ -372,6 +372,10 @@ func (g *Gateway) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	case p == pathOAuthToken || p == pathJSCode2Session:
 		ex.class = ClassSNS
 		g.serveSNS(sw, r, ex)
+	case strings.TrimSuffix(p, "/") == pathToken || strings.TrimSuffix(p, "/") == pathStableToken:
+		// A variant of a token path is never relayed: tokens are minted
+		// by the cache only.
+		g.fail(sw, ex, 40066, "unknown_path", "invalid url")
 	case strings.HasPrefix(p, appsPrefix):
 		ex.class = ClassBusiness
 		g.serveBearer(sw, r, ex)

@@ -409,6 +409,32 @@ func TestGetTicketIsServedFromTheTicketCache(t *testing.T) {
 	if len(tickets.calls) != 3 || len(s.up.recorded()) != 0 {
 		t.Fatalf("ticket calls %v, upstream calls %d: want 3 and 0", tickets.calls, len(s.up.recorded()))
 	}
+	// Without a ticket cache, getticket is relayed like any business call.
+	plain := s.replica(nil)
+	tok = plain.mustToken(t, app1, credA)
+	if r := get(t, plain.srv.URL+"/cgi-bin/ticket/getticket?type=jsapi&access_token="+url.QueryEscape(tok)); r.errcode() != 0 || r.str("ticket") == "" {
+		t.Fatalf("relayed getticket: got %s", r.body)
+	}
+	if calls := s.up.recorded(); len(calls) != 1 || calls[0].path != "/cgi-bin/ticket/getticket" {
+		t.Fatalf("upstream calls %+v, want the relayed getticket", calls)
+	}
+}
+
+func TestTokenPathsAreNeverRelayed(t *testing.T) {
+	s := newSetup(t)
+	rp := s.replica(nil)
+	tok := rp.mustToken(t, app1, credA)
+	for _, p := range []string{"/cgi-bin/token/", "/cgi-bin/stable_token/", "/apps/wx1/cgi-bin/token", "/apps/wx1/cgi-bin/stable_token/", "/cgi-bin//x", "/cgi-bin/../sns/x", "/sns/userinfo"} {
+		req, _ := http.NewRequest(http.MethodGet, rp.srv.URL+p+"?grant_type=client_credential&appid=wx1&secret="+secret1+"&access_token="+url.QueryEscape(tok), nil)
+		req.URL.Path = p // keep the dots and double slashes
+		req.Header.Set("Authorization", "Bearer "+credA)
+		if r := do(t, req); r.errcode() != 40066 {
+			t.Errorf("%s: got %s, want 40066 from the gateway", p, r.body)
+		}
+	}
+	if n := len(s.up.recorded()); n != 0 || s.up.fake.Stats(app1).Minted != 1 {
+		t.Fatalf("%d calls relayed, %d minted: want none relayed, 1 minted", n, s.up.fake.Stats(app1).Minted)
+	}
 }
 
 func TestTokensHandedOutByOneReplicaAreHonouredByAnother(t *testing.T) {

@@ -55,7 +55,7 @@ func (g *Gateway) serveBearer(w http.ResponseWriter, r *http.Request, ex *exchan
 	rest := strings.TrimPrefix(r.URL.Path, appsPrefix)
 	appID, sub, _ := strings.Cut(rest, "/")
 	sub = "/" + sub
-	if !g.isAPIPath(sub) {
+	if t := strings.TrimSuffix(sub, "/"); !g.isAPIPath(sub) || t == pathToken || t == pathStableToken {
 		g.fail(w, ex, 40066, "unknown_path", "invalid url: want /apps/{appid}/<WeChat API path>")
 		return
 	}
