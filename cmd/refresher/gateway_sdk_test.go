@@ -212,7 +212,8 @@ func TestNodeSDKThroughTheGateway(t *testing.T) {
 	fake.InjectFault(wechattest.Fault{Kind: wechattest.FaultBusy, Endpoint: wechat.EndpointToken})
 	faults++
 	at(6 * time.Second)
-	leader := sdkLeader(t, client)
+	var leader string
+	pollUntil(2*time.Second, 20*time.Millisecond, func() bool { leader = sdkLeader(t, client); return leader != "" })
 	li := -1
 	for i, name := range names {
 		if name == leader {
