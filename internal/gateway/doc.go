@@ -54,7 +54,9 @@
 //     through a fixed buffer. Worst case for the process: MaxConcurrent x
 //     (RetryBuffer + wechat.MaxReplyBytes).
 //   - Limits answer in WeChat's shape: over MaxConcurrent requests in flight
-//     -1 (system busy), over Timeout -1, a body over MaxBody 45001.
+//     -1 (system busy), over Timeout -1, a body over MaxBody 45001. Timeout
+//     bounds the whole exchange: a reply already streaming when it ends is
+//     cut short (size it for the largest media download).
 //   - Tokens appear in logs and metrics only as wechat.Fingerprint;
 //     credentials only by their configured name; the AppSecret never.
 //
@@ -71,6 +73,10 @@
 // what it handed out itself and answers 40001 for the rest: the SDK then
 // fetches again through that replica and retries, so an outage costs a
 // round trip, never a dead call upstream and never an open relay.
+//
+// A flood of junk tokens costs one bounded Ledger read each (there is no
+// negative cache: a token is refused until it is found), within
+// MaxConcurrent.
 //
 // What is not guaranteed: revoking a gateway credential stops it fetching
 // tokens at once, but tokens it already obtained stay honoured until their
