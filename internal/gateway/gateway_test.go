@@ -702,3 +702,20 @@ func TestKnownTokensStayBounded(t *testing.T) {
 		}
 	}
 }
+
+func TestForceRefreshFloodCostsNoMint(t *testing.T) {
+	s := newSetup(t)
+	rp := s.replica(nil)
+	u := rp.srv.URL + "/cgi-bin/stable_token"
+	first := postJSON(t, u, stableBody(app1, credA, false)).str("access_token")
+	// A hostile but authenticated client forces again and again.
+	for range 50 {
+		if got := postJSON(t, u, stableBody(app1, credA, true)).str("access_token"); got != first {
+			t.Fatal("a forced refresh of a live token replaced it")
+		}
+	}
+	st := s.up.fake.Stats(app1)
+	if st.Minted != 1 || st.Checks > 1 {
+		t.Fatalf("50 forced refreshes of a live token: minted %d, checks %d; want 1 mint and at most 1 check (the verdict is shared)", st.Minted, st.Checks)
+	}
+}
