@@ -87,6 +87,13 @@ func (k *known) remember(ctx context.Context, app string, tok tokencache.Token, 
 // it reports whether e still has to be shared (new, honoured longer than
 // what was shared, or never shared).
 func (k *known) put(h [sha256.Size]byte, e knownEntry, now time.Time) (share bool) {
+	// Most hand-outs are of a token already known: a read lock suffices.
+	k.mu.RLock()
+	old, ok := k.m[h]
+	k.mu.RUnlock()
+	if ok && old.app == e.app && !old.until.Before(e.until) && old.shared {
+		return false
+	}
 	k.mu.Lock()
 	defer k.mu.Unlock()
 	if old, ok := k.m[h]; ok && old.app == e.app {
