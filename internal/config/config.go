@@ -5,6 +5,7 @@ import (
 	"log/slog"
 	"time"
 
+	"github.com/tokenkeeper/tokenkeeper/internal/gateway"
 	"github.com/tokenkeeper/tokenkeeper/pkg/tokencache"
 	"github.com/tokenkeeper/tokenkeeper/pkg/wechat"
 )
@@ -25,6 +26,7 @@ type Config struct {
 	Lease    Lease
 	HTTP     HTTP
 	Log      Log
+	Gateway  Gateway
 
 	// File is the configuration file that was read ("" if none).
 	File string
@@ -130,6 +132,21 @@ type APIKey struct {
 	PageHosts []string
 }
 
+// Gateway configures the WeChat-compatible gateway (package gateway), on
+// a listener of its own; Addr "" leaves it off.
+type Gateway struct {
+	Addr string
+	// Credentials are the per-client gateway credentials an SDK uses as its
+	// "secret"; the same shape and rules as HTTP API keys.
+	Credentials     []APIKey
+	AcceptAppSecret bool
+	MaxBody         int64
+	RetryBuffer     int64
+	Timeout         time.Duration
+	MaxConcurrent   int
+	AccessLog       bool
+}
+
 // Log configures the process's slog logger.
 type Log struct {
 	Level  slog.Level
@@ -183,20 +200,29 @@ var defaults = map[string]any{
 	"http.invalidate_rate":  1.0,
 	"log.level":             "info",
 	"log.format":            "text",
+
+	"gateway.addr":              "",
+	"gateway.accept_app_secret": false,
+	"gateway.max_body":          int(gateway.DefaultMaxBody),
+	"gateway.retry_buffer":      int(gateway.DefaultRetryBuffer),
+	"gateway.timeout":           gateway.DefaultTimeout.String(),
+	"gateway.max_concurrent":    gateway.DefaultMaxConcurrent,
+	"gateway.access_log":        false,
 }
 
 // rawConfig is the file's shape, decoded by viper (mapstructure) before
 // secrets are resolved and durations parsed, so that every error can name
 // its field.
 type rawConfig struct {
-	Identity string    `mapstructure:"identity"`
-	Redis    rawRedis  `mapstructure:"redis"`
-	WeChat   rawWeChat `mapstructure:"wechat"`
-	Apps     []rawApp  `mapstructure:"apps"`
-	Cache    rawCache  `mapstructure:"cache"`
-	Lease    rawLease  `mapstructure:"lease"`
-	HTTP     rawHTTP   `mapstructure:"http"`
-	Log      rawLog    `mapstructure:"log"`
+	Identity string     `mapstructure:"identity"`
+	Redis    rawRedis   `mapstructure:"redis"`
+	WeChat   rawWeChat  `mapstructure:"wechat"`
+	Apps     []rawApp   `mapstructure:"apps"`
+	Cache    rawCache   `mapstructure:"cache"`
+	Lease    rawLease   `mapstructure:"lease"`
+	HTTP     rawHTTP    `mapstructure:"http"`
+	Log      rawLog     `mapstructure:"log"`
+	Gateway  rawGateway `mapstructure:"gateway"`
 }
 
 type rawRedis struct {
@@ -271,4 +297,15 @@ type rawAPIKey struct {
 type rawLog struct {
 	Level  string `mapstructure:"level"`
 	Format string `mapstructure:"format"`
+}
+
+type rawGateway struct {
+	Addr            string      `mapstructure:"addr"`
+	Credentials     []rawAPIKey `mapstructure:"credentials"`
+	AcceptAppSecret bool        `mapstructure:"accept_app_secret"`
+	MaxBody         int64       `mapstructure:"max_body"`
+	RetryBuffer     int64       `mapstructure:"retry_buffer"`
+	Timeout         string      `mapstructure:"timeout"`
+	MaxConcurrent   int         `mapstructure:"max_concurrent"`
+	AccessLog       bool        `mapstructure:"access_log"`
 }

@@ -3,6 +3,7 @@ package config_test
 import (
 	"bytes"
 	"errors"
+	"fmt"
 	"io/fs"
 	"log/slog"
 	"path/filepath"
@@ -226,6 +227,16 @@ var envOnly = []string{
 	"TOKENKEEPER_HTTP_API_KEYS_OPS_TEAM_APPS=*",
 	"TOKENKEEPER_LOG_LEVEL=debug",
 	"TOKENKEEPER_LOG_FORMAT=json",
+	"TOKENKEEPER_GATEWAY_ADDR=0.0.0.0:9091",
+	"TOKENKEEPER_GATEWAY_CREDENTIALS=team-a",
+	"TOKENKEEPER_GATEWAY_CREDENTIALS_TEAM_A_KEY=env-gateway-credential-1",
+	"TOKENKEEPER_GATEWAY_CREDENTIALS_TEAM_A_APPS=wx2",
+	"TOKENKEEPER_GATEWAY_ACCEPT_APP_SECRET=true",
+	"TOKENKEEPER_GATEWAY_MAX_BODY=2048",
+	"TOKENKEEPER_GATEWAY_RETRY_BUFFER=1024",
+	"TOKENKEEPER_GATEWAY_TIMEOUT=7s",
+	"TOKENKEEPER_GATEWAY_MAX_CONCURRENT=9",
+	"TOKENKEEPER_GATEWAY_ACCESS_LOG=true",
 }
 
 func TestEnvOnly(t *testing.T) {
@@ -270,6 +281,10 @@ func TestEnvOnly(t *testing.T) {
 	check("ops", c.HTTP.APIKeys[1].Key.Reveal()+" "+strings.Join(c.HTTP.APIKeys[1].Apps, ","), "env-api-key-2-long-enough *")
 	check("level", c.Log.Level, slog.LevelDebug)
 	check("format", c.Log.Format, "json")
+	g := c.Gateway
+	check("gateway", fmt.Sprintf("%v %v %v %v %v %v %v", g.Addr, g.AcceptAppSecret, g.MaxBody, g.RetryBuffer, g.Timeout, g.MaxConcurrent, g.AccessLog), "0.0.0.0:9091 true 2048 1024 7s 9 true")
+	check("gateway credentials", len(g.Credentials), 1)
+	check("team-a", g.Credentials[0].Name+" "+g.Credentials[0].Key.Reveal()+" "+strings.Join(g.Credentials[0].Apps, ","), "team-a env-gateway-credential-1 wx2")
 
 	ro := c.RedisOptions()
 	check("redis opts", ro.MasterName+" "+ro.Username+" "+ro.Password, "mymaster tk redis-pw")
@@ -503,6 +518,49 @@ func TestRejectedValuesAreNotEchoedInFull(t *testing.T) {
 		}
 		if !strings.Contains(err.Error(), `"0123…" (32 characters`) {
 			t.Errorf("%s: the error does not show the value's start and length: %v", name, err)
+		}
+	}
+}
+
+func TestGatewaySettingsAreValidated(t *testing.T) {
+	env := []string{"WX2_SECRET=env-secret-wx2"}
+	read := files(map[string]string{"/secrets/ops": "file-api-key-ops-12345"})
+	load := func(gw string) error {
+		_, err := config.Load(config.Options{YAML: []byte(validYAML + "gateway:\n" + gw), Environ: env, ReadFile: read})
+		return err
+	}
+	c, err := config.Load(config.Options{YAML: []byte(validYAML + "gateway:\n  addr: 127.0.0.1:8090\n  credentials:\n    - {name: sdk, key: gateway-credential-123, apps: [wx1]}\n"), Environ: env, ReadFile: read})
+	if err != nil {
+		t.Fatalf("a valid gateway section: %v", err)
+	}
+	var out strings.Builder
+	if err := c.Print(&out); err != nil {
+		t.Fatal(err)
+	}
+	if strings.Contains(out.String(), "gateway-credential-123") || !strings.Contains(out.String(), "name: sdk") {
+		t.Fatalf("printed gateway credentials must show the name, never the key:\n%s", out.String())
+	}
+	for _, c := range []struct{ yaml, want string }{
+		{"  addr: 127.0.0.1:8090\n", "gateway.credentials: none, and gateway.accept_app_secret is off"},
+		{"  addr: nowhere\n  accept_app_secret: true\n", "gateway.addr: \"nowhere\" is not host:port"},
+		{"  addr: 127.0.0.1:8080\n  accept_app_secret: true\n", "is http.addr too"},
+		{"  addr: :8090\n  credentials:\n    - {name: sdk, key: short, apps: [wx1]}\n", "gateway.credentials[0] (sdk).key: too short"},
+		{"  addr: :8090\n  credentials:\n    - {name: sdk, key: gateway-credential-123, apps: [wx9]}\n", "unknown appid \"wx9\""},
+		{"  addr: :8090\n  credentials:\n    - {name: sdk, key: file-secret-wx1, apps: [wx1]}\n", "is app wx1's AppSecret"},
+		{"  addr: :8090\n  credentials:\n    - {name: a, key: gateway-credential-123, apps: [wx1]}\n    - {name: b, key: gateway-credential-123, apps: [wx1]}\n", "same key as gateway.credentials[0] (a)"},
+		{"  addr: :8090\n  accept_app_secret: true\n  max_body: 100\n  retry_buffer: 200\n", "gateway.retry_buffer: 200 must not exceed gateway.max_body 100"},
+		{"  addr: :8090\n  accept_app_secret: true\n  max_concurrent: 0\n", "gateway.max_concurrent: 0: must be positive"},
+		{"  addr: :8090\n  accept_app_secret: true\n  timeout: soon\n", "gateway.timeout: \"soon\" is not a duration"},
+	} {
+		err := load(c.yaml)
+		if err == nil || !strings.Contains(err.Error(), c.want) {
+			t.Errorf("gateway:\n%s: got %v, want a problem containing %q", c.yaml, err, c.want)
+			continue
+		}
+		for _, secret := range []string{"gateway-credential-123", "file-secret-wx1"} {
+			if strings.Contains(err.Error(), secret) {
+				t.Errorf("the error shows a secret: %v", err)
+			}
 		}
 	}
 }

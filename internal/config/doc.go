@@ -36,6 +36,9 @@
 //	TOKENKEEPER_HTTP_API_KEYS_BACKEND_APPS="wx1,wx2"   # or "*"
 //	TOKENKEEPER_HTTP_API_KEYS_BACKEND_PAGE_HOSTS="m.example.com"   # optional: jssdk-config only for these page hosts
 //
+//	TOKENKEEPER_GATEWAY_CREDENTIALS="team-a"       # gateway credentials: the same scheme as API keys
+//	TOKENKEEPER_GATEWAY_CREDENTIALS_TEAM_A_KEY=... # (_KEY, _KEY_ENV or _KEY_FILE, and _APPS)
+//
 // The <ID> and <NAME> parts are the appid or key name in upper case with
 // every character other than A-Z and 0-9 replaced by "_" (wx1 → WX1).
 // TOKENKEEPER_APPS, when set, replaces the file's list of apps; an app it

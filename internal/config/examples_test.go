@@ -16,7 +16,7 @@ func fakeSecrets(string) ([]byte, error) { return []byte("placeholder-secret-012
 // TestExampleConfigs loads every example in testdata/config (the repo's),
 // so the documented examples cannot rot.
 func TestExampleConfigs(t *testing.T) {
-	env := []string{"WX_SECRET=x", "WX_FEDCBA_SECRET=y", "OPS_API_KEY=ops-key-0123456789abcdef"}
+	env := []string{"WX_SECRET=x", "WX_FEDCBA_SECRET=y", "OPS_API_KEY=ops-key-0123456789abcdef", "GATEWAY_TEAM_A_KEY=gateway-key-team-a-0123"}
 	for _, name := range []string{"minimal.yaml", "full.yaml"} {
 		t.Run(name, func(t *testing.T) {
 			path := filepath.Join("..", "..", "testdata", "config", name)

@@ -17,7 +17,7 @@ import (
 //
 // A near miss is within suggestDistance edits (insertions, deletions,
 // substitutions, swaps of two neighbours) of the valid key. Every valid key
-// is at most 15 characters long, so a near miss is at most 18: one that is
+// is at most 17 characters long, so a near miss is at most 20: one that is
 // very long cannot be a near miss.
 //
 // Any other unknown key may be something that is not a name at all: a

@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"os"
+	"slices"
 	"sort"
 	"strconv"
 	"strings"
@@ -68,7 +69,7 @@ func EnvName(key string) string {
 // variables (TOKENKEEPER_APPS..., TOKENKEEPER_HTTP_API_KEYS...) come on
 // top; see the package documentation.
 func EnvVars() []string {
-	names := []string{EnvPrefix + "CONFIG", EnvPrefix + "APPS", EnvPrefix + "HTTP_API_KEYS"}
+	names := []string{EnvPrefix + "CONFIG", EnvPrefix + "APPS", EnvPrefix + "HTTP_API_KEYS", EnvPrefix + "GATEWAY_CREDENTIALS"}
 	for key := range defaults {
 		names = append(names, EnvName(key))
 	}
@@ -93,6 +94,12 @@ func AppEnv(appID string) string { return EnvPrefix + "APPS_" + EnvPart(appID) +
 
 // APIKeyEnv is the prefix of an API key's own variables.
 func APIKeyEnv(name string) string { return EnvPrefix + "HTTP_API_KEYS_" + EnvPart(name) + "_" }
+
+// GatewayCredentialEnv is the prefix of a gateway credential's own
+// variables, e.g. "TOKENKEEPER_GATEWAY_CREDENTIALS_TEAM_A_".
+func GatewayCredentialEnv(name string) string {
+	return EnvPrefix + "GATEWAY_CREDENTIALS_" + EnvPart(name) + "_"
+}
 
 // Load reads the configuration from defaults, the file, the environment
 // and flags (in increasing precedence), resolves secrets and validates the
@@ -177,7 +184,7 @@ func Load(o Options) (cfg *Config, err error) {
 	for _, a := range raw.Apps {
 		used[a.SecretEnv] = true
 	}
-	for _, k := range raw.HTTP.APIKeys {
+	for _, k := range slices.Concat(raw.HTTP.APIKeys, raw.Gateway.Credentials) {
 		used[k.KeyEnv] = true
 	}
 	for name := range env {
@@ -310,23 +317,31 @@ func applyEnvLists(raw *rawConfig, env map[string]string, used map[string]bool) 
 		}
 	}
 
-	if list, ok := get(EnvPrefix + "HTTP_API_KEYS"); ok {
+	applyEnvKeys(&raw.HTTP.APIKeys, EnvPrefix+"HTTP_API_KEYS", APIKeyEnv, get)
+	applyEnvKeys(&raw.Gateway.Credentials, EnvPrefix+"GATEWAY_CREDENTIALS", GatewayCredentialEnv, get)
+}
+
+// applyEnvKeys applies a list of keys' variables (listVar names the keys;
+// prefix(name) starts each key's own _KEY, _KEY_ENV, _KEY_FILE, _APPS) to
+// what the file gave: HTTP API keys and gateway credentials alike.
+func applyEnvKeys(keys *[]rawAPIKey, listVar string, prefix func(string) string, get func(string) (string, bool)) {
+	if list, ok := get(listVar); ok {
 		fromFile := map[string]rawAPIKey{}
-		for _, k := range raw.HTTP.APIKeys {
+		for _, k := range *keys {
 			fromFile[k.Name] = k
 		}
-		raw.HTTP.APIKeys = nil
+		*keys = nil
 		for _, name := range splitList(list) {
 			k, ok := fromFile[name]
 			if !ok {
 				k = rawAPIKey{Name: name}
 			}
-			raw.HTTP.APIKeys = append(raw.HTTP.APIKeys, k)
+			*keys = append(*keys, k)
 		}
 	}
-	for i := range raw.HTTP.APIKeys {
-		k := &raw.HTTP.APIKeys[i]
-		p := APIKeyEnv(k.Name)
+	for i := range *keys {
+		k := &(*keys)[i]
+		p := prefix(k.Name)
 		s, okS := get(p + "KEY")
 		se, okE := get(p + "KEY_ENV")
 		sf, okF := get(p + "KEY_FILE")

@@ -15,16 +15,17 @@ const Redacted = "[redacted]"
 // came from. Only strings built here reach the output, never a Secret's
 // value.
 type printed struct {
-	Identity string        `yaml:"identity"`
-	File     string        `yaml:"config_file,omitempty"`
-	Redis    printedRedis  `yaml:"redis"`
-	WeChat   printedWeChat `yaml:"wechat"`
-	Apps     []printedApp  `yaml:"apps"`
-	Cache    printedCache  `yaml:"cache"`
-	Lease    printedLease  `yaml:"lease"`
-	HTTP     printedHTTP   `yaml:"http"`
-	Log      printedLog    `yaml:"log"`
-	Unused   []string      `yaml:"unused_env,omitempty"`
+	Identity string         `yaml:"identity"`
+	File     string         `yaml:"config_file,omitempty"`
+	Redis    printedRedis   `yaml:"redis"`
+	WeChat   printedWeChat  `yaml:"wechat"`
+	Apps     []printedApp   `yaml:"apps"`
+	Cache    printedCache   `yaml:"cache"`
+	Lease    printedLease   `yaml:"lease"`
+	HTTP     printedHTTP    `yaml:"http"`
+	Log      printedLog     `yaml:"log"`
+	Gateway  printedGateway `yaml:"gateway"`
+	Unused   []string       `yaml:"unused_env,omitempty"`
 }
 
 type printedRedis struct {
@@ -84,6 +85,17 @@ type printedAPIKey struct {
 	Apps []string `yaml:"apps"`
 }
 
+type printedGateway struct {
+	Addr            string          `yaml:"addr"`
+	Credentials     []printedAPIKey `yaml:"credentials"`
+	AcceptAppSecret bool            `yaml:"accept_app_secret"`
+	MaxBody         int64           `yaml:"max_body"`
+	RetryBuffer     int64           `yaml:"retry_buffer"`
+	Timeout         string          `yaml:"timeout"`
+	MaxConcurrent   int             `yaml:"max_concurrent"`
+	AccessLog       bool            `yaml:"access_log"`
+}
+
 type printedLog struct {
 	Level  string `yaml:"level"`
 	Format string `yaml:"format"`
@@ -133,19 +145,29 @@ func (c *Config) Print(w io.Writer) error {
 		}
 		p.Apps = append(p.Apps, printedApp{ID: a.ID, Mode: a.Mode.String(), Secret: s, Tickets: a.Tickets})
 	}
-	for _, k := range c.HTTP.APIKeys {
-		s := redactedFrom(k.KeyFrom)
-		if s == "" {
-			s = Redacted
-		}
-		p.HTTP.APIKeys = append(p.HTTP.APIKeys, printedAPIKey{Name: k.Name, Key: s, Apps: k.Apps})
-	}
+	p.HTTP.APIKeys = printedKeys(c.HTTP.APIKeys)
+	g := c.Gateway
+	p.Gateway = printedGateway{Addr: g.Addr, Credentials: printedKeys(g.Credentials), AcceptAppSecret: g.AcceptAppSecret,
+		MaxBody: g.MaxBody, RetryBuffer: g.RetryBuffer, Timeout: ds(g.Timeout), MaxConcurrent: g.MaxConcurrent, AccessLog: g.AccessLog}
 	enc := yaml.NewEncoder(w)
 	enc.SetIndent(2)
 	if err := enc.Encode(p); err != nil {
 		return fmt.Errorf("config: print: %w", err)
 	}
 	return enc.Close()
+}
+
+// printedKeys shows keys by name, apps and where the key came from.
+func printedKeys(keys []APIKey) []printedAPIKey {
+	var out []printedAPIKey
+	for _, k := range keys {
+		s := redactedFrom(k.KeyFrom)
+		if s == "" {
+			s = Redacted
+		}
+		out = append(out, printedAPIKey{Name: k.Name, Key: s, Apps: k.Apps})
+	}
+	return out
 }
 
 func levelName(c *Config) string {

@@ -154,27 +154,17 @@ func resolve(raw *rawConfig, env map[string]string, read func(string) ([]byte, e
 
 	c.HTTP.Addr = strings.TrimSpace(raw.HTTP.Addr)
 	c.HTTP.InvalidateRate = raw.HTTP.InvalidateRate
-	for i, k := range raw.HTTP.APIKeys {
-		name := strings.TrimSpace(k.Name)
-		field := fmt.Sprintf("http.api_keys[%d] (%s)", i, name)
-		key := APIKey{Name: name}
-		for _, app := range k.Apps {
-			if app = strings.TrimSpace(app); app != "" {
-				key.Apps = append(key.Apps, app)
-			}
-		}
-		for _, h := range k.PageHosts {
-			if h = strings.ToLower(strings.TrimSpace(h)); jssdk.PageHostProblem(h) != "" {
-				add(field+".page_hosts", APIKeyEnv(name)+"PAGE_HOSTS", "page host %s: %s", shown(h), jssdk.PageHostProblem(h))
-			} else {
-				key.PageHosts = append(key.PageHosts, h)
-			}
-		}
-		key.Key, key.KeyFrom = resolveSecret(secretSpec{
-			field: field + ".key", envBase: APIKeyEnv(name) + "KEY", sourceNames: [3]string{"key", "key_env", "key_file"},
-			inline: k.Key, envRef: k.KeyEnv, file: k.KeyFile, inlineFrom: k.inlineFrom,
-		}, env, read, add)
-		c.HTTP.APIKeys = append(c.HTTP.APIKeys, key)
+	c.HTTP.APIKeys = resolveKeys("http.api_keys", raw.HTTP.APIKeys, APIKeyEnv, env, read, add)
+
+	c.Gateway = Gateway{
+		Addr:            strings.TrimSpace(raw.Gateway.Addr),
+		Credentials:     resolveKeys("gateway.credentials", raw.Gateway.Credentials, GatewayCredentialEnv, env, read, add),
+		AcceptAppSecret: raw.Gateway.AcceptAppSecret,
+		MaxBody:         raw.Gateway.MaxBody,
+		RetryBuffer:     raw.Gateway.RetryBuffer,
+		Timeout:         dur("gateway.timeout", raw.Gateway.Timeout),
+		MaxConcurrent:   raw.Gateway.MaxConcurrent,
+		AccessLog:       raw.Gateway.AccessLog,
 	}
 
 	c.Log.Format = strings.ToLower(strings.TrimSpace(raw.Log.Format))
@@ -191,6 +181,35 @@ func resolve(raw *rawConfig, env map[string]string, read func(string) ([]byte, e
 		add("log.level", EnvName("log.level"), "unknown level %s: want debug, info, warn or error", shown(raw.Log.Level))
 	}
 	return c, ps
+}
+
+// resolveKeys resolves a list of keys (HTTP API keys, gateway
+// credentials) under section; prefix(name) starts each key's variables.
+func resolveKeys(section string, raw []rawAPIKey, prefix func(string) string, env map[string]string, read func(string) ([]byte, error), add func(field, env, format string, args ...any)) []APIKey {
+	var keys []APIKey
+	for i, k := range raw {
+		name := strings.TrimSpace(k.Name)
+		field := fmt.Sprintf("%s[%d] (%s)", section, i, name)
+		key := APIKey{Name: name}
+		for _, app := range k.Apps {
+			if app = strings.TrimSpace(app); app != "" {
+				key.Apps = append(key.Apps, app)
+			}
+		}
+		for _, h := range k.PageHosts {
+			if h = strings.ToLower(strings.TrimSpace(h)); jssdk.PageHostProblem(h) != "" {
+				add(field+".page_hosts", prefix(name)+"PAGE_HOSTS", "page host %s: %s", shown(h), jssdk.PageHostProblem(h))
+			} else {
+				key.PageHosts = append(key.PageHosts, h)
+			}
+		}
+		key.Key, key.KeyFrom = resolveSecret(secretSpec{
+			field: field + ".key", envBase: prefix(name) + "KEY", sourceNames: [3]string{"key", "key_env", "key_file"},
+			inline: k.Key, envRef: k.KeyEnv, file: k.KeyFile, inlineFrom: k.inlineFrom,
+		}, env, read, add)
+		keys = append(keys, key)
+	}
+	return keys
 }
 
 type secretSpec struct {
@@ -356,33 +375,40 @@ func (c *Config) problems() []Problem {
 	if !(c.HTTP.InvalidateRate > 0) {
 		add("http.invalidate_rate", EnvName("http.invalidate_rate"), "%v: must be positive (reports per API key per second)", c.HTTP.InvalidateRate)
 	}
-	names := map[string]int{}
-	for i, k := range c.HTTP.APIKeys {
-		field := fmt.Sprintf("http.api_keys[%d] (%s)", i, k.Name)
-		p := APIKeyEnv(k.Name)
-		if k.Name == "" {
-			add(field+".name", EnvPrefix+"HTTP_API_KEYS", "must not be empty: it names the key in logs")
-		} else if j, dup := names[k.Name]; dup {
-			add(field+".name", EnvPrefix+"HTTP_API_KEYS", "duplicate name: http.api_keys[%d] has it too", j)
-		} else {
-			names[k.Name] = i
+	ps = append(ps, keyProblems("http.api_keys", EnvPrefix+"HTTP_API_KEYS", APIKeyEnv, c.HTTP.APIKeys, seen)...)
+
+	// Gateway (off while addr is empty).
+	if g := c.Gateway; g.Addr != "" || len(g.Credentials) > 0 {
+		if _, port, err := net.SplitHostPort(g.Addr); err != nil || !validPort(port) {
+			add("gateway.addr", EnvName("gateway.addr"), "%s is not host:port (e.g. 127.0.0.1:8090 or :8090)", shown(g.Addr))
+		} else if g.Addr == c.HTTP.Addr {
+			add("gateway.addr", EnvName("gateway.addr"), "%s is http.addr too: the gateway needs a listener of its own", shown(g.Addr))
 		}
-		if k.Key != "" && len(k.Key.Reveal()) < MinAPIKeyLen {
-			add(field+".key", p+"KEY", "too short (%d characters): use at least %d random characters, e.g. openssl rand -hex 24", len(k.Key.Reveal()), MinAPIKeyLen)
+		if len(g.Credentials) == 0 && !g.AcceptAppSecret {
+			add("gateway.credentials", EnvPrefix+"GATEWAY_CREDENTIALS", "none, and gateway.accept_app_secret is off: no SDK could authenticate; give each client a credential")
 		}
-		if len(k.Apps) == 0 {
-			add(field+".apps", p+"APPS", "the key may read no app: list appids or \"*\"")
-		}
-		for _, app := range k.Apps {
-			if _, ok := seen[app]; !ok && app != "*" {
-				add(field+".apps", p+"APPS", "unknown appid %s: not in apps", shown(app))
+		ps = append(ps, keyProblems("gateway.credentials", EnvPrefix+"GATEWAY_CREDENTIALS", GatewayCredentialEnv, g.Credentials, seen)...)
+		for i, k := range g.Credentials {
+			for _, a := range c.Apps {
+				if k.Key != "" && a.Secret != "" && subtle.ConstantTimeCompare([]byte(k.Key.Reveal()), []byte(a.Secret.Reveal())) == 1 {
+					add(fmt.Sprintf("gateway.credentials[%d] (%s).key", i, k.Name), GatewayCredentialEnv(k.Name)+"KEY",
+						"is app %s's AppSecret: a credential must be its own, so the AppSecret can stay in the refresher", a.ID)
+				}
 			}
 		}
-		for j := range i {
-			o := c.HTTP.APIKeys[j]
-			if k.Key != "" && subtle.ConstantTimeCompare([]byte(k.Key.Reveal()), []byte(o.Key.Reveal())) == 1 {
-				add(field+".key", p+"KEY", "same key as http.api_keys[%d] (%s): give each client its own", j, o.Name)
+		for _, f := range []struct {
+			key string
+			v   int64
+		}{{"gateway.max_body", g.MaxBody}, {"gateway.retry_buffer", g.RetryBuffer}, {"gateway.max_concurrent", int64(g.MaxConcurrent)}} {
+			if f.v <= 0 {
+				add(f.key, EnvName(f.key), "%d: must be positive", f.v)
 			}
+		}
+		if g.RetryBuffer > g.MaxBody && g.MaxBody > 0 {
+			add("gateway.retry_buffer", EnvName("gateway.retry_buffer"), "%d must not exceed gateway.max_body %d", g.RetryBuffer, g.MaxBody)
+		}
+		if g.Timeout <= 0 && !hasField(ps, "gateway.timeout") {
+			add("gateway.timeout", EnvName("gateway.timeout"), "%v: must be positive", g.Timeout)
 		}
 	}
 
@@ -396,6 +422,46 @@ func (c *Config) problems() []Problem {
 	}
 	if c.Log.Format != "text" && c.Log.Format != "json" {
 		add("log.format", EnvName("log.format"), "unknown format %s: want text or json", shown(c.Log.Format))
+	}
+	return ps
+}
+
+// keyProblems checks a list of keys under section (HTTP API keys, gateway
+// credentials): named, unique, long enough, distinct, allowed known apps.
+// apps maps the configured appids.
+func keyProblems(section, listVar string, prefix func(string) string, keys []APIKey, apps map[string]int) []Problem {
+	var ps []Problem
+	add := func(field, envName, format string, args ...any) {
+		ps = append(ps, Problem{Field: field, Env: envName, Reason: fmt.Sprintf(format, args...)})
+	}
+	names := map[string]int{}
+	for i, k := range keys {
+		field := fmt.Sprintf("%s[%d] (%s)", section, i, k.Name)
+		p := prefix(k.Name)
+		if k.Name == "" {
+			add(field+".name", listVar, "must not be empty: it names the key in logs")
+		} else if j, dup := names[k.Name]; dup {
+			add(field+".name", listVar, "duplicate name: %s[%d] has it too", section, j)
+		} else {
+			names[k.Name] = i
+		}
+		if k.Key != "" && len(k.Key.Reveal()) < MinAPIKeyLen {
+			add(field+".key", p+"KEY", "too short (%d characters): use at least %d random characters, e.g. openssl rand -hex 24", len(k.Key.Reveal()), MinAPIKeyLen)
+		}
+		if len(k.Apps) == 0 {
+			add(field+".apps", p+"APPS", "the key may read no app: list appids or \"*\"")
+		}
+		for _, app := range k.Apps {
+			if _, ok := apps[app]; !ok && app != "*" {
+				add(field+".apps", p+"APPS", "unknown appid %s: not in apps", shown(app))
+			}
+		}
+		for j := range i {
+			o := keys[j]
+			if k.Key != "" && subtle.ConstantTimeCompare([]byte(k.Key.Reveal()), []byte(o.Key.Reveal())) == 1 {
+				add(field+".key", p+"KEY", "same key as %s[%d] (%s): give each client its own", section, j, o.Name)
+			}
+		}
 	}
 	return ps
 }

@@ -50,6 +50,7 @@ type Replica struct {
 	// eviction is the maxmemory-policy check Run makes at start; nil
 	// until it answered.
 	eviction atomic.Pointer[backend.EvictionCheck]
+	reg      *prometheus.Registry
 }
 
 // Option configures a Replica.
@@ -79,6 +80,7 @@ func New(cfg *config.Config, log *slog.Logger, opts ...Option) (_ *Replica, err 
 	}()
 
 	reg := prometheus.NewRegistry()
+	r.reg = reg
 	reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
 	m, err := metrics.New(reg)
 	if err != nil {
@@ -164,6 +166,21 @@ func New(cfg *config.Config, log *slog.Logger, opts ...Option) (_ *Replica, err 
 	}
 	return r, nil
 }
+
+// Cache is the replica's token cache, for another front end in the same
+// process (the WeChat-compatible gateway).
+func (r *Replica) Cache() *tokencache.Cache { return r.cache }
+
+// Redis is the replica's Redis client (closed by Run on its way out).
+func (r *Replica) Redis() redis.UniversalClient { return r.client }
+
+// Registry is the registry /metrics serves: another front end registers
+// its collectors there.
+func (r *Replica) Registry() prometheus.Registerer { return r.reg }
+
+// Close releases what New opened, for a replica that will not Run (Run
+// releases it itself).
+func (r *Replica) Close() { r.close() }
 
 // ready is /readyz: Redis answers and some replica leads.
 func (r *Replica) ready(ctx context.Context) error {

@@ -58,3 +58,9 @@ func appKeys(prefix, appID string) keys {
 		pending:  base + "pending",
 	}
 }
+
+// GatewayTokenKey is the key under which the WeChat-compatible gateway
+// (internal/gateway) shares a token it handed out with its other replicas:
+// tokenHash is the hex SHA-256 of the token (never the token itself). It
+// names no app (the caller does not say which), so it carries no hash tag.
+func GatewayTokenKey(prefix, tokenHash string) string { return prefix + "gateway:token:" + tokenHash }

@@ -1,0 +1,154 @@
+package gateway
+
+import (
+	"context"
+	"io"
+	"net/http"
+	"net/url"
+	"slices"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/alicebob/miniredis/v2"
+	"github.com/redis/go-redis/v9"
+
+	"github.com/tokenkeeper/tokenkeeper/pkg/tokencache"
+	"github.com/tokenkeeper/tokenkeeper/pkg/wechat"
+	"github.com/tokenkeeper/tokenkeeper/pkg/wechattest"
+)
+
+// BenchmarkGateway compares, in one run, a business call made directly to
+// the fake with the same call through the gateway (the token a stale SDK
+// holds recognised, the current one put in its place), and /cgi-bin/token
+// served from the near copy. Each op is timed on its own: p99-µs is the
+// 99th percentile latency, cpu-µs/op the process's CPU time (user + sys:
+// client, gateway and fake together, all in this process) per op.
+//
+//	go test -run '^$' -bench BenchmarkGateway -benchmem ./internal/gateway/
+func BenchmarkGateway(b *testing.B) {
+	fake := wechattest.New(b, wechattest.WithApp(app1, secret1))
+	mr := miniredis.RunT(b)
+	client := redis.NewClient(&redis.Options{Addr: mr.Addr()})
+	b.Cleanup(func() { client.Close() })
+	src, err := wechat.NewSource(wechat.NewClient(wechat.WithBaseURL(fake.URL())), wechat.App{ID: app1, Secret: secret1})
+	if err != nil {
+		b.Fatal(err)
+	}
+	cache, err := tokencache.New(client, src, tokencache.WithKeyPrefix(keyPrefix))
+	if err != nil {
+		b.Fatal(err)
+	}
+	b.Cleanup(func() { cache.Close() })
+	gw, err := New(Config{
+		Tokens:      cache,
+		Apps:        []App{{ID: app1, Secret: secret1}},
+		Credentials: []Credential{{Name: "bench", Key: credA, Apps: []string{app1}}},
+		UpstreamURL: fake.URL(),
+		Ledger:      RedisLedger(client, keyPrefix),
+	})
+	if err != nil {
+		b.Fatal(err)
+	}
+	srv := listenLoopback(b, gw)
+	hc := &http.Client{Transport: &http.Transport{MaxIdleConnsPerHost: 4}}
+
+	tokenURL := srv.URL + "/cgi-bin/token?grant_type=client_credential&appid=" + app1 + "&secret=" + credA
+	var handed struct {
+		AccessToken string `json:"access_token"`
+	}
+	if r := get(b, tokenURL); r.str("access_token") == "" {
+		b.Fatalf("no token: %s", r.body)
+	} else {
+		handed.AccessToken = r.str("access_token")
+	}
+	cur, err := cache.Token(context.Background(), app1)
+	if err != nil {
+		b.Fatal(err)
+	}
+	direct := fake.URL() + wechat.EndpointDomainIP + "?access_token=" + url.QueryEscape(cur.Value)
+	through := srv.URL + wechat.EndpointDomainIP + "?access_token=" + url.QueryEscape(handed.AccessToken)
+
+	for _, c := range []struct{ name, url string }{
+		{"direct", direct},
+		{"through-gateway", through},
+		{"token-from-near-copy", tokenURL},
+	} {
+		b.Run(c.name, func(b *testing.B) {
+			call := func() {
+				resp, err := hc.Get(c.url)
+				if err != nil {
+					b.Fatal(err)
+				}
+				_, _ = io.Copy(io.Discard, resp.Body)
+				resp.Body.Close()
+				if resp.StatusCode != http.StatusOK {
+					b.Fatalf("HTTP %d", resp.StatusCode)
+				}
+			}
+			for range 50 {
+				call() // warm the connections
+			}
+			took := make([]time.Duration, 0, b.N)
+			cpu0 := cpuTime(b)
+			b.ReportAllocs()
+			b.ResetTimer()
+			for b.Loop() {
+				t0 := time.Now()
+				call()
+				took = append(took, time.Since(t0))
+			}
+			b.StopTimer()
+			cpu := cpuTime(b) - cpu0
+			slices.Sort(took)
+			b.ReportMetric(float64(took[len(took)*99/100].Microseconds()), "p99-µs")
+			b.ReportMetric(float64(took[len(took)/2].Microseconds()), "p50-µs")
+			b.ReportMetric(float64(cpu.Microseconds())/float64(len(took)), "cpu-µs/op")
+		})
+	}
+	// The same two calls interleaved in blocks of 20, so both meet the same
+	// load on a shared machine: the fair comparison of latency and CPU.
+	b.Run("interleaved", func(b *testing.B) {
+		var took [2][]time.Duration
+		var cpu [2]time.Duration
+		urls := [2]string{direct, through}
+		for b.Loop() {
+			for k := range 2 {
+				c0 := cpuTime(b)
+				for range 20 {
+					t0 := time.Now()
+					resp, err := hc.Get(urls[k])
+					if err != nil {
+						b.Fatal(err)
+					}
+					_, _ = io.Copy(io.Discard, resp.Body)
+					resp.Body.Close()
+					took[k] = append(took[k], time.Since(t0))
+				}
+				cpu[k] += cpuTime(b) - c0
+			}
+		}
+		b.StopTimer()
+		p := func(d []time.Duration, q int) float64 {
+			slices.Sort(d)
+			return float64(d[len(d)*q/100].Microseconds())
+		}
+		b.ReportMetric(p(took[0], 50), "direct-p50-µs")
+		b.ReportMetric(p(took[1], 50), "gateway-p50-µs")
+		b.ReportMetric(p(took[0], 99), "direct-p99-µs")
+		b.ReportMetric(p(took[1], 99), "gateway-p99-µs")
+		b.ReportMetric(p(took[1], 99)-p(took[0], 99), "added-p99-µs")
+		b.ReportMetric(float64(cpu[1])/float64(cpu[0]), "cpu-ratio")
+	})
+	if st := fake.Stats(app1); st.BusinessSuperseded+st.BusinessExpired+st.BusinessInvalid != 0 {
+		b.Fatalf("dead calls during the benchmark: %+v", st)
+	}
+}
+
+func cpuTime(b *testing.B) time.Duration {
+	var ru syscall.Rusage
+	if err := syscall.Getrusage(syscall.RUSAGE_SELF, &ru); err != nil {
+		b.Fatal(err)
+	}
+	return time.Duration(ru.Utime.Nano() + ru.Stime.Nano())
+}
