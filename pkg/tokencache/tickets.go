@@ -65,8 +65,8 @@ var ErrTicketEnding = errors.New("tokencache: getticket returned a ticket at the
 
 // minTicketUsable is the least usable life worth storing a reused ticket
 // for (a tenth of expires_in if that is less); below it, the fetch fails
-// (ErrTicketEnding) and is retried with backoff until WeChat issues the
-// next ticket.
+// (ErrTicketEnding), and fetching is held until the ticket's end, when
+// WeChat issues the next one.
 const minTicketUsable = 10 * time.Second
 
 // Tickets holds one ticket cache per kind. Build it with NewTickets; it is
@@ -242,7 +242,10 @@ func (s *ticketSource) fetchOnce(ctx context.Context, appID, accessToken string)
 	left := firstSeen.Add(tk.ExpiresIn).Sub(sentAt)
 	usable := left - s.opt.Margin
 	if usable < min(minTicketUsable, tk.ExpiresIn/10) {
-		return wechat.Token{}, &ticketEndingError{kind: s.kind, left: left}
+		// Asked again just after its end (a second, at most a hundredth
+		// of its life): WeChat's count started at the mint, after our send.
+		end := firstSeen.Add(tk.ExpiresIn + min(time.Second, tk.ExpiresIn/100))
+		return wechat.Token{}, &ticketEndingError{kind: s.kind, left: left, end: end}
 	}
 	if firstSeen.Before(sentAt) {
 		s.log.Info("tokencache: getticket returned a ticket seen before; its life counts from then", "app", appID, "kind", s.kind,
@@ -269,9 +272,12 @@ func (s *ticketSource) clearPending(k keys, sentAt time.Time) {
 	_ = clearPending.run(ctx, s.client, []string{k.pending}, clearArgs{Sent: sentAt.UnixMilli()}).Err()
 }
 
+// ticketEndingError is ErrTicketEnding; the cache holds fetching until
+// end, when WeChat issues the next ticket.
 type ticketEndingError struct {
 	kind string
 	left time.Duration
+	end  time.Time // just after the ticket expires, counted from its first sighting
 }
 
 func (e *ticketEndingError) Error() string {

@@ -354,6 +354,19 @@ func TestTicketReusedKeepsItsFirstLife(t *testing.T) {
 	if _, err := k.Refresh(ctx, ticketApp); !errors.Is(err, tokencache.ErrTicketEnding) {
 		t.Errorf("refresh 5 s before the usable end: %v, want ErrTicketEnding", err)
 	}
+	// Held until WeChat's end of the ticket, not retried on a backoff
+	// that only gets the same ticket again.
+	if until, cause := k.Held(ticketApp); !until.Equal(first.ExpiresAt.Add(time.Second)) || !errors.Is(cause, tokencache.ErrTicketEnding) {
+		t.Errorf("held until %v (%v), want just after the ticket's end %v (+1 s)", until, cause, first.ExpiresAt)
+	}
+	calls := f.fake.Stats(ticketApp).TicketCalls
+	if _, err := f.tickets[0].Ticket(ctx, ticketApp, wechat.TicketJSAPI); err != nil {
+		t.Errorf("the stored ticket must still be served until its usable end: %v", err)
+	}
+	clock.Advance(30 * time.Second)
+	if _, err := k.Refresh(ctx, ticketApp); err == nil || f.fake.Stats(ticketApp).TicketCalls != calls {
+		t.Errorf("refresh while held: %v, %d getticket calls more; want held, none", err, f.fake.Stats(ticketApp).TicketCalls-calls)
+	}
 	// Once WeChat's ticket expired, the next one comes.
 	clock.Advance(2 * time.Minute)
 	next, err := f.tickets[0].Ticket(ctx, ticketApp, wechat.TicketJSAPI)
