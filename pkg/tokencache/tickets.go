@@ -30,8 +30,10 @@ import (
 //     saw each ticket (and when a getticket whose reply was lost was sent,
 //     since that call may have minted the ticket seen next), and counts a
 //     ticket's life from there, never from a later reply. A ticket within
-//     the margin of its end is refused: WeChat will not issue the next one
-//     before it expires.
+//     the margin of its end is refused and fetching is held until just
+//     after its end: WeChat will not issue the next one before. If WeChat
+//     then still hands out the same ticket, it has renewed its life (no
+//     mint we could have missed explains it), and the ticket is dated anew.
 //   - Every ticket cache is Classic: a getticket may mint a new ticket that
 //     kills the old one after the overlap, and the cache then caps as it
 //     does for classic tokens. This assumes WeChat keeps a replaced ticket
