@@ -458,7 +458,12 @@ func (c *Cache) hold(st *appState, err error, now time.Time) {
 	st.mu.Lock()
 	defer st.mu.Unlock()
 	var until time.Time
+	var ending *ticketEndingError
 	switch {
+	case errors.As(err, &ending) && ending.end.After(now):
+		// WeChat issues the next ticket once this one has expired: asking
+		// before then only gets it again.
+		until = ending.end
 	case errors.Is(err, wechat.ErrQuota):
 		until = wechat.NextQuotaReset(now)
 	case errors.Is(err, wechat.ErrConfig):

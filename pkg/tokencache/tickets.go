@@ -30,8 +30,10 @@ import (
 //     saw each ticket (and when a getticket whose reply was lost was sent,
 //     since that call may have minted the ticket seen next), and counts a
 //     ticket's life from there, never from a later reply. A ticket within
-//     the margin of its end is refused: WeChat will not issue the next one
-//     before it expires.
+//     the margin of its end is refused and fetching is held until just
+//     after its end: WeChat will not issue the next one before. If WeChat
+//     then still hands out the same ticket, it has renewed its life (no
+//     mint we could have missed explains it), and the ticket is dated anew.
 //   - Every ticket cache is Classic: a getticket may mint a new ticket that
 //     kills the old one after the overlap, and the cache then caps as it
 //     does for classic tokens. This assumes WeChat keeps a replaced ticket
@@ -65,8 +67,8 @@ var ErrTicketEnding = errors.New("tokencache: getticket returned a ticket at the
 
 // minTicketUsable is the least usable life worth storing a reused ticket
 // for (a tenth of expires_in if that is less); below it, the fetch fails
-// (ErrTicketEnding) and is retried with backoff until WeChat issues the
-// next ticket.
+// (ErrTicketEnding), and fetching is held until the ticket's end, when
+// WeChat issues the next one.
 const minTicketUsable = 10 * time.Second
 
 // Tickets holds one ticket cache per kind. Build it with NewTickets; it is
@@ -232,17 +234,27 @@ func (s *ticketSource) fetchOnce(ctx context.Context, appID, accessToken string)
 		}
 		return wechat.Token{}, err
 	}
+	repliedAt := s.now()
+	slack := min(time.Second, tk.ExpiresIn/100) // expires_in is whole seconds
 	res, err := seeTicket.run(ctx, s.client, []string{k.seen + tokenHash(tk.Value), k.pending},
-		seeArgs{Sent: sentAt.UnixMilli(), Life: tk.ExpiresIn.Milliseconds(), TTL: (tk.ExpiresIn + time.Hour).Milliseconds()}).Int64()
+		seeArgs{Sent: sentAt.UnixMilli(), Replied: repliedAt.UnixMilli(), Life: tk.ExpiresIn.Milliseconds(),
+			Slack: slack.Milliseconds(), TTL: (tk.ExpiresIn + time.Hour).Milliseconds()}).Int64Slice()
+	if err == nil && len(res) != 2 {
+		err = fmt.Errorf("seeTicket returned %d values, want 2", len(res))
+	}
 	if err != nil {
 		// Without the record a reused ticket's age is unknown: not stored.
 		return wechat.Token{}, &wechat.RequestError{Endpoint: wechat.EndpointTicket, Sent: true, Err: fmt.Errorf("tokencache: record ticket: %w", err)}
 	}
-	firstSeen := time.UnixMilli(res)
+	firstSeen, firstReply := time.UnixMilli(res[0]), time.UnixMilli(res[1])
 	left := firstSeen.Add(tk.ExpiresIn).Sub(sentAt)
 	usable := left - s.opt.Margin
 	if usable < min(minTicketUsable, tk.ExpiresIn/10) {
-		return wechat.Token{}, &ticketEndingError{kind: s.kind, left: left}
+		// Ask again once even a mint at its first reply would have
+		// expired: WeChat then hands out the next ticket or, if it renewed
+		// this one's life, this one again, which seeTicket dates anew.
+		end := firstReply.Add(tk.ExpiresIn + 2*slack)
+		return wechat.Token{}, &ticketEndingError{kind: s.kind, left: left, end: end}
 	}
 	if firstSeen.Before(sentAt) {
 		s.log.Info("tokencache: getticket returned a ticket seen before; its life counts from then", "app", appID, "kind", s.kind,
@@ -269,9 +281,12 @@ func (s *ticketSource) clearPending(k keys, sentAt time.Time) {
 	_ = clearPending.run(ctx, s.client, []string{k.pending}, clearArgs{Sent: sentAt.UnixMilli()}).Err()
 }
 
+// ticketEndingError is ErrTicketEnding; the cache holds fetching until
+// end, when WeChat issues the next ticket.
 type ticketEndingError struct {
 	kind string
 	left time.Duration
+	end  time.Time // just after the ticket expires, counted from its first sighting
 }
 
 func (e *ticketEndingError) Error() string {
@@ -291,28 +306,34 @@ func newTicketScript(body string) script {
 
 // seeArgs are seeTicket's arguments.
 type seeArgs struct {
-	Sent int64 `json:"sent"` // this getticket's send, ms
-	Life int64 `json:"life"` // expires_in, ms
-	TTL  int64 `json:"ttl"`  // of the seen key, ms
+	Sent    int64 `json:"sent"`    // this getticket's send, ms
+	Replied int64 `json:"replied"` // when its reply came, ms
+	Life    int64 `json:"life"`    // expires_in, ms
+	Slack   int64 `json:"slack"`   // expires_in's rounding, ms
+	TTL     int64 `json:"ttl"`     // of the seen key, ms
 }
 
-// seeTicket records a ticket getticket returned and returns when the fleet
-// first saw it: its first sighting if it was seen before, else this send,
-// or the send of an earlier getticket whose reply was lost (it may have
-// minted this ticket), if that is within one life. Either way the lost
+// seeTicket records a ticket getticket returned and returns {first, reply}:
+// the earliest it can have been minted (the send of its first sighting, or
+// of an earlier getticket whose reply was lost, if that is within one life)
+// and when its first sighting's reply came (it was minted by then). A
+// ticket handed out again after even a mint at that reply would have
+// expired has had its life renewed: it is dated anew. Either way a lost
 // getticket is accounted for.
 //
-// KEYS: seen (of this ticket), pending
+// KEYS: seen (of this ticket: "first reply"), pending
 var seeTicket = newTicketScript(`
-local first = tonumber(redis.call('GET', KEYS[1]) or '')
+local first, reply = string.match(redis.call('GET', KEYS[1]) or '', '^(%d+) (%d+)$')
+first, reply = tonumber(first), tonumber(reply)
 local p = tonumber(redis.call('GET', KEYS[2]) or '')
+if first and a.sent > reply + a.life + a.slack then first = nil end
 if not first then
-  first = a.sent
+  first, reply = a.sent, a.replied
   if p and p < a.sent and p > a.sent - a.life then first = p end
-  redis.call('SET', KEYS[1], string.format('%d', first), 'PX', a.ttl)
+  redis.call('SET', KEYS[1], string.format('%d %d', first, reply), 'PX', a.ttl)
 end
 if p and p <= a.sent then redis.call('DEL', KEYS[2]) end
-return first
+return {first, reply}
 `)
 
 // ticketLifeBound is the longest a ticket lives (WeChat documents 7200

@@ -47,7 +47,8 @@
 // says the whole lifetime. A call while the ticket is valid either returns
 // the same ticket (TicketReuse, the default) or mints a new one whose
 // predecessor keeps working for the ticket grace (TicketRotate,
-// WithTicketGrace): WithTicketRefetch picks. TicketsMinted counts per app
+// WithTicketGrace), or returns the same ticket with its life renewed from
+// that call (TicketRenew): WithTicketRefetch picks. TicketsMinted counts per app
 // and kind. VerifyJSSDK and VerifyCard (and GET PathVerifyJSSDK) check a
 // signature against the app's tickets the way wx.config does, and tell a
 // signature made with a dead ticket (ErrDeadTicketSignature, counted in

@@ -33,6 +33,10 @@ const (
 	// working for the ticket grace (WithTicketGrace), then signatures made
 	// with it fail (the older reports).
 	TicketRotate
+	// TicketRenew answers with the same ticket and renews its life to the
+	// full lifetime from that call (another reading of "expires_in is
+	// always 7200").
+	TicketRenew
 )
 
 func (m TicketRefetch) String() string {
@@ -41,6 +45,8 @@ func (m TicketRefetch) String() string {
 		return "reuse"
 	case TicketRotate:
 		return "rotate"
+	case TicketRenew:
+		return "renew"
 	}
 	return "TicketRefetch(" + strconv.Itoa(int(m)) + ")"
 }
@@ -53,8 +59,8 @@ type ticketConfig struct {
 
 func (c ticketConfig) validate() error {
 	switch {
-	case c.refetch != TicketReuse && c.refetch != TicketRotate:
-		return fmt.Errorf("wechattest: WithTicketRefetch(%v): want TicketReuse or TicketRotate", c.refetch)
+	case c.refetch != TicketReuse && c.refetch != TicketRotate && c.refetch != TicketRenew:
+		return fmt.Errorf("wechattest: WithTicketRefetch(%v): want TicketReuse, TicketRotate or TicketRenew", c.refetch)
 	case c.lifetime <= 0:
 		return fmt.Errorf("wechattest: WithTicketLifetime(%v): the lifetime must be positive", c.lifetime)
 	case c.grace < 0:
@@ -153,6 +159,8 @@ func (s *Server) ticket(appID, kind string) reply {
 		k.all = append(k.all, value)
 		k.minted++
 		a.stats.TicketsMinted++
+	} else if s.cfg.tickets.refetch == TicketRenew {
+		cur.expiresAt = now.Add(s.cfg.tickets.lifetime)
 	}
 	a.stats.TicketCalls++
 	return jsonReply(map[string]any{

@@ -161,3 +161,24 @@ func TestTicketFaults(t *testing.T) {
 		t.Errorf("errcode fault: %s", r.Raw)
 	}
 }
+
+func TestTicketRenew(t *testing.T) {
+	s, c := newFake(t, wechattest.WithTicketRefetch(wechattest.TicketRenew))
+	token := fetchClassic(t, s)
+	first := getTicket(t, s, token, "jsapi")
+	c.Advance(time.Hour)
+	if again := getTicket(t, s, token, "jsapi"); again.Ticket != first.Ticket || again.ExpiresIn != 7200 {
+		t.Fatal("renew: a second call must return the same ticket")
+	}
+	c.Advance(90 * time.Minute) // past its first life, inside the renewed one
+	if st := s.TicketState(testApp, "jsapi", first.Ticket); st != wechattest.Live {
+		t.Errorf("renewed ticket 2.5 h after its mint: %v, want live", st)
+	}
+	c.Advance(30 * time.Minute)
+	if st := s.TicketState(testApp, "jsapi", first.Ticket); st != wechattest.Expired {
+		t.Errorf("2 h after its renewal: %v, want expired", st)
+	}
+	if n := s.TicketsMinted(testApp, "jsapi"); n != 1 {
+		t.Errorf("%d minted, want 1", n)
+	}
+}
