@@ -15,8 +15,11 @@ STATICCHECK := .bin/staticcheck-$(STATICCHECK_VERSION)/staticcheck
 run:
 	$(GO) run ./cmd/refresher-demo serve --demo
 
+# deploy/ is a module of its own (the deployment files' tests, whose
+# Kubernetes and Prometheus dependencies stay out of this module).
 test: ensure-redis node-sdk check
 	$(GO) test -race -count=1 -timeout 20m ./...
+	cd deploy && $(GO) vet ./... && $(GO) test -count=1 -timeout 10m ./...
 
 check: $(STATICCHECK)
 	@out=$$(gofmt -l $$(git ls-files '*.go' 2>/dev/null || find . -name '*.go')); \
