@@ -26,8 +26,14 @@ var ACLCommands = []string{
 	"ping",
 }
 
+// ACLClusterCommands are added to ACLCommands for a Redis Cluster: the
+// cluster client reads the slot map, and the command table (COMMAND,
+// metadata only) to route each command; refused, it asks again before
+// every command (TestACLUserOnCluster).
+var ACLClusterCommands = []string{"cluster|slots", "command"}
+
 // ACLRules are the rules of a least-privilege Redis ACL user for cfg:
-// no command but ACLCommands, no key but those under cfg's key prefix
+// no command but ACLCommands (and ACLClusterCommands on a Cluster), no key but those under cfg's key prefix
 // (and the lease, if it lies outside it), no channel but the events
 // channel. Give them after ACL SETUSER <user> on ><password>:
 //
@@ -37,7 +43,11 @@ var ACLCommands = []string{
 // that it could not be read, and an operator checks the policy instead.
 func ACLRules(cfg *config.Config) []string {
 	rules := []string{"resetkeys", "resetchannels", "-@all"}
-	for _, c := range ACLCommands {
+	commands := ACLCommands
+	if cfg.Redis.Cluster() {
+		commands = append(commands[:len(commands):len(commands)], ACLClusterCommands...)
+	}
+	for _, c := range commands {
 		rules = append(rules, "+"+c)
 	}
 	prefix := cfg.Cache.KeyPrefix

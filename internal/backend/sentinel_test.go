@@ -115,7 +115,7 @@ func awaitMinted(t *testing.T, fake *upstream, n int, within time.Duration) time
 	return time.Now()
 }
 
-// TestSentinelFailover runs two replicas (one leads and refreshes the
+// TestSentinelFailover runs, as the least-privilege ACL user, two replicas (one leads and refreshes the
 // rotating token) and three reader processes against a master, a replica
 // and three sentinels; kills the master (SIGKILL) while they run; and
 // checks that the sentinels promote the replica, that a lock can be taken
@@ -126,9 +126,18 @@ func TestSentinelFailover(t *testing.T) {
 	g := redistest.StartSentinel(t)
 	fake := newUpstream(t, wechattest.WithLifetime(rotatingLifetime), wechattest.WithGrace(rotatingGrace))
 	newCfg := func(identity string) *config.Config {
-		cfg := deployedConfigWith(t, fmt.Sprintf("addrs: [%s], master_name: %s", strings.Join(g.SentinelAddrs(), ", "), redistest.SentinelMasterName), rotatingCache, fake.url)
+		cfg := deployedConfigWith(t, fmt.Sprintf("addrs: [%s], master_name: %s, username: tokenkeeper, password: %q", strings.Join(g.SentinelAddrs(), ", "), redistest.SentinelMasterName, aclPassword), rotatingCache, fake.url)
 		cfg.Identity = identity
 		return cfg
+	}
+	// As deployed: the least-privilege user, on both servers (ACLs are
+	// not replicated).
+	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+	defer cancel()
+	for _, s := range []*redistest.Server{g.Master, g.Replica} {
+		if err := s.Client().Do(ctx, toAny(backend.ACLSetUser(newCfg("x"), "tokenkeeper", aclPassword))...).Err(); err != nil {
+			t.Fatal(err)
+		}
 	}
 	a := startReplica(t, newCfg("sentinel-a"))
 	a.awaitLeading(t, 10*time.Second)
@@ -183,6 +192,15 @@ func TestSentinelFailover(t *testing.T) {
 	}
 	if err := json.Unmarshal([]byte(body), &got); code != http.StatusOK || err != nil || fake.TokenState("wx1", got.AccessToken) != wechattest.Live {
 		t.Errorf("token after the failover: %d %s (%v)", code, body, fake.TokenState("wx1", got.AccessToken))
+	}
+	entries, err := g.Replica.Client().Do(ctx, "ACL", "LOG").Slice()
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, e := range entries {
+		if m, ok := e.(map[any]any); !ok || m["object"] != "config|get" {
+			t.Errorf("the new master's ACL refused something (ACL LOG): %v", e)
+		}
 	}
 	t.Logf("sentinel failover: master killed; replica promoted after %v; lock taken after %v; first refresh after %v; readers: %v; tokens minted %d",
 		promoted.Round(time.Millisecond), locked.Round(time.Millisecond), refreshed.Round(time.Millisecond), rd, fake.Stats("wx1").Minted)

@@ -14,6 +14,11 @@ import (
 // name: with three, a majority (two) survives the loss of one.
 const MinLockAddrs = 3
 
+// Cluster reports whether the addresses are a Redis Cluster's: several,
+// and no master_name (which makes them Sentinels). go-redis's universal
+// client decides the same way.
+func (r *Redis) Cluster() bool { return len(r.Addrs) > 1 && r.MasterName == "" }
+
 // resolveRedisExtra copies the TLS files, the server name and the lock
 // masters from the file, and keeps read for loading the TLS files.
 func resolveRedisExtra(c *Redis, raw *rawRedis, read func(string) ([]byte, error), add func(field, envName, format string, args ...any)) {

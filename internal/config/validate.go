@@ -304,7 +304,7 @@ func (c *Config) problems() []Problem {
 	if c.Redis.DB < 0 {
 		add("redis.db", EnvName("redis.db"), "%d: must not be negative", c.Redis.DB)
 	}
-	if c.Redis.DB != 0 && len(c.Redis.Addrs) > 1 && c.Redis.MasterName == "" {
+	if c.Redis.DB != 0 && c.Redis.Cluster() {
 		add("redis.db", EnvName("redis.db"), "%d: a Redis Cluster (several addrs, no master_name) has only database 0", c.Redis.DB)
 	}
 	c.redisProblems(add)
