@@ -7,10 +7,9 @@ import (
 	"testing"
 	"time"
 
-	"github.com/alicebob/miniredis/v2"
-
 	"github.com/tokenkeeper/tokenkeeper/internal/backend"
 	"github.com/tokenkeeper/tokenkeeper/internal/config"
+	"github.com/tokenkeeper/tokenkeeper/internal/tktest/fleet"
 	"github.com/tokenkeeper/tokenkeeper/pkg/wechattest"
 )
 
@@ -24,14 +23,11 @@ func load(t *testing.T, yaml string) *config.Config {
 }
 
 func TestOpenServesTokensFromTheConfiguredUpstream(t *testing.T) {
-	mr := miniredis.RunT(t)
-	fake := wechattest.New(t, wechattest.WithApp("wx1", "backend-test-secret-1"))
-	cfg := load(t, `
-redis: {addrs: ["`+mr.Addr()+`"]}
-wechat: {base_url: "`+fake.URL()+`"}
+	r := fleet.NewRefresher(t, []wechattest.Option{wechattest.WithApp("wx1", "backend-test-secret-1")}, `
 apps: [{id: wx1, secret: backend-test-secret-1}]
 cache: {key_prefix: "bt:"}
 `)
+	mr, fake, cfg := r.Mini, r.Fake, r.Config
 	cache, client, err := backend.Open(cfg)
 	if err != nil {
 		t.Fatal(err)

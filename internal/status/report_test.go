@@ -8,10 +8,8 @@ import (
 	"testing"
 	"time"
 
-	"github.com/alicebob/miniredis/v2"
-
 	"github.com/tokenkeeper/tokenkeeper/internal/backend"
-	"github.com/tokenkeeper/tokenkeeper/internal/config"
+	"github.com/tokenkeeper/tokenkeeper/internal/tktest/fleet"
 	"github.com/tokenkeeper/tokenkeeper/pkg/tokencache"
 	"github.com/tokenkeeper/tokenkeeper/pkg/wechat"
 	"github.com/tokenkeeper/tokenkeeper/pkg/wechattest"
@@ -51,21 +49,15 @@ func TestReportWrite(t *testing.T) {
 }
 
 func TestGather(t *testing.T) {
-	mr := miniredis.RunT(t)
-	fake := wechattest.New(t, wechattest.WithApp("wx1", "status-secret-1"), wechattest.WithApp("wx2", "status-secret-2"), wechattest.WithApp("wx3", "status-secret-3"))
-	cfg, err := config.Load(config.Options{File: "(test)", Environ: []string{}, YAML: []byte(`
-redis: {addrs: ["` + mr.Addr() + `"]}
-wechat: {base_url: "` + fake.URL() + `"}
+	r := fleet.NewRefresher(t, []wechattest.Option{wechattest.WithApp("wx1", "status-secret-1"), wechattest.WithApp("wx2", "status-secret-2"), wechattest.WithApp("wx3", "status-secret-3")}, `
 apps:
   - {id: wx1, secret: status-secret-1}
   - {id: wx2, secret: status-secret-2, mode: stable}
   - {id: wx3, secret: status-secret-3}
 cache: {key_prefix: "st:"}
 lease: {name: "st:leader"}
-`)})
-	if err != nil {
-		t.Fatal(err)
-	}
+`)
+	mr, cfg := r.Mini, r.Config
 	cache, client, err := backend.Open(cfg)
 	if err != nil {
 		t.Fatal(err)
