@@ -365,6 +365,17 @@ func TestGatewayServedOnItsOwnListener(t *testing.T) {
 	if got := httpBody("http://" + gw + "/cgi-bin/getcallbackip?access_token=" + tok.AccessToken); !strings.Contains(got, "ip_list") {
 		t.Fatalf("business call through the gateway: %q", got)
 	}
+	// getticket comes from the replica's ticket cache though no app keeps
+	// tickets warm: two SDK calls, one ticket minted upstream.
+	for i := 0; i < 2; i++ {
+		got := httpBody("http://" + gw + "/cgi-bin/ticket/getticket?type=jsapi&access_token=" + tok.AccessToken)
+		if want := fake.CurrentTicket("wxa", wechat.TicketJSAPI); want == "" || !strings.Contains(got, `"ticket":"`+want+`"`) {
+			t.Fatalf("getticket through the gateway: %q, want the fake's current ticket", got)
+		}
+	}
+	if n := fake.TicketsMinted("wxa", wechat.TicketJSAPI); n != 1 {
+		t.Errorf("two getticket calls through the gateway minted %d tickets upstream, want 1 (served from the ticket cache)", n)
+	}
 	if got := httpStatus("http://" + admin + tokenPath); got != http.StatusNotFound {
 		t.Errorf("the admin listener answered the gateway's path with %d, want 404", got)
 	}

@@ -84,8 +84,8 @@ func Serve(ctx context.Context, cfg *config.Config, log *slog.Logger, opts ...re
 	return runErr
 }
 
-// newGateway builds the gateway of replica r from cfg. Tickets are not
-// wired yet: getticket is relayed upstream until a ticket cache is.
+// newGateway builds the gateway of replica r from cfg; getticket is served
+// from the replica's ticket caches.
 func newGateway(cfg *config.Config, r *refresher.Replica, log *slog.Logger) (*gateway.Gateway, error) {
 	m, err := gateway.NewMetrics(r.Registry())
 	if err != nil {
@@ -100,8 +100,13 @@ func newGateway(cfg *config.Config, r *refresher.Replica, log *slog.Logger) (*ga
 		creds[i] = gateway.Credential{Name: k.Name, Key: k.Key, Apps: k.Apps}
 	}
 	g := cfg.Gateway
+	var tickets gateway.Tickets
+	if t := r.Tickets(); t != nil { // a nil *Tickets must not become a non-nil interface
+		tickets = t
+	}
 	return gateway.New(gateway.Config{
 		Tokens:          r.Cache(),
+		Tickets:         tickets,
 		Apps:            apps,
 		Credentials:     creds,
 		AcceptAppSecret: g.AcceptAppSecret,

@@ -21,10 +21,12 @@ import (
 // wireTickets builds the ticket caches, their metrics and one scheduler
 // per kind that some app keeps warm (each treats its ticket cache as the
 // token scheduler treats the token cache). Nothing is built when no app
-// lists tickets.
+// lists tickets and no gateway serves them.
 func (r *Replica) wireTickets(reg prometheus.Registerer) ([]*scheduler.Scheduler, error) {
 	byKind := r.cfg.TicketApps()
-	if len(byKind) == 0 {
+	// The gateway serves getticket for every app, kept warm or not: without
+	// a ticket cache each SDK call would mint a ticket of its own upstream.
+	if len(byKind) == 0 && r.cfg.Gateway.Addr == "" {
 		return nil, nil
 	}
 	tm, err := metrics.NewTicketMetrics(reg)
@@ -67,6 +69,9 @@ func (r *Replica) wireTickets(reg prometheus.Registerer) ([]*scheduler.Scheduler
 	tm.SetSource(ticketGauges(r.tickets, byKind))
 	return out, nil
 }
+
+// Tickets is the replica's ticket caches, nil when none are built.
+func (r *Replica) Tickets() *tokencache.Tickets { return r.tickets }
 
 // ticketsAPI is the replica's tickets for the HTTP API, nil (no ticket
 // routes) when none are kept.
