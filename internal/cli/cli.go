@@ -186,6 +186,9 @@ func dispatch(ctx context.Context, args []string, stdout, stderr io.Writer, runD
 	for _, name := range cfg.UnusedEnv {
 		log.Warn("refresher: environment variable set but not read (a typo, or an app that is not listed?)", "var", name)
 	}
+	for _, w := range cfg.Warnings {
+		log.Warn("refresher: configuration: " + w)
+	}
 	// token, invalidate and status talk to Redis directly with the
 	// replicas' configuration: they need no running replica.
 	switch cmd {

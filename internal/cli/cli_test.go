@@ -42,7 +42,7 @@ func TestDemoHook(t *testing.T) {
 	var gotPrint bool
 	demo := func(_ context.Context, fs *pflag.FlagSet, printConfig bool, stdout, _ io.Writer) error {
 		calls++
-		cfg, err := config.Load(config.Options{File: "(test)", YAML: []byte("apps: [{id: wx1, secret: s}]\n"), Environ: []string{}, Flags: fs})
+		cfg, err := config.Load(config.Options{File: "(test)", YAML: []byte("apps: [{id: wx0123456789abcdef, secret: s}]\n"), Environ: []string{}, Flags: fs})
 		if err != nil {
 			return err
 		}

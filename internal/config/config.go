@@ -30,6 +30,10 @@ type Config struct {
 	// UnusedEnv lists the TOKENKEEPER_ variables that were set but not
 	// read: most likely typos, or per-app variables of an unlisted app.
 	UnusedEnv []string
+	// Warnings are things that work but should not be so (a secret file
+	// readable by everyone); the caller logs them. They name paths, never
+	// secrets.
+	Warnings []string
 }
 
 // Redis says how to reach the Redis holding tokens and the lease.
@@ -206,7 +210,9 @@ type rawCache struct {
 	LockTTL      string `mapstructure:"lock_ttl"`
 	FetchTimeout string `mapstructure:"fetch_timeout"`
 	NearMaxAge   string `mapstructure:"near_max_age"`
-	DailyBudget  int    `mapstructure:"daily_budget"`
+	// A string, parsed by resolve, so that an overflow is reported as
+	// one rather than wrapped around to a negative number.
+	DailyBudget string `mapstructure:"daily_budget"`
 }
 
 type rawLease struct {

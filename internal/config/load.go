@@ -4,6 +4,8 @@ import (
 	"bytes"
 	"errors"
 	"fmt"
+	"io/fs"
+	"math"
 	"os"
 	"sort"
 	"strconv"
@@ -31,6 +33,10 @@ type Options struct {
 	// ReadFile reads files (the config file, secret_file, key_file,
 	// password_file); nil means os.ReadFile.
 	ReadFile func(name string) ([]byte, error)
+	// Stat reports a secret or key file's mode, to warn about one readable
+	// by everyone. Nil means os.Stat when ReadFile is nil too, else no
+	// check (a fake filesystem has no modes).
+	Stat func(name string) (fs.FileInfo, error)
 }
 
 // flagKeys maps the flags RegisterFlags defines to their keys.
@@ -170,7 +176,11 @@ func Load(o Options) (cfg *Config, err error) {
 	}
 	applyEnvLists(&raw, env, used)
 
-	cfg, problems := resolve(&raw, env, read)
+	stat := o.Stat
+	if stat == nil && o.ReadFile == nil {
+		stat = os.Stat
+	}
+	cfg, problems := resolve(&raw, env, read, stat)
 	cfg.File = file
 	// A secret_env may name a TOKENKEEPER_ variable; it is read, not unused.
 	used[raw.Redis.PasswordEnv] = true
@@ -186,7 +196,13 @@ func Load(o Options) (cfg *Config, err error) {
 		}
 	}
 	sort.Strings(cfg.UnusedEnv)
-	problems = append(problems, cfg.problems()...)
+	// A value that could not be read (a bad duration) is zero: its rules
+	// would report it a second time.
+	for _, p := range cfg.problems() {
+		if !hasField(problems, p.Field) {
+			problems = append(problems, p)
+		}
+	}
 	if len(problems) > 0 {
 		return nil, &Error{File: file, Problems: problems}
 	}
@@ -342,7 +358,9 @@ func checkScalar(def any, val string) string {
 	var err error
 	switch def.(type) {
 	case int:
-		_, err = strconv.Atoi(strings.TrimSpace(val))
+		if _, err = strconv.Atoi(strings.TrimSpace(val)); errors.Is(err, strconv.ErrRange) {
+			return fmt.Sprintf("%s is too large (or too small): at most %d", shown(val), math.MaxInt)
+		}
 	case bool:
 		_, err = strconv.ParseBool(strings.TrimSpace(val))
 	case float64:

@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"io/fs"
 	"log/slog"
+	"math"
 	"net"
 	"net/url"
 	"os"
@@ -65,8 +66,10 @@ func (e *Error) Error() string {
 // resolve turns the decoded file into a Config: durations parsed, secrets
 // read from where they are, modes and levels parsed. What cannot be
 // resolved becomes a Problem.
-func resolve(raw *rawConfig, env map[string]string, read func(string) ([]byte, error)) (*Config, []Problem) {
+func resolve(raw *rawConfig, env map[string]string, read func(string) ([]byte, error), stat func(string) (fs.FileInfo, error)) (*Config, []Problem) {
 	var ps []Problem
+	var warnings []string
+	files := fileReader{read: read, stat: stat, warn: func(w string) { warnings = append(warnings, w) }}
 	add := func(field, envName, format string, args ...any) {
 		ps = append(ps, Problem{Field: field, Env: envName, Reason: fmt.Sprintf(format, args...)})
 	}
@@ -100,24 +103,24 @@ func resolve(raw *rawConfig, env map[string]string, read func(string) ([]byte, e
 		field: "redis.password", envBase: EnvPrefix + "REDIS_PASSWORD", optional: true,
 		inline: raw.Redis.Password, envRef: raw.Redis.PasswordEnv, file: raw.Redis.PasswordFile,
 		inlineFrom: inlineEnv(env, "redis.password"),
-	}, env, read, add)
+	}, env, files, add)
 
 	c.WeChat.BaseURL = strings.TrimSpace(raw.WeChat.BaseURL)
 	c.WeChat.Timeout = dur("wechat.timeout", raw.WeChat.Timeout)
 
 	for i, a := range raw.Apps {
 		id := strings.TrimSpace(a.ID)
-		field := fmt.Sprintf("apps[%d] (%s)", i, id)
+		field := appLabel(i, id)
 		app := App{ID: id}
 		mode, err := wechat.ParseMode(strings.TrimSpace(a.Mode))
 		if err != nil {
-			add(field+".mode", AppEnv(id)+"MODE", "unknown mode %s: want classic or stable", shown(a.Mode))
+			add(field+".mode", appEnv(id)+"MODE", "unknown mode %s: want classic or stable", shown(a.Mode))
 		}
 		app.Mode = mode
 		app.Secret, app.SecretFrom = resolveSecret(secretSpec{
-			field: field + ".secret", envBase: AppEnv(id) + "SECRET",
+			field: field + ".secret", envBase: appEnv(id) + "SECRET",
 			inline: a.Secret, envRef: a.SecretEnv, file: a.SecretFile, inlineFrom: a.inlineFrom,
-		}, env, read, add)
+		}, env, files, add)
 		c.Apps = append(c.Apps, app)
 	}
 
@@ -129,7 +132,7 @@ func resolve(raw *rawConfig, env map[string]string, read func(string) ([]byte, e
 	c.Cache.LockTTL = dur("cache.lock_ttl", raw.Cache.LockTTL)
 	c.Cache.FetchTimeout = dur("cache.fetch_timeout", raw.Cache.FetchTimeout)
 	c.Cache.NearMaxAge = dur("cache.near_max_age", raw.Cache.NearMaxAge)
-	c.Cache.DailyBudget = raw.Cache.DailyBudget
+	c.Cache.DailyBudget = parseBudget(raw.Cache.DailyBudget, add)
 	c.Lease = Lease{
 		Name:          raw.Lease.Name,
 		Duration:      dur("lease.duration", raw.Lease.Duration),
@@ -141,7 +144,7 @@ func resolve(raw *rawConfig, env map[string]string, read func(string) ([]byte, e
 	c.HTTP.InvalidateRate = raw.HTTP.InvalidateRate
 	for i, k := range raw.HTTP.APIKeys {
 		name := strings.TrimSpace(k.Name)
-		field := fmt.Sprintf("http.api_keys[%d] (%s)", i, name)
+		field := keyLabel(i, name)
 		key := APIKey{Name: name}
 		for _, app := range k.Apps {
 			if app = strings.TrimSpace(app); app != "" {
@@ -149,9 +152,9 @@ func resolve(raw *rawConfig, env map[string]string, read func(string) ([]byte, e
 			}
 		}
 		key.Key, key.KeyFrom = resolveSecret(secretSpec{
-			field: field + ".key", envBase: APIKeyEnv(name) + "KEY", sourceNames: [3]string{"key", "key_env", "key_file"},
+			field: field + ".key", envBase: apiKeyEnv(name) + "KEY", sourceNames: [3]string{"key", "key_env", "key_file"},
 			inline: k.Key, envRef: k.KeyEnv, file: k.KeyFile, inlineFrom: k.inlineFrom,
-		}, env, read, add)
+		}, env, files, add)
 		c.HTTP.APIKeys = append(c.HTTP.APIKeys, key)
 	}
 
@@ -168,7 +171,27 @@ func resolve(raw *rawConfig, env map[string]string, read func(string) ([]byte, e
 	default:
 		add("log.level", EnvName("log.level"), "unknown level %s: want debug, info, warn or error", shown(raw.Log.Level))
 	}
+	c.Warnings = warnings
 	return c, ps
+}
+
+// parseBudget reads daily_budget, reporting an overflow as one (the
+// decoder would wrap it around to a negative number).
+func parseBudget(s string, add func(field, env, format string, args ...any)) int {
+	const key = "cache.daily_budget"
+	s = strings.TrimSpace(s)
+	n, err := strconv.ParseInt(s, 10, 0)
+	switch {
+	case err == nil:
+		return int(n)
+	case errors.Is(err, strconv.ErrRange) && !strings.HasPrefix(s, "-"):
+		add(key, EnvName(key), "%s is too large: at most %d (WeChat allows 2000 classic fetches a day; 0 = no cap)", shown(s), math.MaxInt)
+	case errors.Is(err, strconv.ErrRange):
+		add(key, EnvName(key), "%s is out of range: must not be negative (0 = no cap)", shown(s))
+	default:
+		add(key, EnvName(key), "%s is not an integer", shown(s))
+	}
+	return 0
 }
 
 type secretSpec struct {
@@ -182,8 +205,16 @@ type secretSpec struct {
 
 }
 
+// fileReader reads secret and key files, and warns (through warn) about one
+// readable by everyone.
+type fileReader struct {
+	read func(string) ([]byte, error)
+	stat func(string) (fs.FileInfo, error) // nil: no mode check
+	warn func(string)
+}
+
 // resolveSecret reads a secret from exactly one of its three sources.
-func resolveSecret(s secretSpec, env map[string]string, read func(string) ([]byte, error), add func(field, env, format string, args ...any)) (wechat.Secret, string) {
+func resolveSecret(s secretSpec, env map[string]string, files fileReader, add func(field, env, format string, args ...any)) (wechat.Secret, string) {
 	names := s.sourceNames
 	if names[0] == "" {
 		base := s.field[strings.LastIndexByte(s.field, '.')+1:]
@@ -220,19 +251,56 @@ func resolveSecret(s secretSpec, env map[string]string, read func(string) ([]byt
 		}
 		return wechat.Secret(val), "env " + s.envRef
 	default:
-		data, err := read(s.file)
+		// A path is not a secret: it is named in full, so the operator
+		// finds the file. The content is never quoted.
+		path := strconv.Quote(s.file)
+		data, err := files.read(s.file)
 		if err != nil {
-			// A read error names the path, never the content.
-			add(s.field, s.envBase+"_FILE", "%s %s: %s", names[2], shown(s.file), readFailure(err))
+			add(s.field, s.envBase+"_FILE", "%s %s: %s", names[2], path, readFailure(err))
 			return "", ""
 		}
-		val := strings.TrimRight(string(data), "\r\n")
-		if strings.TrimSpace(val) == "" {
-			add(s.field, s.envBase+"_FILE", "%s %s is empty", names[2], shown(s.file))
+		val, problem := fileSecret(data)
+		if problem != "" {
+			add(s.field, s.envBase+"_FILE", "%s %s %s", names[2], path, problem)
 			return "", ""
+		}
+		if files.stat != nil {
+			if fi, err := files.stat(s.file); err == nil && fi.Mode().Perm()&0o004 != 0 {
+				files.warn(fmt.Sprintf("%s: %s %s is readable by everyone (mode %04o): chmod o-r it", s.field, names[2], path, fi.Mode().Perm()))
+			}
 		}
 		return wechat.Secret(val), "file " + s.file
 	}
+}
+
+// fileSecret is a secret file's content without its one trailing newline
+// ("\n" or "\r\n", as editors and `echo` write it), or why the content is
+// refused. Any other whitespace is refused rather than trimmed: a key with
+// a trailing space compares unequal to what clients send (every request
+// 401), and a second line is most likely a file holding something else.
+// The reason gives offsets and byte values, never the content.
+func fileSecret(data []byte) (string, string) {
+	s := string(data)
+	if t, ok := strings.CutSuffix(s, "\r\n"); ok {
+		s = t
+	} else {
+		s = strings.TrimSuffix(s, "\n")
+	}
+	if strings.TrimSpace(s) == "" {
+		return "", "is empty"
+	}
+	for i := 0; i < len(s); i++ {
+		c := s[i]
+		switch {
+		case c == '\n' || c == '\r':
+			return "", fmt.Sprintf("has more than one line (a line break at byte %d): it must hold the secret alone, with at most one trailing newline", i)
+		case c == ' ' || c == '\t' || c == '\v' || c == '\f':
+			return "", fmt.Sprintf("has whitespace (byte 0x%02x at offset %d of %d): it must hold the secret alone, with at most one trailing newline; nothing is trimmed but that newline", c, i, len(s))
+		case c < 0x20 || c == 0x7f:
+			return "", fmt.Sprintf("has a control character (byte 0x%02x at offset %d)", c, i)
+		}
+	}
+	return s, ""
 }
 
 // Validate checks a Config built by hand (Load already calls it).
@@ -286,8 +354,8 @@ func (c *Config) problems() []Problem {
 	seen := map[string]int{}
 	envSeen := map[string]string{}
 	for i, a := range c.Apps {
-		field := fmt.Sprintf("apps[%d] (%s)", i, a.ID)
-		if reason := appIDProblem(a.ID); reason != "" {
+		field := appLabel(i, a.ID)
+		if reason := appIDProblem(a.ID, isWeChat(c.WeChat.BaseURL)); reason != "" {
 			add(field+".id", EnvPrefix+"APPS", "%s", reason)
 			continue
 		}
@@ -330,15 +398,18 @@ func (c *Config) problems() []Problem {
 		_ = host
 		add("http.addr", EnvName("http.addr"), "%s is not host:port (e.g. 127.0.0.1:8080 or :8080)", shown(c.HTTP.Addr))
 	}
-	if !(c.HTTP.InvalidateRate > 0) {
-		add("http.invalidate_rate", EnvName("http.invalidate_rate"), "%v: must be positive (reports per API key per second)", c.HTTP.InvalidateRate)
+	if !(c.HTTP.InvalidateRate > 0) || math.IsInf(c.HTTP.InvalidateRate, 0) {
+		// +Inf would be rate.Inf: no limit at all.
+		add("http.invalidate_rate", EnvName("http.invalidate_rate"), "%v: must be a finite positive number (reports per API key per second)", c.HTTP.InvalidateRate)
 	}
 	names := map[string]int{}
 	for i, k := range c.HTTP.APIKeys {
-		field := fmt.Sprintf("http.api_keys[%d] (%s)", i, k.Name)
-		p := APIKeyEnv(k.Name)
+		field := keyLabel(i, k.Name)
+		p := apiKeyEnv(k.Name)
 		if k.Name == "" {
 			add(field+".name", EnvPrefix+"HTTP_API_KEYS", "must not be empty: it names the key in logs")
+		} else if reason := apiKeyNameProblem(k.Name); reason != "" {
+			add(field+".name", EnvPrefix+"HTTP_API_KEYS", "%s %s", shown(k.Name), reason)
 		} else if j, dup := names[k.Name]; dup {
 			add(field+".name", EnvPrefix+"HTTP_API_KEYS", "duplicate name: http.api_keys[%d] has it too", j)
 		} else {
@@ -352,13 +423,17 @@ func (c *Config) problems() []Problem {
 		}
 		for _, app := range k.Apps {
 			if _, ok := seen[app]; !ok && app != "*" {
-				add(field+".apps", p+"APPS", "unknown appid %s: not in apps", shown(app))
+				shownApp := shown(app)
+				if displayableID(app) {
+					shownApp = strconv.Quote(app)
+				}
+				add(field+".apps", p+"APPS", "unknown appid %s: not in apps", shownApp)
 			}
 		}
 		for j := range i {
 			o := c.HTTP.APIKeys[j]
 			if k.Key != "" && subtle.ConstantTimeCompare([]byte(k.Key.Reveal()), []byte(o.Key.Reveal())) == 1 {
-				add(field+".key", p+"KEY", "same key as http.api_keys[%d] (%s): give each client its own", j, o.Name)
+				add(field+".key", p+"KEY", "same key as %s: give each client its own", keyLabel(j, o.Name))
 			}
 		}
 	}
@@ -391,12 +466,89 @@ func validPort(s string) bool {
 	return err == nil && n >= 0 && n <= 65535
 }
 
-// appIDProblem applies tokencache's rule for appids (they name Redis keys).
-func appIDProblem(id string) string {
+// appIDProblem applies tokencache's rule for appids (they name Redis keys)
+// and WeChat's (wechat.AppIDProblem). WeChat's shape is required of apps
+// fetched from WeChat itself (wechatShape); a test or relay upstream may
+// name its apps as it likes, but an appid shaped like an AppSecret is
+// refused whatever the upstream.
+func appIDProblem(id string, wechatShape bool) string {
 	if reason := tokencache.AppIDProblem(id); reason != "" {
 		return fmt.Sprintf("appid %s: %s", shown(id), reason)
 	}
+	if reason := wechat.AppIDProblem(id); reason != "" && (wechatShape || wechat.LooksLikeAppSecret(id)) {
+		return fmt.Sprintf("appid %s %s", shown(id), reason)
+	}
 	return ""
+}
+
+// isWeChat reports whether baseURL is WeChat's own API host, whose appids
+// all have WeChat's shape.
+func isWeChat(baseURL string) bool {
+	u, err := url.Parse(baseURL)
+	def, _ := url.Parse(wechat.DefaultBaseURL)
+	return err == nil && strings.EqualFold(u.Hostname(), def.Hostname())
+}
+
+// displayableID reports whether an appid may be printed in full: it may be
+// the AppSecret, pasted into TOKENKEEPER_APPS.
+func displayableID(id string) bool {
+	return tokencache.AppIDProblem(id) == "" && !wechat.LooksLikeAppSecret(id)
+}
+
+// appLabel names apps[i] in a Problem: with its appid when that is
+// displayable, else with the appid shortened by shown.
+func appLabel(i int, id string) string {
+	if displayableID(id) {
+		return fmt.Sprintf("apps[%d] (%s)", i, id)
+	}
+	return fmt.Sprintf("apps[%d] (%s)", i, shown(id))
+}
+
+// appEnv is AppEnv for a Problem: a variable named after an invalid appid
+// would spell the appid out in full, so such an app is pointed to by
+// placeholder.
+func appEnv(id string) string {
+	if displayableID(id) {
+		return AppEnv(id)
+	}
+	return EnvPrefix + "APPS_<APPID>_"
+}
+
+// maxAPIKeyNameLen bounds an API key's name.
+const maxAPIKeyNameLen = 32
+
+// apiKeyNameProblem is the rule for API key names: they appear in logs and
+// metrics, and in variable names, so they are short words: a lower-case
+// letter, then lower-case letters, digits, '-', '_' or '.'. Most random
+// keys (base64, or hex longer than 32) break it, so a key pasted where its
+// name goes is refused and not printed.
+func apiKeyNameProblem(name string) string {
+	if name == "" || len(name) > maxAPIKeyNameLen || name[0] < 'a' || name[0] > 'z' {
+		return fmt.Sprintf("is not a name: 1 to %d characters, starting with a lower-case letter (e.g. billing-backend); is it a key pasted where its name goes?", maxAPIKeyNameLen)
+	}
+	for i := 0; i < len(name); i++ {
+		c := name[i]
+		if !(c >= 'a' && c <= 'z' || c >= '0' && c <= '9' || c == '-' || c == '_' || c == '.') {
+			return "is not a name: only lower-case letters, digits, '-', '_' and '.' are allowed; is it a key pasted where its name goes?"
+		}
+	}
+	return ""
+}
+
+// keyLabel names http.api_keys[i] in a Problem, like appLabel.
+func keyLabel(i int, name string) string {
+	if apiKeyNameProblem(name) == "" {
+		return fmt.Sprintf("http.api_keys[%d] (%s)", i, name)
+	}
+	return fmt.Sprintf("http.api_keys[%d] (%s)", i, shown(name))
+}
+
+// apiKeyEnv is APIKeyEnv for a Problem, like appEnv.
+func apiKeyEnv(name string) string {
+	if apiKeyNameProblem(name) == "" {
+		return APIKeyEnv(name)
+	}
+	return EnvPrefix + "HTTP_API_KEYS_<NAME>_"
 }
 
 // inlineEnv labels an inline value that came from the key's own variable.

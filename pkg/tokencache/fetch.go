@@ -268,7 +268,7 @@ func (a *attempt) send(ctx context.Context) (wechat.Token, error) {
 	up, err := c.src.Fetch(fctx, st.id)
 	cancel()
 	if err == nil {
-		err = checkUpstream(up)
+		err = checkUpstream(up, st.mode)
 	}
 	if err != nil {
 		c.stats.fetchErrors.Add(1)
@@ -406,7 +406,7 @@ func (c *Cache) fetchUnlocked(ctx context.Context, st *appState) (Token, error) 
 		c.stats.fetches.Add(1)
 		up, err := c.src.Fetch(fctx, st.id)
 		if err == nil {
-			err = checkUpstream(up)
+			err = checkUpstream(up, st.mode)
 		}
 		if err != nil {
 			c.stats.fetchErrors.Add(1)
@@ -506,16 +506,30 @@ func (c *Cache) emit(st *appState, result string, d time.Duration, err error) {
 }
 
 // checkUpstream refuses what no Source should return; a bad token must never
-// reach Redis.
-func checkUpstream(t wechat.Token) error {
-	if t.Value == "" || len(t.Value) > maxTokenLen {
-		return fmt.Errorf("%w: source returned a token of %d bytes", wechat.ErrMalformedReply, len(t.Value))
+// reach Redis. What the record's grammar cannot hold is a malformed reply
+// of the mode's endpoint (*wechat.ReplyError: transient, and a classic fetch
+// may have minted), like any other reply the client refuses. The reasons
+// give offsets and byte values, never the token.
+func checkUpstream(t wechat.Token, mode wechat.Mode) error {
+	endpoint := wechat.EndpointToken
+	if mode == wechat.Stable {
+		endpoint = wechat.EndpointStableToken
 	}
-	if !tokenBytes(t.Value) {
-		return fmt.Errorf("%w: source returned a token with a byte outside printable ASCII or a '|'", wechat.ErrMalformedReply)
+	malformed := func(format string, args ...any) error {
+		return &wechat.ReplyError{Endpoint: endpoint, Reason: "source returned " + fmt.Sprintf(format, args...)}
+	}
+	if t.Value == "" || len(t.Value) > maxTokenLen {
+		return malformed("an access_token of %d bytes (want 1 to %d)", len(t.Value), maxTokenLen)
+	}
+	if i := badTokenByte(t.Value); i >= 0 {
+		if c := t.Value[i]; c == '|' {
+			return malformed("an access_token with a '|' at offset %d, which the token record cannot hold", i)
+		} else {
+			return malformed("an access_token with byte 0x%02x at offset %d, outside printable ASCII", c, i)
+		}
 	}
 	if t.ExpiresIn <= 0 || t.ExpiresIn > maxTokenLife {
-		return fmt.Errorf("%w: source returned expires_in %v", wechat.ErrMalformedReply, t.ExpiresIn)
+		return malformed("expires_in %v (want more than 0, at most %v)", t.ExpiresIn, maxTokenLife)
 	}
 	return nil
 }
