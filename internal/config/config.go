@@ -23,6 +23,7 @@ type Config struct {
 	Cache    Cache
 	Lease    Lease
 	HTTP     HTTP
+	Metrics  Metrics
 	Log      Log
 
 	// File is the configuration file that was read ("" if none).
@@ -102,6 +103,30 @@ type HTTP struct {
 	// InvalidateRate is how many passive refreshes per second one app may
 	// ask for.
 	InvalidateRate float64
+	// AllowUnauthenticated lets serve run without API keys on an address
+	// other than loopback. Without it, that is refused: anyone who can
+	// reach the port could read every token.
+	AllowUnauthenticated bool
+	// TLS, when its files are set, serves the API over HTTPS.
+	TLS TLSFiles
+}
+
+// TLSFiles names a PEM certificate (chain) and its key. Both or neither.
+// They are re-read on a reload (see package internal/tlsfiles).
+type TLSFiles struct {
+	CertFile string
+	KeyFile  string
+}
+
+// Enabled reports whether TLS is configured.
+func (t TLSFiles) Enabled() bool { return t.CertFile != "" || t.KeyFile != "" }
+
+// Metrics configures the operations listener.
+type Metrics struct {
+	// Addr, when set, serves /metrics, /healthz and /readyz on a listener
+	// of their own, and no longer /metrics on the API's; "" keeps them on
+	// the API's listener.
+	Addr string
 }
 
 // APIKey lets the bearer of Key read the tokens of Apps ("*" = all).
@@ -110,6 +135,8 @@ type APIKey struct {
 	Key     wechat.Secret
 	Apps    []string
 	KeyFrom string
+	// Admin lets the key call the admin endpoints (POST /admin/reload).
+	Admin bool
 }
 
 // Log configures the process's slog logger.
@@ -133,47 +160,61 @@ func (c *Config) AppIDs() []string {
 var defaultCache = tokencache.DefaultConfig()
 
 var defaults = map[string]any{
-	"identity":             "",
-	"redis.addrs":          []string{"127.0.0.1:6379"},
-	"redis.username":       "",
-	"redis.password":       "",
-	"redis.password_env":   "",
-	"redis.password_file":  "",
-	"redis.db":             0,
-	"redis.tls":            false,
-	"redis.master_name":    "",
-	"wechat.base_url":      wechat.DefaultBaseURL,
-	"wechat.timeout":       "10s",
-	"cache.key_prefix":     defaultCache.KeyPrefix,
-	"cache.refresh_ahead":  defaultCache.RefreshAhead.String(),
-	"cache.margin":         defaultCache.Margin.String(),
-	"cache.overlap":        defaultCache.Overlap.String(),
-	"cache.lock_ttl":       defaultCache.LockTTL.String(),
-	"cache.fetch_timeout":  defaultCache.FetchTimeout.String(),
-	"cache.near_max_age":   defaultCache.NearMaxAge.String(),
-	"cache.daily_budget":   defaultCache.DailyBudget,
-	"lease.name":           "tokenkeeper:leader",
-	"lease.duration":       "15s",
-	"lease.renew_deadline": "10s",
-	"lease.retry_period":   "2s",
-	"http.addr":            "127.0.0.1:8080",
-	"http.invalidate_rate": 1.0,
-	"log.level":            "info",
-	"log.format":           "text",
+	"identity":                   "",
+	"redis.addrs":                []string{"127.0.0.1:6379"},
+	"redis.username":             "",
+	"redis.password":             "",
+	"redis.password_env":         "",
+	"redis.password_file":        "",
+	"redis.db":                   0,
+	"redis.tls":                  false,
+	"redis.master_name":          "",
+	"wechat.base_url":            wechat.DefaultBaseURL,
+	"wechat.timeout":             "10s",
+	"cache.key_prefix":           defaultCache.KeyPrefix,
+	"cache.refresh_ahead":        defaultCache.RefreshAhead.String(),
+	"cache.margin":               defaultCache.Margin.String(),
+	"cache.overlap":              defaultCache.Overlap.String(),
+	"cache.lock_ttl":             defaultCache.LockTTL.String(),
+	"cache.fetch_timeout":        defaultCache.FetchTimeout.String(),
+	"cache.near_max_age":         defaultCache.NearMaxAge.String(),
+	"cache.daily_budget":         defaultCache.DailyBudget,
+	"lease.name":                 "tokenkeeper:leader",
+	"lease.duration":             "15s",
+	"lease.renew_deadline":       "10s",
+	"lease.retry_period":         "2s",
+	"http.addr":                  "127.0.0.1:8080",
+	"http.invalidate_rate":       1.0,
+	"http.allow_unauthenticated": false,
+	"http.tls.cert_file":         "",
+	"http.tls.key_file":          "",
+	"metrics.addr":               "",
+	"log.level":                  "info",
+	"log.format":                 "text",
 }
 
 // rawConfig is the file's shape, decoded by viper (mapstructure) before
 // secrets are resolved and durations parsed, so that every error can name
 // its field.
 type rawConfig struct {
-	Identity string    `mapstructure:"identity"`
-	Redis    rawRedis  `mapstructure:"redis"`
-	WeChat   rawWeChat `mapstructure:"wechat"`
-	Apps     []rawApp  `mapstructure:"apps"`
-	Cache    rawCache  `mapstructure:"cache"`
-	Lease    rawLease  `mapstructure:"lease"`
-	HTTP     rawHTTP   `mapstructure:"http"`
-	Log      rawLog    `mapstructure:"log"`
+	Identity string     `mapstructure:"identity"`
+	Redis    rawRedis   `mapstructure:"redis"`
+	WeChat   rawWeChat  `mapstructure:"wechat"`
+	Apps     []rawApp   `mapstructure:"apps"`
+	Cache    rawCache   `mapstructure:"cache"`
+	Lease    rawLease   `mapstructure:"lease"`
+	HTTP     rawHTTP    `mapstructure:"http"`
+	Metrics  rawMetrics `mapstructure:"metrics"`
+	Log      rawLog     `mapstructure:"log"`
+}
+
+type rawMetrics struct {
+	Addr string `mapstructure:"addr"`
+}
+
+type rawTLS struct {
+	CertFile string `mapstructure:"cert_file"`
+	KeyFile  string `mapstructure:"key_file"`
 }
 
 type rawRedis struct {
@@ -223,9 +264,11 @@ type rawLease struct {
 }
 
 type rawHTTP struct {
-	Addr           string      `mapstructure:"addr"`
-	APIKeys        []rawAPIKey `mapstructure:"api_keys"`
-	InvalidateRate float64     `mapstructure:"invalidate_rate"`
+	Addr                 string      `mapstructure:"addr"`
+	APIKeys              []rawAPIKey `mapstructure:"api_keys"`
+	InvalidateRate       float64     `mapstructure:"invalidate_rate"`
+	AllowUnauthenticated bool        `mapstructure:"allow_unauthenticated"`
+	TLS                  rawTLS      `mapstructure:"tls"`
 }
 
 type rawAPIKey struct {
@@ -234,6 +277,7 @@ type rawAPIKey struct {
 	KeyEnv  string   `mapstructure:"key_env"`
 	KeyFile string   `mapstructure:"key_file"`
 	Apps    []string `mapstructure:"apps"`
+	Admin   bool     `mapstructure:"admin"`
 
 	inlineFrom string
 }

@@ -218,10 +218,20 @@ var envOnly = []string{
 	"TOKENKEEPER_HTTP_API_KEYS_OPS_TEAM_APPS=*",
 	"TOKENKEEPER_LOG_LEVEL=debug",
 	"TOKENKEEPER_LOG_FORMAT=json",
+	"TOKENKEEPER_HTTP_ALLOW_UNAUTHENTICATED=true",
+	"TOKENKEEPER_HTTP_TLS_CERT_FILE=/tls/cert.pem",
+	"TOKENKEEPER_HTTP_TLS_KEY_FILE=/tls/key.pem",
+	"TOKENKEEPER_METRICS_ADDR=127.0.0.1:9091",
+}
+
+// envFiles are the files envOnly names.
+func envFiles() func(string) ([]byte, error) {
+	cert, key := testCert()
+	return files(map[string]string{"/secrets/redis": "redis-pw\n", "/secrets/wx0000000000000003": "env-secret-3", "/tls/cert.pem": cert, "/tls/key.pem": key})
 }
 
 func TestEnvOnly(t *testing.T) {
-	read := files(map[string]string{"/secrets/redis": "redis-pw\n", "/secrets/wx0000000000000003": "env-secret-3"})
+	read := envFiles()
 	c, err := config.Load(config.Options{Environ: envOnly, ReadFile: read})
 	if err != nil {
 		t.Fatal(err)
@@ -262,6 +272,9 @@ func TestEnvOnly(t *testing.T) {
 	check("ops", c.HTTP.APIKeys[1].Key.Reveal()+" "+strings.Join(c.HTTP.APIKeys[1].Apps, ","), "env-api-key-2-long-enough *")
 	check("level", c.Log.Level, slog.LevelDebug)
 	check("format", c.Log.Format, "json")
+	check("allow unauthenticated", c.HTTP.AllowUnauthenticated, true)
+	check("tls", c.HTTP.TLS, config.TLSFiles{CertFile: "/tls/cert.pem", KeyFile: "/tls/key.pem"})
+	check("metrics addr", c.Metrics.Addr, "127.0.0.1:9091")
 
 	ro := c.RedisOptions()
 	check("redis opts", ro.MasterName+" "+ro.Username+" "+ro.Password, "mymaster tk redis-pw")
@@ -358,7 +371,7 @@ func TestUnusedEnv(t *testing.T) {
 
 func TestPrintRedactsEverySecret(t *testing.T) {
 	env := append([]string{}, envOnly...)
-	read := files(map[string]string{"/secrets/redis": "redis-pw\n", "/secrets/wx0000000000000003": "env-secret-3"})
+	read := envFiles()
 	c, err := config.Load(config.Options{Environ: env, ReadFile: read})
 	if err != nil {
 		t.Fatal(err)

@@ -207,3 +207,42 @@ func TestAppIDShapeForOtherUpstreams(t *testing.T) {
 		t.Errorf("err = %v, want the AppSecret-shaped appid refused, unquoted", err)
 	}
 }
+
+func TestNoAPIKeysBeyondLoopbackIsRefused(t *testing.T) {
+	base := "apps: [{id: " + appA + ", secret: s}]\n"
+	for addr, ok := range map[string]bool{"127.0.0.1:8080": true, "[::1]:8080": true, "localhost:8080": true, ":8080": false, "0.0.0.0:8080": false, "10.1.2.3:8080": false} {
+		_, err := load(t, base+"http: {addr: '"+addr+"'}\n")
+		if ok && err != nil {
+			t.Errorf("%s: refused: %v", addr, err)
+		}
+		if !ok && (err == nil || !strings.Contains(err.Error(), "allow_unauthenticated")) {
+			t.Errorf("%s: err = %v, want refused naming http.allow_unauthenticated", addr, err)
+		}
+	}
+	if _, err := load(t, base+"http: {addr: ':8080', allow_unauthenticated: true}\n"); err != nil {
+		t.Errorf("allow_unauthenticated: true still refused: %v", err)
+	}
+}
+
+func TestMetricsAddrAndTLSFiles(t *testing.T) {
+	cert, key := testCert()
+	read := files(map[string]string{"/c.pem": cert, "/k.pem": key, "/other.pem": cert})
+	loadWith := func(extra string) error {
+		_, err := config.Load(config.Options{YAML: []byte("apps: [{id: " + appA + ", secret: s}]\n" + extra), Environ: []string{}, ReadFile: read})
+		return err
+	}
+	if err := loadWith("metrics: {addr: '127.0.0.1:9090'}\nhttp: {tls: {cert_file: /c.pem, key_file: /k.pem}}\n"); err != nil {
+		t.Fatalf("valid metrics.addr and TLS refused: %v", err)
+	}
+	for extra, want := range map[string]string{
+		"metrics: {addr: '127.0.0.1:8080'}\n":                        "address of its own",
+		"metrics: {addr: 'nope'}\n":                                  "not host:port",
+		"http: {tls: {cert_file: /c.pem}}\n":                         "both cert_file and key_file",
+		"http: {tls: {cert_file: /c.pem, key_file: /missing.pem}}\n": `"/missing.pem"`,
+		"http: {tls: {cert_file: /c.pem, key_file: /other.pem}}\n":   `cert_file "/c.pem" and key_file "/other.pem"`,
+	} {
+		if err := loadWith(extra); err == nil || !strings.Contains(err.Error(), want) {
+			t.Errorf("%q: err = %v, want %q", extra, err, want)
+		}
+	}
+}

@@ -350,6 +350,10 @@ func applyEnvLists(raw *rawConfig, env map[string]string, used map[string]bool) 
 		if apps, ok := get(p + "APPS"); ok {
 			k.Apps = splitList(apps)
 		}
+		if admin, ok := get(p + "ADMIN"); ok {
+			// Anything but a true value leaves the key without admin rights.
+			k.Admin, _ = strconv.ParseBool(strings.TrimSpace(admin))
+		}
 	}
 }
 

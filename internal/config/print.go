@@ -15,16 +15,17 @@ const Redacted = "[redacted]"
 // came from. Only strings built here reach the output, never a Secret's
 // value.
 type printed struct {
-	Identity string        `yaml:"identity"`
-	File     string        `yaml:"config_file,omitempty"`
-	Redis    printedRedis  `yaml:"redis"`
-	WeChat   printedWeChat `yaml:"wechat"`
-	Apps     []printedApp  `yaml:"apps"`
-	Cache    printedCache  `yaml:"cache"`
-	Lease    printedLease  `yaml:"lease"`
-	HTTP     printedHTTP   `yaml:"http"`
-	Log      printedLog    `yaml:"log"`
-	Unused   []string      `yaml:"unused_env,omitempty"`
+	Identity string         `yaml:"identity"`
+	File     string         `yaml:"config_file,omitempty"`
+	Redis    printedRedis   `yaml:"redis"`
+	WeChat   printedWeChat  `yaml:"wechat"`
+	Apps     []printedApp   `yaml:"apps"`
+	Cache    printedCache   `yaml:"cache"`
+	Lease    printedLease   `yaml:"lease"`
+	HTTP     printedHTTP    `yaml:"http"`
+	Metrics  printedMetrics `yaml:"metrics"`
+	Log      printedLog     `yaml:"log"`
+	Unused   []string       `yaml:"unused_env,omitempty"`
 }
 
 type printedRedis struct {
@@ -66,15 +67,27 @@ type printedLease struct {
 }
 
 type printedHTTP struct {
-	Addr           string          `yaml:"addr"`
-	APIKeys        []printedAPIKey `yaml:"api_keys"`
-	InvalidateRate float64         `yaml:"invalidate_rate"`
+	Addr                 string          `yaml:"addr"`
+	APIKeys              []printedAPIKey `yaml:"api_keys"`
+	InvalidateRate       float64         `yaml:"invalidate_rate"`
+	AllowUnauthenticated bool            `yaml:"allow_unauthenticated"`
+	TLS                  *printedTLS     `yaml:"tls,omitempty"`
+}
+
+type printedTLS struct {
+	CertFile string `yaml:"cert_file"`
+	KeyFile  string `yaml:"key_file"`
+}
+
+type printedMetrics struct {
+	Addr string `yaml:"addr"`
 }
 
 type printedAPIKey struct {
-	Name string   `yaml:"name"`
-	Key  string   `yaml:"key"`
-	Apps []string `yaml:"apps"`
+	Name  string   `yaml:"name"`
+	Key   string   `yaml:"key"`
+	Apps  []string `yaml:"apps"`
+	Admin bool     `yaml:"admin,omitempty"`
 }
 
 type printedLog struct {
@@ -110,9 +123,10 @@ func (c *Config) Print(w io.Writer) error {
 			Name: c.Lease.Name, Duration: ds(c.Lease.Duration),
 			RenewDeadline: ds(c.Lease.RenewDeadline), RetryPeriod: ds(c.Lease.RetryPeriod),
 		},
-		HTTP:   printedHTTP{Addr: c.HTTP.Addr, InvalidateRate: c.HTTP.InvalidateRate},
-		Log:    printedLog{Level: levelName(c), Format: c.Log.Format},
-		Unused: c.UnusedEnv,
+		HTTP:    printedHTTP{Addr: c.HTTP.Addr, InvalidateRate: c.HTTP.InvalidateRate, AllowUnauthenticated: c.HTTP.AllowUnauthenticated},
+		Metrics: printedMetrics{Addr: c.Metrics.Addr},
+		Log:     printedLog{Level: levelName(c), Format: c.Log.Format},
+		Unused:  c.UnusedEnv,
 	}
 	if c.Redis.Password != "" && p.Redis.Password == "" {
 		p.Redis.Password = Redacted
@@ -129,7 +143,10 @@ func (c *Config) Print(w io.Writer) error {
 		if s == "" {
 			s = Redacted
 		}
-		p.HTTP.APIKeys = append(p.HTTP.APIKeys, printedAPIKey{Name: k.Name, Key: s, Apps: k.Apps})
+		p.HTTP.APIKeys = append(p.HTTP.APIKeys, printedAPIKey{Name: k.Name, Key: s, Apps: k.Apps, Admin: k.Admin})
+	}
+	if c.HTTP.TLS.Enabled() {
+		p.HTTP.TLS = &printedTLS{CertFile: c.HTTP.TLS.CertFile, KeyFile: c.HTTP.TLS.KeyFile}
 	}
 	enc := yaml.NewEncoder(w)
 	enc.SetIndent(2)

@@ -2,6 +2,7 @@ package config
 
 import (
 	"crypto/subtle"
+	"crypto/tls"
 	"errors"
 	"fmt"
 	"io/fs"
@@ -142,10 +143,28 @@ func resolve(raw *rawConfig, env map[string]string, read func(string) ([]byte, e
 
 	c.HTTP.Addr = strings.TrimSpace(raw.HTTP.Addr)
 	c.HTTP.InvalidateRate = raw.HTTP.InvalidateRate
+	c.HTTP.AllowUnauthenticated = raw.HTTP.AllowUnauthenticated
+	c.HTTP.TLS = TLSFiles{CertFile: strings.TrimSpace(raw.HTTP.TLS.CertFile), KeyFile: strings.TrimSpace(raw.HTTP.TLS.KeyFile)}
+	c.Metrics.Addr = strings.TrimSpace(raw.Metrics.Addr)
+	if t := c.HTTP.TLS; t.CertFile != "" && t.KeyFile != "" {
+		cert, errC := files.read(t.CertFile)
+		key, errK := files.read(t.KeyFile)
+		switch {
+		case errC != nil:
+			add("http.tls.cert_file", EnvName("http.tls.cert_file"), "%s: %s", strconv.Quote(t.CertFile), readFailure(errC))
+		case errK != nil:
+			add("http.tls.key_file", EnvName("http.tls.key_file"), "%s: %s", strconv.Quote(t.KeyFile), readFailure(errK))
+		default:
+			// tls's errors describe the PEM blocks, never the key.
+			if _, err := tls.X509KeyPair(cert, key); err != nil {
+				add("http.tls", EnvName("http.tls.cert_file"), "cert_file %s and key_file %s: %v", strconv.Quote(t.CertFile), strconv.Quote(t.KeyFile), err)
+			}
+		}
+	}
 	for i, k := range raw.HTTP.APIKeys {
 		name := strings.TrimSpace(k.Name)
 		field := keyLabel(i, name)
-		key := APIKey{Name: name}
+		key := APIKey{Name: name, Admin: k.Admin}
 		for _, app := range k.Apps {
 			if app = strings.TrimSpace(app); app != "" {
 				key.Apps = append(key.Apps, app)
@@ -402,6 +421,19 @@ func (c *Config) problems() []Problem {
 		// +Inf would be rate.Inf: no limit at all.
 		add("http.invalidate_rate", EnvName("http.invalidate_rate"), "%v: must be a finite positive number (reports per API key per second)", c.HTTP.InvalidateRate)
 	}
+	if len(c.HTTP.APIKeys) == 0 && !c.HTTP.AllowUnauthenticated && !isLoopback(c.HTTP.Addr) {
+		add("http.api_keys", EnvPrefix+"HTTP_API_KEYS", "none configured while http.addr %s listens beyond loopback: anyone who can reach it could read every token; configure API keys, listen on 127.0.0.1, or set http.allow_unauthenticated: true", strconv.Quote(c.HTTP.Addr))
+	}
+	if t := c.HTTP.TLS; t.Enabled() && (t.CertFile == "" || t.KeyFile == "") {
+		add("http.tls", EnvName("http.tls.cert_file"), "give both cert_file and key_file, or neither")
+	}
+	if a := c.Metrics.Addr; a != "" {
+		if _, port, err := net.SplitHostPort(a); err != nil || !validPort(port) {
+			add("metrics.addr", EnvName("metrics.addr"), "%s is not host:port (e.g. 127.0.0.1:9090 or :9090)", shown(a))
+		} else if a == c.HTTP.Addr {
+			add("metrics.addr", EnvName("metrics.addr"), "%s is http.addr too: give the operations listener an address of its own, or leave it empty", strconv.Quote(a))
+		}
+	}
 	names := map[string]int{}
 	for i, k := range c.HTTP.APIKeys {
 		field := keyLabel(i, k.Name)
@@ -450,6 +482,21 @@ func (c *Config) problems() []Problem {
 		add("log.format", EnvName("log.format"), "unknown format %s: want text or json", shown(c.Log.Format))
 	}
 	return ps
+}
+
+// isLoopback reports whether a listen address binds only loopback
+// ("127.0.0.1:8080", "[::1]:8080", "localhost:8080"); ":8080" binds every
+// interface.
+func isLoopback(addr string) bool {
+	host, _, err := net.SplitHostPort(addr)
+	if err != nil {
+		return false
+	}
+	if strings.EqualFold(host, "localhost") {
+		return true
+	}
+	ip := net.ParseIP(host)
+	return ip != nil && ip.IsLoopback()
 }
 
 func hasField(ps []Problem, field string) bool {
