@@ -27,6 +27,7 @@ import (
 
 	"github.com/tokenkeeper/tokenkeeper/internal/backend"
 	"github.com/tokenkeeper/tokenkeeper/internal/config"
+	"github.com/tokenkeeper/tokenkeeper/internal/refresher"
 	"github.com/tokenkeeper/tokenkeeper/internal/status"
 	"github.com/tokenkeeper/tokenkeeper/internal/tokencmd"
 )
@@ -208,7 +209,14 @@ func dispatch(ctx context.Context, args []string, stdout, stderr io.Writer, runD
 	case "status":
 		return status.Print(ctx, cfg, stdout)
 	}
-	return Serve(ctx, cfg, log)
+	// SIGHUP reloads the configuration from where it was read: the same
+	// file, environment, flags and secret files.
+	hup := make(chan os.Signal, 1)
+	signal.Notify(hup, syscall.SIGHUP)
+	defer signal.Stop(hup)
+	return Serve(ctx, cfg, log,
+		refresher.WithReloader(func() (*config.Config, error) { return config.Load(opts) }),
+		refresher.WithReloadSignal(hup))
 }
 
 // NewLogger is the logger the configuration asks for, writing to w.

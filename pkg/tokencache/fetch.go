@@ -558,3 +558,13 @@ func newFetchID() string {
 	_, _ = crand.Read(b[:])
 	return hex.EncodeToString(b[:])
 }
+
+// LiftHold ends appID's hold in this process, whatever its cause, so the
+// next Token or Refresh may fetch: the operator changed what the hold was
+// waiting for (a configuration reload with a new secret). Unknown or
+// invalid appids are ignored.
+func (c *Cache) LiftHold(appID string) {
+	if st, err := c.app(appID); err == nil {
+		c.clearHold(st)
+	}
+}
