@@ -151,13 +151,13 @@ func resolve(raw *rawConfig, env map[string]string, read func(string) ([]byte, e
 		key, errK := files.read(t.KeyFile)
 		switch {
 		case errC != nil:
-			add("http.tls.cert_file", EnvName("http.tls.cert_file"), "%s: %s", strconv.Quote(t.CertFile), readFailure(errC))
+			add("http.tls.cert_file", EnvName("http.tls.cert_file"), "%s: %s", shownPath(t.CertFile), readFailure(errC))
 		case errK != nil:
-			add("http.tls.key_file", EnvName("http.tls.key_file"), "%s: %s", strconv.Quote(t.KeyFile), readFailure(errK))
+			add("http.tls.key_file", EnvName("http.tls.key_file"), "%s: %s", shownPath(t.KeyFile), readFailure(errK))
 		default:
 			// tls's errors describe the PEM blocks, never the key.
 			if _, err := tls.X509KeyPair(cert, key); err != nil {
-				add("http.tls", EnvName("http.tls.cert_file"), "cert_file %s and key_file %s: %v", strconv.Quote(t.CertFile), strconv.Quote(t.KeyFile), err)
+				add("http.tls", EnvName("http.tls.cert_file"), "cert_file %s and key_file %s: %v", shownPath(t.CertFile), shownPath(t.KeyFile), err)
 			}
 		}
 	}
@@ -272,7 +272,7 @@ func resolveSecret(s secretSpec, env map[string]string, files fileReader, add fu
 	default:
 		// A path is not a secret: it is named in full, so the operator
 		// finds the file. The content is never quoted.
-		path := strconv.Quote(s.file)
+		path := shownPath(s.file)
 		data, err := files.read(s.file)
 		if err != nil {
 			add(s.field, s.envBase+"_FILE", "%s %s: %s", names[2], path, readFailure(err))
@@ -619,6 +619,17 @@ func shown(v string) string {
 	}
 	r := []rune(v)
 	return fmt.Sprintf("%q (%d characters, the rest not shown)", string(r[:4])+"…", len(r))
+}
+
+// shownPath quotes a file's path for a message: in full, so the operator
+// finds the file, when it looks like one (it has a '/', or is short);
+// otherwise like any rejected value (shown), as it may be the secret
+// itself pasted where its path goes.
+func shownPath(p string) string {
+	if strings.ContainsRune(p, '/') {
+		return strconv.Quote(p)
+	}
+	return shown(p)
 }
 
 // readFailure says why a file could not be read without repeating its path
