@@ -164,7 +164,11 @@ func dispatch(ctx context.Context, args []string, stdout, stderr io.Writer, runD
 		return runDemo(ctx, fs, *printConfig, stdout, stderr)
 	}
 
-	opts := config.Options{File: *configFile, Flags: fs}
+	// The commands that only read Redis need only its settings: a secret
+	// that does not resolve here (another host's secret file) must not
+	// stop `status` or `token`.
+	readOnly := cmd == "token" || cmd == "invalidate" || cmd == "status"
+	opts := config.Options{File: *configFile, Flags: fs, ReadOnly: readOnly}
 	if cmd == "serve" && *configFile == "" && os.Getenv("TOKENKEEPER_CONFIG") == "" && os.Getenv("TOKENKEEPER_APPS") == "" {
 		try := "`make run` (`go run ./cmd/refresher-demo serve --demo`)"
 		if runDemo != nil {

@@ -246,3 +246,26 @@ func TestMetricsAddrAndTLSFiles(t *testing.T) {
 		}
 	}
 }
+
+// Read-only commands need only the Redis settings: no app, no secret, no
+// API key need resolve; Redis settings are still checked.
+func TestReadOnlyNeedsOnlyRedisSettings(t *testing.T) {
+	c, err := config.Load(config.Options{Environ: []string{"TOKENKEEPER_REDIS_ADDRS=10.0.0.1:6379", "TOKENKEEPER_HTTP_ADDR=0.0.0.0:80"}, ReadOnly: true})
+	if err != nil || len(c.Apps) != 0 || c.Redis.Addrs[0] != "10.0.0.1:6379" {
+		t.Fatalf("Redis settings only: %v", err)
+	}
+	yaml := "apps: [{id: " + appA + ", secret_file: /nope}, {id: " + appB + ", secret: s}]\nhttp: {api_keys: [{name: ops, key_env: UNSET, apps: ['*']}]}\n"
+	c, err = config.Load(config.Options{YAML: []byte(yaml), Environ: []string{}, ReadFile: files(nil), ReadOnly: true})
+	if err != nil {
+		t.Fatalf("unresolvable secrets refused for a read-only command: %v", err)
+	}
+	if len(c.Apps) != 2 || c.Apps[0].Secret != "" || len(c.WeChatApps()) != 1 || len(c.HTTP.APIKeys) != 0 {
+		t.Fatalf("apps %+v, wechat apps %d, keys %d", c.AppIDs(), len(c.WeChatApps()), len(c.HTTP.APIKeys))
+	}
+	if _, err := config.Load(config.Options{Environ: []string{"TOKENKEEPER_REDIS_ADDRS=nocolon"}, ReadOnly: true}); err == nil {
+		t.Fatal("a bad Redis address accepted")
+	}
+	if _, err := config.Load(config.Options{YAML: []byte(yaml), Environ: []string{}, ReadFile: files(nil)}); err == nil {
+		t.Fatal("serve's load accepted unresolvable secrets")
+	}
+}

@@ -37,6 +37,12 @@ type Options struct {
 	// by everyone. Nil means os.Stat when ReadFile is nil too, else no
 	// check (a fake filesystem has no modes).
 	Stat func(name string) (fs.FileInfo, error)
+	// ReadOnly loads for a command that only reads Redis (status, token,
+	// invalidate): only the settings that reach Redis and name its keys
+	// must be valid. Secrets that cannot be resolved leave their app
+	// without one (it cannot fetch), API keys are not read, apps may be
+	// none, and the HTTP and metrics sections are not checked.
+	ReadOnly bool
 }
 
 // flagKeys maps the flags RegisterFlags defines to their keys.
@@ -203,10 +209,30 @@ func Load(o Options) (cfg *Config, err error) {
 			problems = append(problems, p)
 		}
 	}
+	if o.ReadOnly {
+		problems = readOnlyProblems(problems)
+		cfg.HTTP.APIKeys = nil
+	}
 	if len(problems) > 0 {
 		return nil, &Error{File: file, Problems: problems}
 	}
 	return cfg, nil
+}
+
+// readOnlyProblems keeps the problems that matter to a command that only
+// reads Redis: not the apps' secrets, not the HTTP API's or the
+// operations listener's settings, not a missing app list.
+func readOnlyProblems(ps []Problem) []Problem {
+	var out []Problem
+	for _, p := range ps {
+		switch {
+		case p.Field == "apps", strings.HasSuffix(p.Field, ".secret"),
+			strings.HasPrefix(p.Field, "http"), strings.HasPrefix(p.Field, "metrics"):
+			continue
+		}
+		out = append(out, p)
+	}
+	return out
 }
 
 func describeFile(file string) string {

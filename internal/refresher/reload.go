@@ -8,6 +8,7 @@ import (
 	"reflect"
 	"strings"
 	"sync/atomic"
+	"time"
 
 	"github.com/tokenkeeper/tokenkeeper/internal/backend"
 	"github.com/tokenkeeper/tokenkeeper/internal/config"
@@ -106,7 +107,7 @@ func (r *Replica) reload() error {
 	var retry []string
 	for _, a := range next.Apps {
 		if s, ok := oldSecrets[a.ID]; ok && s != a.Secret {
-			r.cache.LiftHold(a.ID)
+			r.liftHold(a.ID)
 			retry = append(retry, a.ID)
 			r.log.Info("refresher: reload: secret changed; used from the next fetch", "app", a.ID)
 		}
@@ -115,7 +116,7 @@ func (r *Replica) reload() error {
 		if st.LastClass == scheduler.ClassConfig {
 			// The operator may have fixed what WeChat refused (an IP
 			// whitelist) without a change we can see.
-			r.cache.LiftHold(st.AppID)
+			r.liftHold(st.AppID)
 			retry = append(retry, st.AppID)
 		}
 	}
@@ -180,5 +181,13 @@ func (r *Replica) reloadOn(ctx context.Context, signals <-chan os.Signal) {
 			r.log.Info("refresher: SIGHUP: reloading the configuration")
 			_ = r.Reload(ctx) // logged by Reload
 		}
+	}
+}
+
+func (r *Replica) liftHold(app string) {
+	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
+	defer cancel()
+	if err := r.cache.LiftHold(ctx, app); err != nil {
+		r.log.Warn("refresher: reload: the fleet-wide hold stays until it expires", "app", app, "err", err)
 	}
 }

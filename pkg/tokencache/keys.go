@@ -24,6 +24,9 @@ type keys struct {
 	budget   string // + YYYYMMDD (Beijing day): fetches started that day
 	passive  string // passive-refresh fetches in the current rate window
 	verdicts string // + token fingerprint: WeChat's verdict on a reported token
+	// hold: the fleet-wide hold after WeChat refused a fetch for a
+	// configuration error ("errcode|endpoint|errmsg"), expiring with it.
+	hold string
 }
 
 func appKeys(prefix, appID string) keys {
@@ -37,5 +40,6 @@ func appKeys(prefix, appID string) keys {
 		budget:   base + "fetches:",
 		passive:  base + "passive",
 		verdicts: base + "verdict:",
+		hold:     base + "hold",
 	}
 }
