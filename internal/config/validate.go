@@ -430,7 +430,7 @@ func (c *Config) problems() []Problem {
 	if a := c.Metrics.Addr; a != "" {
 		if _, port, err := net.SplitHostPort(a); err != nil || !validPort(port) {
 			add("metrics.addr", EnvName("metrics.addr"), "%s is not host:port (e.g. 127.0.0.1:9090 or :9090)", shown(a))
-		} else if a == c.HTTP.Addr {
+		} else if a == c.HTTP.Addr && port != "0" { // port 0: each gets its own
 			add("metrics.addr", EnvName("metrics.addr"), "%s is http.addr too: give the operations listener an address of its own, or leave it empty", strconv.Quote(a))
 		}
 	}

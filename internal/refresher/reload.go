@@ -61,6 +61,9 @@ func (r *Replica) Reload(ctx context.Context) error {
 	if err != nil {
 		r.log.Error("refresher: reload refused; the running configuration stays", "err", err)
 	}
+	if r.onReload != nil {
+		r.onReload(err)
+	}
 	return err
 }
 
@@ -166,6 +169,9 @@ func restartOnly(a, b *config.Config) []string {
 	}
 	return out
 }
+
+// WithOnReload has Reload call f with its outcome (nil: applied).
+func WithOnReload(f func(err error)) Option { return func(r *Replica) { r.onReload = f } }
 
 // WithReloadSignal has Run reload (Reload) on every value of c: the CLI
 // sends SIGHUP there.

@@ -5,9 +5,11 @@ import (
 	"fmt"
 	"log/slog"
 	"net/http"
+	"os"
 	"strings"
 	"sync"
 	"sync/atomic"
+	"syscall"
 	"testing"
 	"time"
 
@@ -143,5 +145,81 @@ http:
 	}
 	if strings.Contains(logs.String(), secret2) {
 		t.Fatal("logs contain a secret")
+	}
+}
+
+// A wrong secret holds the app (configuration error); a reload with the
+// right one, sent as SIGHUP, lifts the hold and the app is fetched at once.
+func TestReloadWithFixedSecretLiftsTheHold(t *testing.T) {
+	mr := miniredis.RunT(t)
+	fake := wechattest.New(t, wechattest.WithApp("wx1", secret), wechattest.WithLifetime(time.Hour))
+	yamlWith := func(s string) string {
+		return fmt.Sprintf(`
+identity: rt1
+redis: {addrs: [%q]}
+wechat: {base_url: %q, timeout: 2s}
+apps: [{id: wx1, secret: %q}]
+cache: {key_prefix: "rt:", lock_ttl: 2s, fetch_timeout: 1s}
+lease: {name: "rt:leader", duration: 2s, renew_deadline: 1200ms, retry_period: 300ms}
+http:
+  addr: "127.0.0.1:0"
+  api_keys: [{name: all, key: %q, apps: ["*"]}]
+`, mr.Addr(), fake.URL(), s, apiKey)
+	}
+	const wrong = "replica-test-WRONG-secret-012345"
+	var current atomic.Value
+	current.Store(yamlWith(wrong))
+	load := func() (*config.Config, error) {
+		return config.Load(config.Options{File: "(test)", Environ: []string{}, YAML: []byte(current.Load().(string))})
+	}
+	cfg, err := load()
+	if err != nil {
+		t.Fatal(err)
+	}
+	logs := &testlog.Buffer{}
+	hup := make(chan os.Signal, 1)
+	listening := make(chan string, 1)
+	reloaded := make(chan error, 1)
+	r, err := refresher.New(cfg, slog.New(slog.NewTextHandler(logs, nil)), refresher.WithReloader(load), refresher.WithReloadSignal(hup),
+		refresher.WithOnListening(func(addr string) { listening <- addr }), refresher.WithOnReload(func(err error) { reloaded <- err }))
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	ran := make(chan error, 1)
+	go func() { ran <- r.Run(ctx) }()
+	defer func() {
+		cancel()
+		<-ran
+	}()
+	base := "http://" + <-listening
+	if code, body := get(t, base+"/v1/apps/wx1/token", apiKey); code != http.StatusBadGateway || !strings.Contains(body, "configuration error") {
+		t.Fatalf("with the wrong secret: %d %s, want 502 naming the configuration error", code, body)
+	}
+	if code, _ := get(t, base+"/v1/apps/wx1/token", apiKey); code != http.StatusBadGateway {
+		t.Fatalf("held: %d", code)
+	}
+	if !mr.Exists("rt:{wx1}:hold") {
+		t.Fatal("no fleet-wide hold after the configuration error")
+	}
+
+	current.Store(yamlWith(secret))
+	hup <- syscall.SIGHUP
+	select {
+	case err := <-reloaded:
+		if err != nil {
+			t.Fatalf("reload on SIGHUP: %v", err)
+		}
+	case <-time.After(5 * time.Second):
+		t.Fatalf("no reload within 5s of SIGHUP:\n%s", logs.String())
+	}
+	code, body := get(t, base+"/v1/apps/wx1/token", apiKey)
+	if code != http.StatusOK || !strings.Contains(body, fake.CurrentToken("wx1")) {
+		t.Fatalf("after the reload with the right secret: %d %s", code, body)
+	}
+	for _, s := range []string{secret, wrong} {
+		if strings.Contains(logs.String(), s) {
+			t.Fatal("logs contain a secret")
+		}
 	}
 }

@@ -51,20 +51,26 @@ type Replica struct {
 	handler http.Handler
 
 	// What a reload changes (reload.go).
-	loader       func() (*config.Config, error)
-	reloadSignal <-chan os.Signal
-	reloadMu     sync.Mutex // one reload at a time; guards cfg's replacement
-	src          *liveSource
-	api          *httpapi.Handler
-	sched        *scheduler.Scheduler
-	m            *metrics.Metrics
-	appIDs       atomic.Pointer[[]string]
-	cert         *tlsfiles.Certificate // nil without TLS
-	ops          http.Handler          // the metrics.addr listener's; nil without one
+	loader         func() (*config.Config, error)
+	reloadSignal   <-chan os.Signal
+	onReload       func(error)
+	onOpsListening func(addr string)
+	reloadMu       sync.Mutex // one reload at a time; guards cfg's replacement
+	src            *liveSource
+	api            *httpapi.Handler
+	sched          *scheduler.Scheduler
+	m              *metrics.Metrics
+	appIDs         atomic.Pointer[[]string]
+	cert           *tlsfiles.Certificate // nil without TLS
+	ops            http.Handler          // the metrics.addr listener's; nil without one
 }
 
 // Option configures a Replica.
 type Option func(*Replica)
+
+// WithOnOpsListening is WithOnListening for the operations listener
+// (metrics.addr).
+func WithOnOpsListening(f func(addr string)) Option { return func(r *Replica) { r.onOpsListening = f } }
 
 // WithOnListening has Run call f with the bound address once the HTTP API
 // accepts connections (demo mode prints its instructions then; an
@@ -263,6 +269,9 @@ func (r *Replica) Run(ctx context.Context) error {
 		go func() { served <- opsSrv.Serve(opsLn) }()
 		defer opsSrv.Close()
 		log.Info("refresher: operations listening (/metrics, /healthz, /readyz)", "addr", opsLn.Addr().String())
+		if r.onOpsListening != nil {
+			r.onOpsListening(opsLn.Addr().String())
+		}
 	}
 	if r.reloadSignal != nil {
 		reloadCtx, stopReloads := context.WithCancel(ctx)
