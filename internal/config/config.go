@@ -80,6 +80,7 @@ var (
 		"KeyPrefix": "cache.key_prefix", "RefreshAhead": "cache.refresh_ahead", "Margin": "cache.margin",
 		"Overlap": "cache.overlap", "LockTTL": "cache.lock_ttl", "FetchTimeout": "cache.fetch_timeout",
 		"NearMaxAge": "cache.near_max_age", "DailyBudget": "cache.daily_budget",
+		"ConfigHold": "cache.config_hold",
 	}
 	leaseKeys = map[string]string{
 		"Name": "lease.name", "Identity": "identity", "LeaseDuration": "lease.duration",
@@ -160,25 +161,30 @@ func (c *Config) AppIDs() []string {
 var defaultCache = tokencache.DefaultConfig()
 
 var defaults = map[string]any{
-	"identity":                   "",
-	"redis.addrs":                []string{"127.0.0.1:6379"},
-	"redis.username":             "",
-	"redis.password":             "",
-	"redis.password_env":         "",
-	"redis.password_file":        "",
-	"redis.db":                   0,
-	"redis.tls":                  false,
-	"redis.master_name":          "",
-	"wechat.base_url":            wechat.DefaultBaseURL,
-	"wechat.timeout":             "10s",
-	"cache.key_prefix":           defaultCache.KeyPrefix,
-	"cache.refresh_ahead":        defaultCache.RefreshAhead.String(),
-	"cache.margin":               defaultCache.Margin.String(),
-	"cache.overlap":              defaultCache.Overlap.String(),
-	"cache.lock_ttl":             defaultCache.LockTTL.String(),
-	"cache.fetch_timeout":        defaultCache.FetchTimeout.String(),
-	"cache.near_max_age":         defaultCache.NearMaxAge.String(),
-	"cache.daily_budget":         defaultCache.DailyBudget,
+	"identity":            "",
+	"redis.addrs":         []string{"127.0.0.1:6379"},
+	"redis.username":      "",
+	"redis.password":      "",
+	"redis.password_env":  "",
+	"redis.password_file": "",
+	"redis.db":            0,
+	"redis.tls":           false,
+	"redis.master_name":   "",
+	"wechat.base_url":     wechat.DefaultBaseURL,
+	"wechat.timeout":      "10s",
+	"cache.key_prefix":    defaultCache.KeyPrefix,
+	"cache.refresh_ahead": defaultCache.RefreshAhead.String(),
+	"cache.margin":        defaultCache.Margin.String(),
+	"cache.overlap":       defaultCache.Overlap.String(),
+	"cache.lock_ttl":      defaultCache.LockTTL.String(),
+	"cache.fetch_timeout": defaultCache.FetchTimeout.String(),
+	"cache.near_max_age":  defaultCache.NearMaxAge.String(),
+	"cache.daily_budget":  defaultCache.DailyBudget,
+	// After a configuration error the fleet sends one fetch per
+	// config_hold (fleet-wide hold), and the leader's scheduler retries
+	// the app then: 10m, longer than the library's default, since each
+	// such fetch costs a call of the daily quota.
+	"cache.config_hold":          "10m",
 	"lease.name":                 "tokenkeeper:leader",
 	"lease.duration":             "15s",
 	"lease.renew_deadline":       "10s",
@@ -254,6 +260,7 @@ type rawCache struct {
 	// A string, parsed by resolve, so that an overflow is reported as
 	// one rather than wrapped around to a negative number.
 	DailyBudget string `mapstructure:"daily_budget"`
+	ConfigHold  string `mapstructure:"config_hold"`
 }
 
 type rawLease struct {

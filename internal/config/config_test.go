@@ -204,6 +204,7 @@ var envOnly = []string{
 	"TOKENKEEPER_CACHE_FETCH_TIMEOUT=3s",
 	"TOKENKEEPER_CACHE_NEAR_MAX_AGE=2s",
 	"TOKENKEEPER_CACHE_DAILY_BUDGET=100",
+	"TOKENKEEPER_CACHE_CONFIG_HOLD=15m",
 	"TOKENKEEPER_LEASE_NAME=tk:leader",
 	"TOKENKEEPER_LEASE_DURATION=6s",
 	"TOKENKEEPER_LEASE_RENEW_DEADLINE=4s",
@@ -264,6 +265,7 @@ func TestEnvOnly(t *testing.T) {
 	check("fetch timeout", c.Cache.FetchTimeout, 3*time.Second)
 	check("near max age", c.Cache.NearMaxAge, 2*time.Second)
 	check("budget", c.Cache.DailyBudget, 100)
+	check("config hold", c.Cache.ConfigHold, 15*time.Minute)
 	check("lease", c.Lease, config.Lease{Name: "tk:leader", Duration: 6 * time.Second, RenewDeadline: 4 * time.Second, RetryPeriod: time.Second})
 	check("http addr", c.HTTP.Addr, "0.0.0.0:9090")
 	check("rate", c.HTTP.InvalidateRate, 0.5)

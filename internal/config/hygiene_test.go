@@ -269,3 +269,12 @@ func TestReadOnlyNeedsOnlyRedisSettings(t *testing.T) {
 		t.Fatal("serve's load accepted unresolvable secrets")
 	}
 }
+
+// One knob for a configuration error: the fleet-wide hold, and the
+// scheduler's slow retry, every cache.config_hold (default 10m).
+func TestConfigHoldDefault(t *testing.T) {
+	c, err := load(t, "apps: [{id: "+appA+", secret: s}]\n")
+	if err != nil || c.Cache.ConfigHold.String() != "10m0s" {
+		t.Fatalf("config hold %v (err %v), want 10m", c.Cache.ConfigHold, err)
+	}
+}

@@ -57,6 +57,7 @@ type printedCache struct {
 	FetchTimeout string `yaml:"fetch_timeout"`
 	NearMaxAge   string `yaml:"near_max_age"`
 	DailyBudget  int    `yaml:"daily_budget"`
+	ConfigHold   string `yaml:"config_hold"`
 }
 
 type printedLease struct {
@@ -117,7 +118,7 @@ func (c *Config) Print(w io.Writer) error {
 		Cache: printedCache{
 			KeyPrefix: c.Cache.KeyPrefix, RefreshAhead: ds(c.Cache.RefreshAhead), Margin: ds(c.Cache.Margin),
 			Overlap: ds(c.Cache.Overlap), LockTTL: ds(c.Cache.LockTTL), FetchTimeout: ds(c.Cache.FetchTimeout),
-			NearMaxAge: ds(c.Cache.NearMaxAge), DailyBudget: c.Cache.DailyBudget,
+			NearMaxAge: ds(c.Cache.NearMaxAge), DailyBudget: c.Cache.DailyBudget, ConfigHold: ds(c.Cache.ConfigHold),
 		},
 		Lease: printedLease{
 			Name: c.Lease.Name, Duration: ds(c.Lease.Duration),

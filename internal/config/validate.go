@@ -134,6 +134,7 @@ func resolve(raw *rawConfig, env map[string]string, read func(string) ([]byte, e
 	c.Cache.FetchTimeout = dur("cache.fetch_timeout", raw.Cache.FetchTimeout)
 	c.Cache.NearMaxAge = dur("cache.near_max_age", raw.Cache.NearMaxAge)
 	c.Cache.DailyBudget = parseBudget(raw.Cache.DailyBudget, add)
+	c.Cache.ConfigHold = dur("cache.config_hold", raw.Cache.ConfigHold)
 	c.Lease = Lease{
 		Name:          raw.Lease.Name,
 		Duration:      dur("lease.duration", raw.Lease.Duration),

@@ -145,6 +145,8 @@ func New(cfg *config.Config, log *slog.Logger, opts ...Option) (_ *Replica, err 
 		Refresher: r.cache,
 		Logger:    r.log,
 		OnResult:  func(res scheduler.Result) { m.ObserveRefresh(res.Class) },
+		// The fleet-wide hold's length: retried when it ends.
+		ConfigRetry: cfg.Cache.ConfigHold,
 	})
 	if err != nil {
 		return nil, err
