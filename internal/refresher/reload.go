@@ -60,6 +60,10 @@ func (r *Replica) Reload(ctx context.Context) error {
 	err := r.reload()
 	if err != nil {
 		r.log.Error("refresher: reload refused; the running configuration stays", "err", err)
+		r.reloadOK.Set(0)
+	} else {
+		r.reloadOK.Set(1)
+		r.reloadAt.SetToCurrentTime()
 	}
 	if r.onReload != nil {
 		r.onReload(err)

@@ -114,6 +114,9 @@ http:
 	if err == nil || !strings.Contains(err.Error(), "shape of an AppSecret") || strings.Contains(err.Error(), "0123456789abcdef0123") {
 		t.Fatalf("bad reload: err = %v, want refused without echoing the value", err)
 	}
+	if _, metrics := get(t, base+"/metrics", ""); !strings.Contains(metrics, "\ntokenkeeper_config_last_reload_successful 0\n") {
+		t.Error("metrics do not show the refused reload")
+	}
 	// A restart-only change is refused too.
 	current.Store(strings.Replace(yamlFor(both), `key_prefix: "rt:"`, `key_prefix: "other:"`, 1))
 	if err := r.Reload(ctx); err == nil || !strings.Contains(err.Error(), "cache changed, which only a restart applies") {
@@ -127,6 +130,9 @@ http:
 	current.Store(yamlFor(fmt.Sprintf("{id: wx1, secret: %q}", secret)))
 	if err := r.Reload(ctx); err != nil {
 		t.Fatalf("reload removing wx2: %v", err)
+	}
+	if _, metrics := get(t, base+"/metrics", ""); !strings.Contains(metrics, "\ntokenkeeper_config_last_reload_successful 1\n") {
+		t.Error("metrics do not show the applied reload")
 	}
 	if code, _ := get(t, base+"/v1/apps/wx2/token", apiKey); code != http.StatusNotFound {
 		t.Fatalf("wx2 after its removal: %d, want 404", code)

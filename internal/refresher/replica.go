@@ -62,6 +62,8 @@ type Replica struct {
 	m              *metrics.Metrics
 	appIDs         atomic.Pointer[[]string]
 	cert           *tlsfiles.Certificate // nil without TLS
+	reloadOK       prometheus.Gauge      // as Prometheus's own: 1 if the last reload applied
+	reloadAt       prometheus.Gauge      // when the configuration last loaded
 	ops            http.Handler          // the metrics.addr listener's; nil without one
 }
 
@@ -101,6 +103,19 @@ func New(cfg *config.Config, log *slog.Logger, opts ...Option) (_ *Replica, err 
 		return nil, err
 	}
 	r.m = m
+	// Named as Prometheus names its own, so the same alert fits.
+	r.reloadOK = prometheus.NewGauge(prometheus.GaugeOpts{Name: "tokenkeeper_config_last_reload_successful",
+		Help: "1 if the last configuration reload (SIGHUP, POST /admin/reload) applied, 0 if it was refused and the previous configuration stays."})
+	r.reloadAt = prometheus.NewGauge(prometheus.GaugeOpts{Name: "tokenkeeper_config_last_reload_success_timestamp_seconds",
+		Help: "When the configuration was last loaded successfully (start or reload), Unix seconds."})
+	r.reloadOK.Set(1)
+	r.reloadAt.SetToCurrentTime()
+	if err := reg.Register(r.reloadOK); err != nil {
+		return nil, err
+	}
+	if err := reg.Register(r.reloadAt); err != nil {
+		return nil, err
+	}
 	ids := cfg.AppIDs()
 	r.appIDs.Store(&ids)
 	first, err := newSource(cfg)
