@@ -59,6 +59,16 @@ func TestSecretPastedIntoAPIKeysListIsNotEchoed(t *testing.T) {
 	}
 }
 
+// A hexadecimal key that starts with a letter passes the character rule:
+// its length and digits give it away.
+func TestHexKeyPastedIntoAPIKeysListIsNotEchoed(t *testing.T) {
+	const hexKey = "abcdef0123456789abcdef0123456789"
+	err := loadEnv(t, "TOKENKEEPER_APPS="+appA, "TOKENKEEPER_APPS_"+strings.ToUpper(appA)+"_SECRET=s", "TOKENKEEPER_HTTP_API_KEYS="+hexKey)
+	if err == nil || strings.Contains(strings.ToLower(err.Error()), hexKey[:12]) || !strings.Contains(err.Error(), "look like a key") {
+		t.Fatalf("err = %v, want the name refused without echoing it", err)
+	}
+}
+
 func TestAppIDMustHaveWeChatShape(t *testing.T) {
 	for _, id := range []string{pastedSecret, "wx1", "wx0123456789abcdeg", "ab0123456789abcdef", "wx0123456789abcdef0"} {
 		_, err := load(t, "apps: [{id: '"+id+"', secret: s}]\n")

@@ -574,11 +574,17 @@ func apiKeyNameProblem(name string) string {
 	if name == "" || len(name) > maxAPIKeyNameLen || name[0] < 'a' || name[0] > 'z' {
 		return fmt.Sprintf("is not a name: 1 to %d characters, starting with a lower-case letter (e.g. billing-backend); is it a key pasted where its name goes?", maxAPIKeyNameLen)
 	}
+	hex := true
 	for i := 0; i < len(name); i++ {
 		c := name[i]
 		if !(c >= 'a' && c <= 'z' || c >= '0' && c <= '9' || c == '-' || c == '_' || c == '.') {
 			return "is not a name: only lower-case letters, digits, '-', '_' and '.' are allowed; is it a key pasted where its name goes?"
 		}
+		hex = hex && (c >= '0' && c <= '9' || c >= 'a' && c <= 'f')
+	}
+	if hex && len(name) >= MinAPIKeyLen {
+		// `openssl rand -hex 16`, the key this package suggests, is one.
+		return fmt.Sprintf("is not a name: %d hexadecimal digits look like a key pasted where its name goes", len(name))
 	}
 	return ""
 }
