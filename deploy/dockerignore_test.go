@@ -73,7 +73,7 @@ func TestDockerignore(t *testing.T) {
 
 	for _, p := range []string{
 		".env", ".env.production", "cmd/refresher/.env", "deploy/.env.local",
-		"secrets/wxdemo1_secret", "secrets/redis_password", "ops/secrets/app",
+		"secrets/wx0123456789abcdef_secret", "secrets/redis_password", "ops/secrets/app",
 		"server.key", "tls/server.pem", "certs/client.p12", "deploy/kubernetes/secrets.example.yaml",
 		"internal/config/config_test.go", ".git/config",
 	} {

@@ -167,7 +167,7 @@ func TestBadUsageAndConfigExitTwo(t *testing.T) {
 }
 
 func TestPrintConfigRedacts(t *testing.T) {
-	env := baseEnv("TOKENKEEPER_APPS=wx1:stable", "TOKENKEEPER_APPS_WX1_SECRET=very-secret-value",
+	env := baseEnv("TOKENKEEPER_APPS=wx0123456789abcdef:stable", "TOKENKEEPER_APPS_WX0123456789ABCDEF_SECRET=very-secret-value",
 		"TOKENKEEPER_REDIS_PASSWORD=redis-password-value",
 		"TOKENKEEPER_HTTP_API_KEYS=k", "TOKENKEEPER_HTTP_API_KEYS_K_KEY=api-key-value-0123456789", "TOKENKEEPER_HTTP_API_KEYS_K_APPS=*")
 	for _, args := range [][]string{{"serve", "--print-config"}, {"config"}} {
@@ -180,7 +180,7 @@ func TestPrintConfigRedacts(t *testing.T) {
 				t.Errorf("%v printed a secret:\n%s", args, out)
 			}
 		}
-		if !strings.Contains(out, "[redacted] (env TOKENKEEPER_APPS_WX1_SECRET)") || !strings.Contains(out, "mode: stable") {
+		if !strings.Contains(out, "[redacted] (env TOKENKEEPER_APPS_WX0123456789ABCDEF_SECRET)") || !strings.Contains(out, "mode: stable") {
 			t.Errorf("%v output:\n%s", args, out)
 		}
 	}

@@ -49,7 +49,7 @@ cache: {key_prefix: "bt:"}
 }
 
 func TestConfigErrorsAreErrConfig(t *testing.T) {
-	cfg := load(t, `apps: [{id: wx1, secret: backend-test-secret-2}]`)
+	cfg := load(t, `apps: [{id: wx0123456789abcdef, secret: backend-test-secret-2}]`)
 	cfg.Cache.KeyPrefix = "{bad}" // config validation bypassed: tokencache refuses it
 	_, _, err := backend.Open(cfg)
 	if !errors.Is(err, backend.ErrConfig) || !strings.HasPrefix(err.Error(), "configuration: ") || !strings.Contains(err.Error(), "KeyPrefix") {

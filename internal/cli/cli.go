@@ -28,6 +28,7 @@ import (
 
 	"github.com/tokenkeeper/tokenkeeper/internal/backend"
 	"github.com/tokenkeeper/tokenkeeper/internal/config"
+	"github.com/tokenkeeper/tokenkeeper/internal/refresher"
 	"github.com/tokenkeeper/tokenkeeper/internal/status"
 	"github.com/tokenkeeper/tokenkeeper/internal/tokencmd"
 	"github.com/tokenkeeper/tokenkeeper/pkg/wechat"
@@ -184,7 +185,11 @@ func dispatch(ctx context.Context, args []string, stdout, stderr io.Writer, runD
 		return runDemo(ctx, fs, *printConfig, stdout, stderr)
 	}
 
-	opts := config.Options{File: *configFile, Flags: fs}
+	// The commands that only read Redis need only its settings: a secret
+	// that does not resolve here (another host's secret file) must not
+	// stop `status` or `token`.
+	readOnly := cmd == "token" || cmd == "invalidate" || cmd == "status"
+	opts := config.Options{File: *configFile, Flags: fs, ReadOnly: readOnly}
 	if cmd == "health" {
 		return health(ctx, opts, *healthAddr, *healthTimeout, stdout)
 	}
@@ -209,6 +214,9 @@ func dispatch(ctx context.Context, args []string, stdout, stderr io.Writer, runD
 	log := NewLogger(cfg, stderr)
 	for _, name := range cfg.UnusedEnv {
 		log.Warn("refresher: environment variable set but not read (a typo, or an app that is not listed?)", "var", name)
+	}
+	for _, w := range cfg.Warnings {
+		log.Warn("refresher: configuration: " + w)
 	}
 	// token, invalidate and status talk to Redis directly with the
 	// replicas' configuration: they need no running replica.
@@ -237,7 +245,14 @@ func dispatch(ctx context.Context, args []string, stdout, stderr io.Writer, runD
 	case "status":
 		return status.Print(ctx, cfg, stdout)
 	}
-	return Serve(ctx, cfg, log)
+	// SIGHUP reloads the configuration from where it was read: the same
+	// file, environment, flags and secret files.
+	hup := make(chan os.Signal, 1)
+	signal.Notify(hup, syscall.SIGHUP)
+	defer signal.Stop(hup)
+	return Serve(ctx, cfg, log,
+		refresher.WithReloader(func() (*config.Config, error) { return config.Load(opts) }),
+		refresher.WithReloadSignal(hup))
 }
 
 // NewLogger is the logger the configuration asks for, writing to w.

@@ -6,10 +6,13 @@ import (
 	"io"
 	"strings"
 	"testing"
+	"time"
 
+	"github.com/alicebob/miniredis/v2"
 	"github.com/spf13/pflag"
 
 	"github.com/tokenkeeper/tokenkeeper/internal/config"
+	"github.com/tokenkeeper/tokenkeeper/pkg/tokencache"
 )
 
 func run(t *testing.T, demo Demo, args ...string) (int, string, string) {
@@ -42,7 +45,7 @@ func TestDemoHook(t *testing.T) {
 	var gotPrint bool
 	demo := func(_ context.Context, fs *pflag.FlagSet, printConfig bool, stdout, _ io.Writer) error {
 		calls++
-		cfg, err := config.Load(config.Options{File: "(test)", YAML: []byte("apps: [{id: wx1, secret: s}]\n"), Environ: []string{}, Flags: fs})
+		cfg, err := config.Load(config.Options{File: "(test)", YAML: []byte("apps: [{id: wx0123456789abcdef, secret: s}]\n"), Environ: []string{}, Flags: fs})
 		if err != nil {
 			return err
 		}
@@ -60,5 +63,31 @@ func TestDemoHook(t *testing.T) {
 	}
 	if code, _, help := run(t, demo, "--help"); code != 0 || !strings.Contains(help, "--demo") {
 		t.Errorf("help (code %d) lacks --demo:\n%s", code, help)
+	}
+}
+
+// status and token need only the Redis settings: no app list, no secret.
+func TestReadOnlyCommandsNeedOnlyRedis(t *testing.T) {
+	mr := miniredis.RunT(t)
+	tok := tokencache.Token{Value: "stored-token-0123456789", Version: 1, Rev: 1,
+		UsableUntil: time.Now().Add(time.Hour), RefreshAt: time.Now().Add(50 * time.Minute), ExpiresAt: time.Now().Add(61 * time.Minute), FetchedAt: time.Now()}
+	mr.Set(tokencache.RecordKey("tokenkeeper:", "wx0123456789abcdef"), tokencache.EncodeRecord(tok))
+	t.Setenv("TOKENKEEPER_REDIS_ADDRS", mr.Addr())
+	if code, out, errOut := run(t, nil, "status"); code != 0 {
+		t.Fatalf("status with the Redis settings only: code %d out %q err %q", code, out, errOut)
+	}
+	// An app whose secret file is on another host: listed, its token read.
+	t.Setenv("TOKENKEEPER_APPS", "wx0123456789abcdef")
+	t.Setenv("TOKENKEEPER_APPS_WX0123456789ABCDEF_SECRET_FILE", "/nonexistent/secret")
+	if code, out, errOut := run(t, nil, "status"); code != 0 || !strings.Contains(out, "wx0123456789abcdef") {
+		t.Fatalf("status: code %d out %q err %q", code, out, errOut)
+	}
+	code, out, errOut := run(t, nil, "token", "wx0123456789abcdef")
+	if code != 0 || !strings.Contains(out, "stored-token-0123456789") {
+		t.Fatalf("token: code %d out %q err %q", code, out, errOut)
+	}
+	// serve still needs every secret.
+	if code, _, errOut := run(t, nil, "serve"); code != 2 || !strings.Contains(errOut, `"/nonexistent/secret"`) {
+		t.Fatalf("serve: code %d err %q, want the unresolvable secret refused", code, errOut)
 	}
 }

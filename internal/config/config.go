@@ -25,6 +25,7 @@ type Config struct {
 	Cache    Cache
 	Lease    Lease
 	HTTP     HTTP
+	Metrics  Metrics
 	Log      Log
 	Gateway  Gateway
 
@@ -33,6 +34,10 @@ type Config struct {
 	// UnusedEnv lists the TOKENKEEPER_ variables that were set but not
 	// read: most likely typos, or per-app variables of an unlisted app.
 	UnusedEnv []string
+	// Warnings are things that work but should not be so (a secret file
+	// readable by everyone); the caller logs them. They name paths, never
+	// secrets.
+	Warnings []string
 }
 
 // Redis says how to reach the Redis holding tokens and the lease.
@@ -96,6 +101,7 @@ var (
 		"KeyPrefix": "cache.key_prefix", "RefreshAhead": "cache.refresh_ahead", "Margin": "cache.margin",
 		"Overlap": "cache.overlap", "LockTTL": "cache.lock_ttl", "FetchTimeout": "cache.fetch_timeout",
 		"NearMaxAge": "cache.near_max_age", "DailyBudget": "cache.daily_budget",
+		"ConfigHold": "cache.config_hold",
 	}
 	leaseKeys = map[string]string{
 		"Name": "lease.name", "Identity": "identity", "LeaseDuration": "lease.duration",
@@ -119,6 +125,30 @@ type HTTP struct {
 	// InvalidateRate is how many passive refreshes per second one app may
 	// ask for.
 	InvalidateRate float64
+	// AllowUnauthenticated lets serve run without API keys on an address
+	// other than loopback. Without it, that is refused: anyone who can
+	// reach the port could read every token.
+	AllowUnauthenticated bool
+	// TLS, when its files are set, serves the API over HTTPS.
+	TLS TLSFiles
+}
+
+// TLSFiles names a PEM certificate (chain) and its key. Both or neither.
+// They are re-read on a reload (see package internal/tlsfiles).
+type TLSFiles struct {
+	CertFile string
+	KeyFile  string
+}
+
+// Enabled reports whether TLS is configured.
+func (t TLSFiles) Enabled() bool { return t.CertFile != "" || t.KeyFile != "" }
+
+// Metrics configures the operations listener.
+type Metrics struct {
+	// Addr, when set, serves /metrics, /healthz and /readyz on a listener
+	// of their own, and no longer /metrics on the API's; "" keeps them on
+	// the API's listener.
+	Addr string
 }
 
 // APIKey lets the bearer of Key read the tokens of Apps ("*" = all).
@@ -130,6 +160,8 @@ type APIKey struct {
 	// PageHosts, if set, are the only page hosts the key may have JS-SDK
 	// configs signed for.
 	PageHosts []string
+	// Admin lets the key call the admin endpoints (POST /admin/reload).
+	Admin bool
 }
 
 // Gateway configures the WeChat-compatible gateway (package gateway), on
@@ -192,14 +224,23 @@ var defaults = map[string]any{
 	"cache.fetch_timeout":   defaultCache.FetchTimeout.String(),
 	"cache.near_max_age":    defaultCache.NearMaxAge.String(),
 	"cache.daily_budget":    defaultCache.DailyBudget,
-	"lease.name":            "tokenkeeper:leader",
-	"lease.duration":        "15s",
-	"lease.renew_deadline":  "10s",
-	"lease.retry_period":    "2s",
-	"http.addr":             "127.0.0.1:8080",
-	"http.invalidate_rate":  1.0,
-	"log.level":             "info",
-	"log.format":            "text",
+	// After a configuration error the fleet sends one fetch per
+	// config_hold (fleet-wide hold), and the leader's scheduler retries
+	// the app then: 10m, longer than the library's default, since each
+	// such fetch costs a call of the daily quota.
+	"cache.config_hold":          "10m",
+	"lease.name":                 "tokenkeeper:leader",
+	"lease.duration":             "15s",
+	"lease.renew_deadline":       "10s",
+	"lease.retry_period":         "2s",
+	"http.addr":                  "127.0.0.1:8080",
+	"http.invalidate_rate":       1.0,
+	"http.allow_unauthenticated": false,
+	"http.tls.cert_file":         "",
+	"http.tls.key_file":          "",
+	"metrics.addr":               "",
+	"log.level":                  "info",
+	"log.format":                 "text",
 
 	"gateway.addr":              "",
 	"gateway.accept_app_secret": false,
@@ -221,8 +262,18 @@ type rawConfig struct {
 	Cache    rawCache   `mapstructure:"cache"`
 	Lease    rawLease   `mapstructure:"lease"`
 	HTTP     rawHTTP    `mapstructure:"http"`
+	Metrics  rawMetrics `mapstructure:"metrics"`
 	Log      rawLog     `mapstructure:"log"`
 	Gateway  rawGateway `mapstructure:"gateway"`
+}
+
+type rawMetrics struct {
+	Addr string `mapstructure:"addr"`
+}
+
+type rawTLS struct {
+	CertFile string `mapstructure:"cert_file"`
+	KeyFile  string `mapstructure:"key_file"`
 }
 
 type rawRedis struct {
@@ -266,7 +317,10 @@ type rawCache struct {
 	LockTTL      string `mapstructure:"lock_ttl"`
 	FetchTimeout string `mapstructure:"fetch_timeout"`
 	NearMaxAge   string `mapstructure:"near_max_age"`
-	DailyBudget  int    `mapstructure:"daily_budget"`
+	// A string, parsed by resolve, so that an overflow is reported as
+	// one rather than wrapped around to a negative number.
+	DailyBudget string `mapstructure:"daily_budget"`
+	ConfigHold  string `mapstructure:"config_hold"`
 }
 
 type rawLease struct {
@@ -277,9 +331,11 @@ type rawLease struct {
 }
 
 type rawHTTP struct {
-	Addr           string      `mapstructure:"addr"`
-	APIKeys        []rawAPIKey `mapstructure:"api_keys"`
-	InvalidateRate float64     `mapstructure:"invalidate_rate"`
+	Addr                 string      `mapstructure:"addr"`
+	APIKeys              []rawAPIKey `mapstructure:"api_keys"`
+	InvalidateRate       float64     `mapstructure:"invalidate_rate"`
+	AllowUnauthenticated bool        `mapstructure:"allow_unauthenticated"`
+	TLS                  rawTLS      `mapstructure:"tls"`
 }
 
 type rawAPIKey struct {
@@ -290,6 +346,7 @@ type rawAPIKey struct {
 	Apps    []string `mapstructure:"apps"`
 	// PageHosts limits jssdk-config to these page hosts.
 	PageHosts []string `mapstructure:"page_hosts"`
+	Admin     bool     `mapstructure:"admin"`
 
 	inlineFrom string
 }

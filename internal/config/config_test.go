@@ -26,17 +26,17 @@ identity: replica-a
 redis:
   addrs: ["127.0.0.1:7000"]
 apps:
-  - id: wx1
-    secret: file-secret-wx1
+  - id: wx0000000000000001
+    secret: file-secret-wx0000000000000001
     mode: classic
-  - id: wx2
+  - id: wx0000000000000002
     secret_env: WX2_SECRET
     mode: stable
 http:
   api_keys:
     - name: backend
       key: file-api-key-backend-xyz
-      apps: ["wx1"]
+      apps: ["wx0000000000000001"]
     - name: ops
       key_file: /secrets/ops
       apps: ["*"]
@@ -67,18 +67,18 @@ func load(t *testing.T, yaml string, env ...string) (*config.Config, error) {
 }
 
 func TestLoadValidFile(t *testing.T) {
-	c, err := load(t, validYAML, "WX2_SECRET=env-secret-wx2")
+	c, err := load(t, validYAML, "WX2_SECRET=env-secret-wx0000000000000002")
 	if err != nil {
 		t.Fatal(err)
 	}
 	if c.Identity != "replica-a" || len(c.Apps) != 2 {
 		t.Fatalf("identity %q apps %d", c.Identity, len(c.Apps))
 	}
-	if c.Apps[0].Secret.Reveal() != "file-secret-wx1" || c.Apps[0].Mode != wechat.Classic {
-		t.Errorf("wx1 = %+v", c.Apps[0])
+	if c.Apps[0].Secret.Reveal() != "file-secret-wx0000000000000001" || c.Apps[0].Mode != wechat.Classic {
+		t.Errorf("wx0000000000000001 = %+v", c.Apps[0])
 	}
-	if c.Apps[1].Secret.Reveal() != "env-secret-wx2" || c.Apps[1].Mode != wechat.Stable || c.Apps[1].SecretFrom != "env WX2_SECRET" {
-		t.Errorf("wx2 mode %v from %q", c.Apps[1].Mode, c.Apps[1].SecretFrom)
+	if c.Apps[1].Secret.Reveal() != "env-secret-wx0000000000000002" || c.Apps[1].Mode != wechat.Stable || c.Apps[1].SecretFrom != "env WX2_SECRET" {
+		t.Errorf("wx0000000000000002 mode %v from %q", c.Apps[1].Mode, c.Apps[1].SecretFrom)
 	}
 	if got := c.HTTP.APIKeys[1].Key.Reveal(); got != "ops-key-from-file-xyz" {
 		t.Errorf("ops key = %q, want the file's content without its newline", got)
@@ -98,14 +98,14 @@ func TestValidationErrors(t *testing.T) {
 		field string
 		want  string
 	}{
-		{"missing secret", "!apps:\n  - id: wx1\nhttp: {api_keys: []}\n", nil, "apps[0] (wx1).secret", "missing: set exactly one of secret, secret_env, secret_file"},
-		{"two secret sources", "!apps:\n  - {id: wx1, secret: a, secret_file: /x}\nhttp: {api_keys: []}\n", nil, "apps[0] (wx1).secret", "2 sources given"},
-		{"secret_env unset", "!apps:\n  - {id: wx1, secret_env: NOPE}\n", nil, "apps[0] (wx1).secret", `"NOPE", which is not set`},
-		{"secret_file missing", "!apps:\n  - {id: wx1, secret_file: /nope}\n", nil, "apps[0] (wx1).secret", "/nope"},
-		{"unknown mode", "!apps:\n  - {id: wx1, secret: a, mode: turbo}\n", nil, "apps[0] (wx1).mode", `unknown mode "turbo"`},
+		{"missing secret", "!apps:\n  - id: wx0000000000000001\nhttp: {api_keys: []}\n", nil, "apps[0] (wx0000000000000001).secret", "missing: set exactly one of secret, secret_env, secret_file"},
+		{"two secret sources", "!apps:\n  - {id: wx0000000000000001, secret: a, secret_file: /x}\nhttp: {api_keys: []}\n", nil, "apps[0] (wx0000000000000001).secret", "2 sources given"},
+		{"secret_env unset", "!apps:\n  - {id: wx0000000000000001, secret_env: NOPE}\n", nil, "apps[0] (wx0000000000000001).secret", `"NOPE", which is not set`},
+		{"secret_file missing", "!apps:\n  - {id: wx0000000000000001, secret_file: /nope}\n", nil, "apps[0] (wx0000000000000001).secret", "/nope"},
+		{"unknown mode", "!apps:\n  - {id: wx0000000000000001, secret: a, mode: turbo}\n", nil, "apps[0] (wx0000000000000001).mode", `unknown mode "turbo"`},
 		{"no apps", "!redis: {addrs: [\"h:1\"]}\n", nil, "apps", "no app configured"},
-		{"duplicate app", "!apps:\n  - {id: wx1, secret: a}\n  - {id: wx1, secret: b}\n", nil, "apps[1] (wx1).id", "duplicate appid"},
-		{"bad appid", "!apps:\n  - {id: 'wx 1', secret: a}\n", nil, "apps[0] (wx 1).id", "only letters"},
+		{"duplicate app", "!apps:\n  - {id: wx0000000000000001, secret: a}\n  - {id: wx0000000000000001, secret: b}\n", nil, "apps[1] (wx0000000000000001).id", "duplicate appid"},
+		{"bad appid", "!apps:\n  - {id: 'wx 1', secret: a}\n", nil, "apps[0] (\"wx 1\").id", "only letters"},
 		{"bad duration", "cache:\n  refresh_ahead: 5x\n", withEnv, "cache.refresh_ahead", `"5x" is not a duration`},
 		{"bad duration from env", "", append([]string{"TOKENKEEPER_LEASE_DURATION=soon"}, withEnv...), "lease.duration", `"soon" is not a duration`},
 		{"lease duration <= renew deadline", "lease: {duration: 10s, renew_deadline: 10s, retry_period: 2s}\n", withEnv, "lease.duration", "must be greater than lease.renew_deadline"},
@@ -116,11 +116,11 @@ func TestValidationErrors(t *testing.T) {
 		{"bad redis addr", "", append([]string{"TOKENKEEPER_REDIS_ADDRS=nocolon"}, withEnv...), "redis.addrs[0]", "not host:port"},
 		{"bad log level", "log: {level: loud}\n", withEnv, "log.level", `unknown level "loud"`},
 		{"bad log format", "log: {format: xml}\n", withEnv, "log.format", `unknown format "xml"`},
-		{"api key with no apps", "!apps: [{id: wx1, secret: a}]\nhttp:\n  api_keys: [{name: k, key: kkkkkkkkkkkkkkkkkk}]\n", nil, "http.api_keys[0] (k).apps", "may read no app"},
-		{"api key unknown app", "!apps: [{id: wx1, secret: a}]\nhttp:\n  api_keys: [{name: k, key: kkkkkkkkkkkkkkkkkk, apps: [wx9]}]\n", nil, "http.api_keys[0] (k).apps", `unknown appid "wx9"`},
-		{"api key missing key", "!apps: [{id: wx1, secret: a}]\nhttp:\n  api_keys: [{name: k, apps: [wx1]}]\n", nil, "http.api_keys[0] (k).key", "set exactly one of key, key_env, key_file"},
-		{"same api key twice", "!apps: [{id: wx1, secret: a}]\nhttp:\n  api_keys: [{name: k, key: same-same-same-same, apps: [wx1]}, {name: j, key: same-same-same-same, apps: [wx1]}]\n", nil, "http.api_keys[1] (j).key", "same key as http.api_keys[0]"},
-		{"api key too short", "!apps: [{id: wx1, secret: a}]\nhttp:\n  api_keys: [{name: k, key: short, apps: [wx1]}]\n", nil, "http.api_keys[0] (k).key", "too short (5 characters)"},
+		{"api key with no apps", "!apps: [{id: wx0000000000000001, secret: a}]\nhttp:\n  api_keys: [{name: k, key: kkkkkkkkkkkkkkkkkk}]\n", nil, "http.api_keys[0] (k).apps", "may read no app"},
+		{"api key unknown app", "!apps: [{id: wx0000000000000001, secret: a}]\nhttp:\n  api_keys: [{name: k, key: kkkkkkkkkkkkkkkkkk, apps: [wx0000000000000009]}]\n", nil, "http.api_keys[0] (k).apps", `unknown appid "wx0000000000000009"`},
+		{"api key missing key", "!apps: [{id: wx0000000000000001, secret: a}]\nhttp:\n  api_keys: [{name: k, apps: [wx0000000000000001]}]\n", nil, "http.api_keys[0] (k).key", "set exactly one of key, key_env, key_file"},
+		{"same api key twice", "!apps: [{id: wx0000000000000001, secret: a}]\nhttp:\n  api_keys: [{name: k, key: same-same-same-same, apps: [wx0000000000000001]}, {name: j, key: same-same-same-same, apps: [wx0000000000000001]}]\n", nil, "http.api_keys[1] (j).key", "same key as http.api_keys[0]"},
+		{"api key too short", "!apps: [{id: wx0000000000000001, secret: a}]\nhttp:\n  api_keys: [{name: k, key: short, apps: [wx0000000000000001]}]\n", nil, "http.api_keys[0] (k).key", "too short (5 characters)"},
 		{"overlap too short", "cache: {overlap: 1m, margin: 1m}\n", withEnv, "cache.overlap", "must exceed cache.margin"},
 		{"fetch timeout >= lock ttl", "cache: {fetch_timeout: 15s, lock_ttl: 15s}\n", withEnv, "cache.fetch_timeout", "shorter than cache.lock_ttl"},
 		{"key prefix with brace", "cache: {key_prefix: 'a{b'}\n", withEnv, "cache.key_prefix", "no '{'"},
@@ -199,12 +199,12 @@ var envOnly = []string{
 	"TOKENKEEPER_REDIS_LOCK_ADDRS=10.0.1.1:6379,10.0.1.2:6379,10.0.1.3:6379",
 	"TOKENKEEPER_WECHAT_BASE_URL=http://fake:9000",
 	"TOKENKEEPER_WECHAT_TIMEOUT=3s",
-	"TOKENKEEPER_APPS=wx-1:classic,wx2:stable,wx3",
-	"TOKENKEEPER_APPS_WX_1_SECRET=env-secret-1",
-	"TOKENKEEPER_APPS_WX2_SECRET_ENV=OTHER_VAR",
+	"TOKENKEEPER_APPS=wx00000000000000a1:classic,wx0000000000000002:stable,wx0000000000000003",
+	"TOKENKEEPER_APPS_WX00000000000000A1_SECRET=env-secret-1",
+	"TOKENKEEPER_APPS_WX0000000000000002_SECRET_ENV=OTHER_VAR",
 	"OTHER_VAR=env-secret-2",
-	"TOKENKEEPER_APPS_WX3_SECRET_FILE=/secrets/wx3",
-	"TOKENKEEPER_APPS_WX3_MODE=stable",
+	"TOKENKEEPER_APPS_WX0000000000000003_SECRET_FILE=/secrets/wx0000000000000003",
+	"TOKENKEEPER_APPS_WX0000000000000003_MODE=stable",
 	"TOKENKEEPER_CACHE_KEY_PREFIX=tk:",
 	"TOKENKEEPER_CACHE_REFRESH_AHEAD=20s",
 	"TOKENKEEPER_CACHE_MARGIN=5s",
@@ -213,6 +213,7 @@ var envOnly = []string{
 	"TOKENKEEPER_CACHE_FETCH_TIMEOUT=3s",
 	"TOKENKEEPER_CACHE_NEAR_MAX_AGE=2s",
 	"TOKENKEEPER_CACHE_DAILY_BUDGET=100",
+	"TOKENKEEPER_CACHE_CONFIG_HOLD=15m",
 	"TOKENKEEPER_LEASE_NAME=tk:leader",
 	"TOKENKEEPER_LEASE_DURATION=6s",
 	"TOKENKEEPER_LEASE_RENEW_DEADLINE=4s",
@@ -221,7 +222,7 @@ var envOnly = []string{
 	"TOKENKEEPER_HTTP_INVALIDATE_RATE=0.5",
 	"TOKENKEEPER_HTTP_API_KEYS=backend,ops-team",
 	"TOKENKEEPER_HTTP_API_KEYS_BACKEND_KEY=env-api-key-1-long-enough",
-	"TOKENKEEPER_HTTP_API_KEYS_BACKEND_APPS=wx-1,wx2",
+	"TOKENKEEPER_HTTP_API_KEYS_BACKEND_APPS=wx00000000000000a1,wx0000000000000002",
 	"TOKENKEEPER_HTTP_API_KEYS_OPS_TEAM_KEY_ENV=OPS_KEY",
 	"OPS_KEY=env-api-key-2-long-enough",
 	"TOKENKEEPER_HTTP_API_KEYS_OPS_TEAM_APPS=*",
@@ -230,17 +231,27 @@ var envOnly = []string{
 	"TOKENKEEPER_GATEWAY_ADDR=0.0.0.0:9091",
 	"TOKENKEEPER_GATEWAY_CREDENTIALS=team-a",
 	"TOKENKEEPER_GATEWAY_CREDENTIALS_TEAM_A_KEY=env-gateway-credential-1",
-	"TOKENKEEPER_GATEWAY_CREDENTIALS_TEAM_A_APPS=wx2",
+	"TOKENKEEPER_GATEWAY_CREDENTIALS_TEAM_A_APPS=wx0000000000000002",
 	"TOKENKEEPER_GATEWAY_ACCEPT_APP_SECRET=true",
 	"TOKENKEEPER_GATEWAY_MAX_BODY=2048",
 	"TOKENKEEPER_GATEWAY_RETRY_BUFFER=1024",
 	"TOKENKEEPER_GATEWAY_TIMEOUT=7s",
 	"TOKENKEEPER_GATEWAY_MAX_CONCURRENT=9",
 	"TOKENKEEPER_GATEWAY_ACCESS_LOG=true",
+	"TOKENKEEPER_HTTP_ALLOW_UNAUTHENTICATED=true",
+	"TOKENKEEPER_HTTP_TLS_CERT_FILE=/tls/cert.pem",
+	"TOKENKEEPER_HTTP_TLS_KEY_FILE=/tls/key.pem",
+	"TOKENKEEPER_METRICS_ADDR=127.0.0.1:9091",
+}
+
+// envFiles are the files envOnly names.
+func envFiles() func(string) ([]byte, error) {
+	cert, key := testCert()
+	return files(map[string]string{"/secrets/redis": "redis-pw\n", "/secrets/wx0000000000000003": "env-secret-3", "/tls/cert.pem": cert, "/tls/key.pem": key})
 }
 
 func TestEnvOnly(t *testing.T) {
-	read := files(map[string]string{"/secrets/redis": "redis-pw\n", "/secrets/wx3": "env-secret-3"})
+	read := envFiles()
 	c, err := config.Load(config.Options{Environ: envOnly, ReadFile: read})
 	if err != nil {
 		t.Fatal(err)
@@ -262,9 +273,9 @@ func TestEnvOnly(t *testing.T) {
 	check("base url", c.WeChat.BaseURL, "http://fake:9000")
 	check("timeout", c.WeChat.Timeout, 3*time.Second)
 	check("apps", len(c.Apps), 3)
-	check("wx-1", c.Apps[0].ID+"/"+c.Apps[0].Mode.String()+"/"+c.Apps[0].Secret.Reveal(), "wx-1/classic/env-secret-1")
-	check("wx2", c.Apps[1].ID+"/"+c.Apps[1].Mode.String()+"/"+c.Apps[1].Secret.Reveal(), "wx2/stable/env-secret-2")
-	check("wx3", c.Apps[2].ID+"/"+c.Apps[2].Mode.String()+"/"+c.Apps[2].Secret.Reveal(), "wx3/stable/env-secret-3")
+	check("wx00000000000000a1", c.Apps[0].ID+"/"+c.Apps[0].Mode.String()+"/"+c.Apps[0].Secret.Reveal(), "wx00000000000000a1/classic/env-secret-1")
+	check("wx0000000000000002", c.Apps[1].ID+"/"+c.Apps[1].Mode.String()+"/"+c.Apps[1].Secret.Reveal(), "wx0000000000000002/stable/env-secret-2")
+	check("wx0000000000000003", c.Apps[2].ID+"/"+c.Apps[2].Mode.String()+"/"+c.Apps[2].Secret.Reveal(), "wx0000000000000003/stable/env-secret-3")
 	check("key prefix", c.Cache.KeyPrefix, "tk:")
 	check("refresh ahead", c.Cache.RefreshAhead, 20*time.Second)
 	check("margin", c.Cache.Margin, 5*time.Second)
@@ -273,18 +284,22 @@ func TestEnvOnly(t *testing.T) {
 	check("fetch timeout", c.Cache.FetchTimeout, 3*time.Second)
 	check("near max age", c.Cache.NearMaxAge, 2*time.Second)
 	check("budget", c.Cache.DailyBudget, 100)
+	check("config hold", c.Cache.ConfigHold, 15*time.Minute)
 	check("lease", c.Lease, config.Lease{Name: "tk:leader", Duration: 6 * time.Second, RenewDeadline: 4 * time.Second, RetryPeriod: time.Second})
 	check("http addr", c.HTTP.Addr, "0.0.0.0:9090")
 	check("rate", c.HTTP.InvalidateRate, 0.5)
 	check("keys", len(c.HTTP.APIKeys), 2)
-	check("backend", c.HTTP.APIKeys[0].Key.Reveal()+" "+strings.Join(c.HTTP.APIKeys[0].Apps, ","), "env-api-key-1-long-enough wx-1,wx2")
+	check("backend", c.HTTP.APIKeys[0].Key.Reveal()+" "+strings.Join(c.HTTP.APIKeys[0].Apps, ","), "env-api-key-1-long-enough wx00000000000000a1,wx0000000000000002")
 	check("ops", c.HTTP.APIKeys[1].Key.Reveal()+" "+strings.Join(c.HTTP.APIKeys[1].Apps, ","), "env-api-key-2-long-enough *")
 	check("level", c.Log.Level, slog.LevelDebug)
 	check("format", c.Log.Format, "json")
 	g := c.Gateway
 	check("gateway", fmt.Sprintf("%v %v %v %v %v %v %v", g.Addr, g.AcceptAppSecret, g.MaxBody, g.RetryBuffer, g.Timeout, g.MaxConcurrent, g.AccessLog), "0.0.0.0:9091 true 2048 1024 7s 9 true")
 	check("gateway credentials", len(g.Credentials), 1)
-	check("team-a", g.Credentials[0].Name+" "+g.Credentials[0].Key.Reveal()+" "+strings.Join(g.Credentials[0].Apps, ","), "team-a env-gateway-credential-1 wx2")
+	check("team-a", g.Credentials[0].Name+" "+g.Credentials[0].Key.Reveal()+" "+strings.Join(g.Credentials[0].Apps, ","), "team-a env-gateway-credential-1 wx0000000000000002")
+	check("allow unauthenticated", c.HTTP.AllowUnauthenticated, true)
+	check("tls", c.HTTP.TLS, config.TLSFiles{CertFile: "/tls/cert.pem", KeyFile: "/tls/key.pem"})
+	check("metrics addr", c.Metrics.Addr, "127.0.0.1:9091")
 
 	ro := c.RedisOptions()
 	check("redis opts", ro.MasterName+" "+ro.Username+" "+ro.Password, "mymaster tk redis-pw")
@@ -326,7 +341,7 @@ func TestPrecedenceFileEnvFlags(t *testing.T) {
 			"WX2_SECRET=x",
 			"TOKENKEEPER_CACHE_REFRESH_AHEAD=3m", // env beats file
 			"TOKENKEEPER_LOG_LEVEL=debug",        // flag beats env
-			"TOKENKEEPER_APPS_WX1_SECRET_FILE=/secrets/ops",
+			"TOKENKEEPER_APPS_WX0000000000000001_SECRET_FILE=/secrets/ops",
 		},
 	})
 	if err != nil {
@@ -343,16 +358,16 @@ func TestPrecedenceFileEnvFlags(t *testing.T) {
 	}
 	// A per-app variable replaces the file's secret source (not a second source).
 	if c.Apps[0].Secret.Reveal() != "ops-key-from-file-xyz" || c.Apps[0].SecretFrom != "file /secrets/ops" {
-		t.Errorf("wx1 secret from %q", c.Apps[0].SecretFrom)
+		t.Errorf("wx0000000000000001 secret from %q", c.Apps[0].SecretFrom)
 	}
 }
 
 func TestEnvAppsListKeepsFileSecrets(t *testing.T) {
-	c, err := load(t, validYAML, "WX2_SECRET=x", "TOKENKEEPER_APPS=wx1:stable", "TOKENKEEPER_HTTP_API_KEYS=backend")
+	c, err := load(t, validYAML, "WX2_SECRET=x", "TOKENKEEPER_APPS=wx0000000000000001:stable", "TOKENKEEPER_HTTP_API_KEYS=backend")
 	if err != nil {
 		t.Fatal(err)
 	}
-	if len(c.Apps) != 1 || c.Apps[0].ID != "wx1" || c.Apps[0].Mode != wechat.Stable || c.Apps[0].Secret.Reveal() != "file-secret-wx1" {
+	if len(c.Apps) != 1 || c.Apps[0].ID != "wx0000000000000001" || c.Apps[0].Mode != wechat.Stable || c.Apps[0].Secret.Reveal() != "file-secret-wx0000000000000001" {
 		t.Fatalf("apps = %+v", c.Apps)
 	}
 	if len(c.HTTP.APIKeys) != 1 || c.HTTP.APIKeys[0].Key.Reveal() != "file-api-key-backend-xyz" {
@@ -362,19 +377,19 @@ func TestEnvAppsListKeepsFileSecrets(t *testing.T) {
 
 func TestEnvTwoSecretSources(t *testing.T) {
 	_, err := config.Load(config.Options{Environ: []string{
-		"TOKENKEEPER_APPS=wx1", "TOKENKEEPER_APPS_WX1_SECRET=a", "TOKENKEEPER_APPS_WX1_SECRET_ENV=B", "B=b",
+		"TOKENKEEPER_APPS=wx0000000000000001", "TOKENKEEPER_APPS_WX0000000000000001_SECRET=a", "TOKENKEEPER_APPS_WX0000000000000001_SECRET_ENV=B", "B=b",
 	}})
-	if err == nil || !strings.Contains(err.Error(), "apps[0] (wx1).secret: 2 sources given") || !strings.Contains(err.Error(), "TOKENKEEPER_APPS_WX1_SECRET") {
+	if err == nil || !strings.Contains(err.Error(), "apps[0] (wx0000000000000001).secret: 2 sources given") || !strings.Contains(err.Error(), "TOKENKEEPER_APPS_WX0000000000000001_SECRET") {
 		t.Fatalf("err = %v", err)
 	}
 }
 
 func TestUnusedEnv(t *testing.T) {
-	c, err := load(t, validYAML, "WX2_SECRET=x", "TOKENKEEPER_CACHE_REFRESH_AHAED=1m", "TOKENKEEPER_APPS_WX9_SECRET=zz", "TOKENKEEPER_LOG_LEVEL=")
+	c, err := load(t, validYAML, "WX2_SECRET=x", "TOKENKEEPER_CACHE_REFRESH_AHAED=1m", "TOKENKEEPER_APPS_WX0000000000000009_SECRET=zz", "TOKENKEEPER_LOG_LEVEL=")
 	if err != nil {
 		t.Fatal(err)
 	}
-	want := "TOKENKEEPER_APPS_WX9_SECRET TOKENKEEPER_CACHE_REFRESH_AHAED"
+	want := "TOKENKEEPER_APPS_WX0000000000000009_SECRET TOKENKEEPER_CACHE_REFRESH_AHAED"
 	if got := strings.Join(c.UnusedEnv, " "); got != want {
 		t.Errorf("unused = %q, want %q (empty variables count as unset)", got, want)
 	}
@@ -382,7 +397,7 @@ func TestUnusedEnv(t *testing.T) {
 
 func TestPrintRedactsEverySecret(t *testing.T) {
 	env := append([]string{}, envOnly...)
-	read := files(map[string]string{"/secrets/redis": "redis-pw\n", "/secrets/wx3": "env-secret-3"})
+	read := envFiles()
 	c, err := config.Load(config.Options{Environ: env, ReadFile: read})
 	if err != nil {
 		t.Fatal(err)
@@ -397,7 +412,7 @@ func TestPrintRedactsEverySecret(t *testing.T) {
 			t.Errorf("printed config contains the secret %q:\n%s", secret, s)
 		}
 	}
-	for _, want := range []string{"[redacted] (env TOKENKEEPER_APPS_WX_1_SECRET)", "[redacted] (env OTHER_VAR)", "[redacted] (file /secrets/wx3)", "[redacted] (file /secrets/redis)", "refresh_ahead: 20s", "id: wx-1"} {
+	for _, want := range []string{"[redacted] (env TOKENKEEPER_APPS_WX00000000000000A1_SECRET)", "[redacted] (env OTHER_VAR)", "[redacted] (file /secrets/wx0000000000000003)", "[redacted] (file /secrets/redis)", "refresh_ahead: 20s", "id: wx00000000000000a1"} {
 		if !strings.Contains(s, want) {
 			t.Errorf("printed config lacks %q:\n%s", want, s)
 		}
@@ -409,7 +424,7 @@ func TestPrintRedactsEverySecret(t *testing.T) {
 }
 
 func TestSecretsNeverInErrors(t *testing.T) {
-	_, err := load(t, "apps:\n  - {id: wx1, secret: topsecret-1, secret_file: /x}\nhttp:\n  api_keys: [{name: k, key: topsecret-2}]\n")
+	_, err := load(t, "apps:\n  - {id: wx0000000000000001, secret: topsecret-1, secret_file: /x}\nhttp:\n  api_keys: [{name: k, key: topsecret-2}]\n")
 	if err == nil {
 		t.Fatal("want an error")
 	}
@@ -445,15 +460,15 @@ func TestConversions(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if src.Mode("wx2") != wechat.Stable {
-		t.Error("wx2 not stable in the source")
+	if src.Mode("wx0000000000000002") != wechat.Stable {
+		t.Error("wx0000000000000002 not stable in the source")
 	}
 	cache, err := tokencache.New(client, src, c.CacheOptions()...)
 	if err != nil {
 		t.Fatalf("tokencache refuses the mapped options: %v", err)
 	}
 	cache.Close()
-	if got := c.LastFetchKey("wx1"); got != "tokenkeeper:{wx1}:last_fetch" {
+	if got := c.LastFetchKey("wx0000000000000001"); got != "tokenkeeper:{wx0000000000000001}:last_fetch" {
 		t.Errorf("last fetch key %q", got)
 	}
 }
@@ -502,10 +517,10 @@ func TestRedisTLSServerName(t *testing.T) {
 func TestRejectedValuesAreNotEchoedInFull(t *testing.T) {
 	const pasted = "0123456789abcdef0123456789abcdef"
 	cases := map[string]string{
-		"mode":       "apps:\n  - {id: wx1, secret: x, mode: " + pasted + "}\nredis: {addrs: [\"127.0.0.1:6379\"]}\n",
-		"log level":  "apps:\n  - {id: wx1, secret: x}\nredis: {addrs: [\"127.0.0.1:6379\"]}\nlog: {level: " + pasted + "}\n",
-		"secret_env": "apps:\n  - {id: wx1, secret_env: " + pasted + "}\nredis: {addrs: [\"127.0.0.1:6379\"]}\n",
-		"a key":      pasted + ": 1\napps:\n  - {id: wx1, secret: x}\n",
+		"mode":       "apps:\n  - {id: wx0000000000000001, secret: x, mode: " + pasted + "}\nredis: {addrs: [\"127.0.0.1:6379\"]}\n",
+		"log level":  "apps:\n  - {id: wx0000000000000001, secret: x}\nredis: {addrs: [\"127.0.0.1:6379\"]}\nlog: {level: " + pasted + "}\n",
+		"secret_env": "apps:\n  - {id: wx0000000000000001, secret_env: " + pasted + "}\nredis: {addrs: [\"127.0.0.1:6379\"]}\n",
+		"a key":      pasted + ": 1\napps:\n  - {id: wx0000000000000001, secret: x}\n",
 	}
 	for name, yaml := range cases {
 		_, err := config.Load(config.Options{YAML: []byte(yaml), Environ: []string{}})
@@ -529,7 +544,7 @@ func TestGatewaySettingsAreValidated(t *testing.T) {
 		_, err := config.Load(config.Options{YAML: []byte(validYAML + "gateway:\n" + gw), Environ: env, ReadFile: read})
 		return err
 	}
-	c, err := config.Load(config.Options{YAML: []byte(validYAML + "gateway:\n  addr: 127.0.0.1:8090\n  credentials:\n    - {name: sdk, key: gateway-credential-123, apps: [wx1]}\n"), Environ: env, ReadFile: read})
+	c, err := config.Load(config.Options{YAML: []byte(validYAML + "gateway:\n  addr: 127.0.0.1:8090\n  credentials:\n    - {name: sdk, key: gateway-credential-123, apps: [wx0000000000000001]}\n"), Environ: env, ReadFile: read})
 	if err != nil {
 		t.Fatalf("a valid gateway section: %v", err)
 	}
@@ -544,10 +559,10 @@ func TestGatewaySettingsAreValidated(t *testing.T) {
 		{"  addr: 127.0.0.1:8090\n", "gateway.credentials: none, and gateway.accept_app_secret is off"},
 		{"  addr: nowhere\n  accept_app_secret: true\n", "gateway.addr: \"nowhere\" is not host:port"},
 		{"  addr: 127.0.0.1:8080\n  accept_app_secret: true\n", "is http.addr too"},
-		{"  addr: :8090\n  credentials:\n    - {name: sdk, key: short, apps: [wx1]}\n", "gateway.credentials[0] (sdk).key: too short"},
+		{"  addr: :8090\n  credentials:\n    - {name: sdk, key: short, apps: [wx0000000000000001]}\n", "gateway.credentials[0] (sdk).key: too short"},
 		{"  addr: :8090\n  credentials:\n    - {name: sdk, key: gateway-credential-123, apps: [wx9]}\n", "unknown appid \"wx9\""},
-		{"  addr: :8090\n  credentials:\n    - {name: sdk, key: file-secret-wx1, apps: [wx1]}\n", "is app wx1's AppSecret"},
-		{"  addr: :8090\n  credentials:\n    - {name: a, key: gateway-credential-123, apps: [wx1]}\n    - {name: b, key: gateway-credential-123, apps: [wx1]}\n", "same key as gateway.credentials[0] (a)"},
+		{"  addr: :8090\n  credentials:\n    - {name: sdk, key: file-secret-wx0000000000000001, apps: [wx0000000000000001]}\n", "is app wx0000000000000001's AppSecret"},
+		{"  addr: :8090\n  credentials:\n    - {name: a, key: gateway-credential-123, apps: [wx0000000000000001]}\n    - {name: b, key: gateway-credential-123, apps: [wx0000000000000001]}\n", "same key as gateway.credentials[0] (a)"},
 		{"  addr: :8090\n  accept_app_secret: true\n  max_body: 100\n  retry_buffer: 200\n", "gateway.retry_buffer: 200 must not exceed gateway.max_body 100"},
 		{"  addr: :8090\n  accept_app_secret: true\n  max_concurrent: 0\n", "gateway.max_concurrent: 0: must be positive"},
 		{"  addr: :8090\n  accept_app_secret: true\n  timeout: soon\n", "gateway.timeout: \"soon\" is not a duration"},
@@ -557,7 +572,7 @@ func TestGatewaySettingsAreValidated(t *testing.T) {
 			t.Errorf("gateway:\n%s: got %v, want a problem containing %q", c.yaml, err, c.want)
 			continue
 		}
-		for _, secret := range []string{"gateway-credential-123", "file-secret-wx1"} {
+		for _, secret := range []string{"gateway-credential-123", "file-secret-wx0000000000000001"} {
 			if strings.Contains(err.Error(), secret) {
 				t.Errorf("the error shows a secret: %v", err)
 			}

@@ -56,11 +56,16 @@ func (c *Config) LockOptions() []*redis.Options {
 	return opts
 }
 
-// WeChatApps returns the apps as the wechat package wants them.
+// WeChatApps returns the apps that have a secret as the wechat package
+// wants them. Every app has one, except in a configuration loaded
+// ReadOnly: an app without one is not the Source's, and fetching it fails
+// as an unknown app.
 func (c *Config) WeChatApps() []wechat.App {
-	apps := make([]wechat.App, len(c.Apps))
-	for i, a := range c.Apps {
-		apps[i] = wechat.App{ID: a.ID, Secret: a.Secret, Mode: a.Mode}
+	apps := make([]wechat.App, 0, len(c.Apps))
+	for _, a := range c.Apps {
+		if a.Secret != "" {
+			apps = append(apps, wechat.App{ID: a.ID, Secret: a.Secret, Mode: a.Mode})
+		}
 	}
 	return apps
 }

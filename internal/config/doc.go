@@ -54,4 +54,37 @@
 // AppSecrets, the Redis password and API keys are wechat.Secret values:
 // they print as "[redacted]" in every format. Print writes the effective
 // configuration with all of them redacted and says where each came from.
+//
+// A secret or key file holds the secret alone: exactly one trailing
+// newline ("\n" or "\r\n") is removed, and any other whitespace (a
+// trailing space, a second line) is refused with the file's path, since a
+// key with a trailing space would never match what clients send. A file
+// readable by everyone is accepted with a warning (Config.Warnings).
+// Values that may be a pasted secret (an appid, an API key's name, a
+// rejected value, a path without '/') are shown only by their first
+// characters and length.
+//
+// # Appids and names
+//
+// Apps fetched from WeChat itself (wechat.base_url on api.weixin.qq.com)
+// must have WeChat's appid shape, "wx" and 16 hexadecimal digits
+// (wechat.AppIDProblem); any upstream refuses an appid shaped like an
+// AppSecret (32 hexadecimal digits). API key names are short lower-case
+// words.
+//
+// # Safe by default
+//
+// Without API keys, an http.addr beyond loopback is refused unless
+// http.allow_unauthenticated is true. metrics.addr moves /metrics (and a
+// copy of /healthz and /readyz) to a listener of its own. http.tls.cert_file
+// and key_file serve the API over HTTPS; the pair is checked here and
+// re-read on every reload. A key with admin: true (env
+// TOKENKEEPER_HTTP_API_KEYS_<NAME>_ADMIN=true) may call POST /admin/reload.
+//
+// # Reload and read-only commands
+//
+// The refresher reloads (SIGHUP, POST /admin/reload) by calling Load again
+// with the same Options. Options.ReadOnly loads for the commands that only
+// read Redis (status, token, invalidate): secrets need not resolve, apps
+// may be none, and the HTTP sections are not checked.
 package config

@@ -14,7 +14,7 @@ import (
 // error. Seeds are in testdata/fuzz/FuzzLoadConfig.
 func FuzzLoadConfig(f *testing.F) {
 	f.Add([]byte(validYAML))
-	f.Add([]byte("apps: [{id: wx1, secret: s}]\n"))
+	f.Add([]byte("apps: [{id: wx0000000000000001, secret: s}]\n"))
 	f.Add([]byte("apps: 3\nredis: [1, 2]\n"))
 	f.Fuzz(func(t *testing.T, data []byte) {
 		type result struct {

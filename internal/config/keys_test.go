@@ -18,7 +18,7 @@ func TestMisspeltKeyIsNamedInFullWithASuggestion(t *testing.T) {
 		{"redis: {addrs: [\"127.0.0.1:7000\"], password_fiel: /x}\n", "password_fiel", "password_file"},
 		{"http: {invalidate_rte: 2}\n", "invalidate_rte", "invalidate_rate"},
 		// Keys in a list item and in a nested list.
-		{"apps: [{id: wx1, secret: a, secert_file: /x}]\n", "secert_file", "secret_file"},
+		{"apps: [{id: wx0000000000000001, secret: a, secert_file: /x}]\n", "secert_file", "secret_file"},
 		{"http: {api_keys: [{name: k, key_fiel: /x, apps: ['*']}]}\n", "key_fiel", "key_file"},
 		// Top level; a dash for an underscore.
 		{"identiy: a\n", "identiy", "identity"},
@@ -26,7 +26,7 @@ func TestMisspeltKeyIsNamedInFullWithASuggestion(t *testing.T) {
 	} {
 		yaml := tc.yaml
 		if !strings.HasPrefix(yaml, "apps:") {
-			yaml = "apps: [{id: wx0, secret: a}]\n" + yaml
+			yaml = "apps: [{id: wx0000000000000000, secret: a}]\n" + yaml
 		}
 		_, err := load(t, yaml)
 		if err == nil {
@@ -49,7 +49,7 @@ func TestMisspeltKeyIsNamedInFullWithASuggestion(t *testing.T) {
 // Several unknown keys in one section are each named, each with its own
 // suggestion; a key like nothing valid gets none.
 func TestSeveralMisspeltKeys(t *testing.T) {
-	_, err := load(t, "apps: [{id: wx0, secret: a}]\ncache: {refresh_ahaed: 1s, margn: 2s, zzz: 3}\n")
+	_, err := load(t, "apps: [{id: wx0000000000000000, secret: a}]\ncache: {refresh_ahaed: 1s, margn: 2s, zzz: 3}\n")
 	if err == nil {
 		t.Fatal("accepted")
 	}

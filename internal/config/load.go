@@ -4,6 +4,8 @@ import (
 	"bytes"
 	"errors"
 	"fmt"
+	"io/fs"
+	"math"
 	"os"
 	"slices"
 	"sort"
@@ -32,6 +34,16 @@ type Options struct {
 	// ReadFile reads files (the config file, secret_file, key_file,
 	// password_file); nil means os.ReadFile.
 	ReadFile func(name string) ([]byte, error)
+	// Stat reports a secret or key file's mode, to warn about one readable
+	// by everyone. Nil means os.Stat when ReadFile is nil too, else no
+	// check (a fake filesystem has no modes).
+	Stat func(name string) (fs.FileInfo, error)
+	// ReadOnly loads for a command that only reads Redis (status, token,
+	// invalidate): only the settings that reach Redis and name its keys
+	// must be valid. Secrets that cannot be resolved leave their app
+	// without one (it cannot fetch), API keys are not read, apps may be
+	// none, and the HTTP and metrics sections are not checked.
+	ReadOnly bool
 }
 
 // flagKeys maps the flags RegisterFlags defines to their keys.
@@ -177,7 +189,11 @@ func Load(o Options) (cfg *Config, err error) {
 	}
 	applyEnvLists(&raw, env, used)
 
-	cfg, problems := resolve(&raw, env, read)
+	stat := o.Stat
+	if stat == nil && o.ReadFile == nil {
+		stat = os.Stat
+	}
+	cfg, problems := resolve(&raw, env, read, stat)
 	cfg.File = file
 	// A secret_env may name a TOKENKEEPER_ variable; it is read, not unused.
 	used[raw.Redis.PasswordEnv] = true
@@ -193,11 +209,37 @@ func Load(o Options) (cfg *Config, err error) {
 		}
 	}
 	sort.Strings(cfg.UnusedEnv)
-	problems = append(problems, cfg.problems()...)
+	// A value that could not be read (a bad duration) is zero: its rules
+	// would report it a second time.
+	for _, p := range cfg.problems() {
+		if !hasField(problems, p.Field) {
+			problems = append(problems, p)
+		}
+	}
+	if o.ReadOnly {
+		problems = readOnlyProblems(problems)
+		cfg.HTTP.APIKeys = nil
+	}
 	if len(problems) > 0 {
 		return nil, &Error{File: file, Problems: problems}
 	}
 	return cfg, nil
+}
+
+// readOnlyProblems keeps the problems that matter to a command that only
+// reads Redis: not the apps' secrets, not the HTTP API's or the
+// operations listener's settings, not a missing app list.
+func readOnlyProblems(ps []Problem) []Problem {
+	var out []Problem
+	for _, p := range ps {
+		switch {
+		case p.Field == "apps", strings.HasSuffix(p.Field, ".secret"),
+			strings.HasPrefix(p.Field, "http"), strings.HasPrefix(p.Field, "metrics"):
+			continue
+		}
+		out = append(out, p)
+	}
+	return out
 }
 
 func describeFile(file string) string {
@@ -355,6 +397,10 @@ func applyEnvKeys(keys *[]rawAPIKey, listVar string, prefix func(string) string,
 		if hosts, ok := get(p + "PAGE_HOSTS"); ok {
 			k.PageHosts = splitList(hosts)
 		}
+		if admin, ok := get(p + "ADMIN"); ok {
+			// Anything but a true value leaves the key without admin rights.
+			k.Admin, _ = strconv.ParseBool(strings.TrimSpace(admin))
+		}
 	}
 }
 
@@ -363,7 +409,9 @@ func checkScalar(def any, val string) string {
 	var err error
 	switch def.(type) {
 	case int:
-		_, err = strconv.Atoi(strings.TrimSpace(val))
+		if _, err = strconv.Atoi(strings.TrimSpace(val)); errors.Is(err, strconv.ErrRange) {
+			return fmt.Sprintf("%s is too large (or too small): at most %d", shown(val), math.MaxInt)
+		}
 	case bool:
 		_, err = strconv.ParseBool(strings.TrimSpace(val))
 	case float64:

@@ -23,6 +23,7 @@ type printed struct {
 	Cache    printedCache   `yaml:"cache"`
 	Lease    printedLease   `yaml:"lease"`
 	HTTP     printedHTTP    `yaml:"http"`
+	Metrics  printedMetrics `yaml:"metrics"`
 	Log      printedLog     `yaml:"log"`
 	Gateway  printedGateway `yaml:"gateway"`
 	Unused   []string       `yaml:"unused_env,omitempty"`
@@ -64,6 +65,7 @@ type printedCache struct {
 	FetchTimeout string `yaml:"fetch_timeout"`
 	NearMaxAge   string `yaml:"near_max_age"`
 	DailyBudget  int    `yaml:"daily_budget"`
+	ConfigHold   string `yaml:"config_hold"`
 }
 
 type printedLease struct {
@@ -74,15 +76,27 @@ type printedLease struct {
 }
 
 type printedHTTP struct {
-	Addr           string          `yaml:"addr"`
-	APIKeys        []printedAPIKey `yaml:"api_keys"`
-	InvalidateRate float64         `yaml:"invalidate_rate"`
+	Addr                 string          `yaml:"addr"`
+	APIKeys              []printedAPIKey `yaml:"api_keys"`
+	InvalidateRate       float64         `yaml:"invalidate_rate"`
+	AllowUnauthenticated bool            `yaml:"allow_unauthenticated"`
+	TLS                  *printedTLS     `yaml:"tls,omitempty"`
+}
+
+type printedTLS struct {
+	CertFile string `yaml:"cert_file"`
+	KeyFile  string `yaml:"key_file"`
+}
+
+type printedMetrics struct {
+	Addr string `yaml:"addr"`
 }
 
 type printedAPIKey struct {
-	Name string   `yaml:"name"`
-	Key  string   `yaml:"key"`
-	Apps []string `yaml:"apps"`
+	Name  string   `yaml:"name"`
+	Key   string   `yaml:"key"`
+	Apps  []string `yaml:"apps"`
+	Admin bool     `yaml:"admin,omitempty"`
 }
 
 type printedGateway struct {
@@ -125,15 +139,16 @@ func (c *Config) Print(w io.Writer) error {
 		Cache: printedCache{
 			KeyPrefix: c.Cache.KeyPrefix, RefreshAhead: ds(c.Cache.RefreshAhead), Margin: ds(c.Cache.Margin),
 			Overlap: ds(c.Cache.Overlap), LockTTL: ds(c.Cache.LockTTL), FetchTimeout: ds(c.Cache.FetchTimeout),
-			NearMaxAge: ds(c.Cache.NearMaxAge), DailyBudget: c.Cache.DailyBudget,
+			NearMaxAge: ds(c.Cache.NearMaxAge), DailyBudget: c.Cache.DailyBudget, ConfigHold: ds(c.Cache.ConfigHold),
 		},
 		Lease: printedLease{
 			Name: c.Lease.Name, Duration: ds(c.Lease.Duration),
 			RenewDeadline: ds(c.Lease.RenewDeadline), RetryPeriod: ds(c.Lease.RetryPeriod),
 		},
-		HTTP:   printedHTTP{Addr: c.HTTP.Addr, InvalidateRate: c.HTTP.InvalidateRate},
-		Log:    printedLog{Level: levelName(c), Format: c.Log.Format},
-		Unused: c.UnusedEnv,
+		HTTP:    printedHTTP{Addr: c.HTTP.Addr, InvalidateRate: c.HTTP.InvalidateRate, AllowUnauthenticated: c.HTTP.AllowUnauthenticated},
+		Metrics: printedMetrics{Addr: c.Metrics.Addr},
+		Log:     printedLog{Level: levelName(c), Format: c.Log.Format},
+		Unused:  c.UnusedEnv,
 	}
 	if c.Redis.Password != "" && p.Redis.Password == "" {
 		p.Redis.Password = Redacted
@@ -144,6 +159,9 @@ func (c *Config) Print(w io.Writer) error {
 			s = Redacted
 		}
 		p.Apps = append(p.Apps, printedApp{ID: a.ID, Mode: a.Mode.String(), Secret: s, Tickets: a.Tickets})
+	}
+	if c.HTTP.TLS.Enabled() {
+		p.HTTP.TLS = &printedTLS{CertFile: c.HTTP.TLS.CertFile, KeyFile: c.HTTP.TLS.KeyFile}
 	}
 	p.HTTP.APIKeys = printedKeys(c.HTTP.APIKeys)
 	g := c.Gateway
@@ -165,7 +183,7 @@ func printedKeys(keys []APIKey) []printedAPIKey {
 		if s == "" {
 			s = Redacted
 		}
-		out = append(out, printedAPIKey{Name: k.Name, Key: s, Apps: k.Apps})
+		out = append(out, printedAPIKey{Name: k.Name, Key: s, Apps: k.Apps, Admin: k.Admin})
 	}
 	return out
 }

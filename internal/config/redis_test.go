@@ -64,7 +64,7 @@ func TestRedisTLSAndLockProblems(t *testing.T) {
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
-			yaml := "apps: [{id: wx1, secret: s}]\nredis: {addrs: [\"h:1\"], " + tt.redis + "}\n"
+			yaml := "apps: [{id: wx0000000000000001, secret: s}]\nredis: {addrs: [\"h:1\"], " + tt.redis + "}\n"
 			_, err := config.Load(config.Options{File: "t.yaml", YAML: []byte(yaml), Environ: []string{}, ReadFile: read})
 			var ce *config.Error
 			if !errors.As(err, &ce) {
@@ -87,7 +87,7 @@ func TestRedisTLSAndLockProblems(t *testing.T) {
 // in Validate; one never validated fails every handshake with the reason.
 func TestRedisTLSOfAHandBuiltConfig(t *testing.T) {
 	p := redistest.NewPKI(t)
-	c, err := config.Load(config.Options{File: "t.yaml", YAML: []byte("apps: [{id: wx1, secret: s}]\n"), Environ: []string{}})
+	c, err := config.Load(config.Options{File: "t.yaml", YAML: []byte("apps: [{id: wx0000000000000001, secret: s}]\n"), Environ: []string{}})
 	if err != nil {
 		t.Fatal(err)
 	}

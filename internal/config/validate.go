@@ -2,10 +2,12 @@ package config
 
 import (
 	"crypto/subtle"
+	"crypto/tls"
 	"errors"
 	"fmt"
 	"io/fs"
 	"log/slog"
+	"math"
 	"net"
 	"net/url"
 	"os"
@@ -66,8 +68,10 @@ func (e *Error) Error() string {
 // resolve turns the decoded file into a Config: durations parsed, secrets
 // read from where they are, modes and levels parsed. What cannot be
 // resolved becomes a Problem.
-func resolve(raw *rawConfig, env map[string]string, read func(string) ([]byte, error)) (*Config, []Problem) {
+func resolve(raw *rawConfig, env map[string]string, read func(string) ([]byte, error), stat func(string) (fs.FileInfo, error)) (*Config, []Problem) {
 	var ps []Problem
+	var warnings []string
+	files := fileReader{read: read, stat: stat, warn: func(w string) { warnings = append(warnings, w) }}
 	add := func(field, envName, format string, args ...any) {
 		ps = append(ps, Problem{Field: field, Env: envName, Reason: fmt.Sprintf(format, args...)})
 	}
@@ -101,7 +105,7 @@ func resolve(raw *rawConfig, env map[string]string, read func(string) ([]byte, e
 		field: "redis.password", envBase: EnvPrefix + "REDIS_PASSWORD", optional: true,
 		inline: raw.Redis.Password, envRef: raw.Redis.PasswordEnv, file: raw.Redis.PasswordFile,
 		inlineFrom: inlineEnv(env, "redis.password"),
-	}, env, read, add)
+	}, env, files, add)
 	resolveRedisExtra(&c.Redis, &raw.Redis, read, add)
 
 	c.WeChat.BaseURL = strings.TrimSpace(raw.WeChat.BaseURL)
@@ -109,11 +113,11 @@ func resolve(raw *rawConfig, env map[string]string, read func(string) ([]byte, e
 
 	for i, a := range raw.Apps {
 		id := strings.TrimSpace(a.ID)
-		field := fmt.Sprintf("apps[%d] (%s)", i, id)
+		field := appLabel(i, id)
 		app := App{ID: id}
 		mode, err := wechat.ParseMode(strings.TrimSpace(a.Mode))
 		if err != nil {
-			add(field+".mode", AppEnv(id)+"MODE", "unknown mode %s: want classic or stable", shown(a.Mode))
+			add(field+".mode", appEnv(id)+"MODE", "unknown mode %s: want classic or stable", shown(a.Mode))
 		}
 		app.Mode = mode
 		seenKinds := map[string]bool{}
@@ -130,9 +134,9 @@ func resolve(raw *rawConfig, env map[string]string, read func(string) ([]byte, e
 			seenKinds[kind] = true
 		}
 		app.Secret, app.SecretFrom = resolveSecret(secretSpec{
-			field: field + ".secret", envBase: AppEnv(id) + "SECRET",
+			field: field + ".secret", envBase: appEnv(id) + "SECRET",
 			inline: a.Secret, envRef: a.SecretEnv, file: a.SecretFile, inlineFrom: a.inlineFrom,
-		}, env, read, add)
+		}, env, files, add)
 		c.Apps = append(c.Apps, app)
 	}
 
@@ -144,7 +148,8 @@ func resolve(raw *rawConfig, env map[string]string, read func(string) ([]byte, e
 	c.Cache.LockTTL = dur("cache.lock_ttl", raw.Cache.LockTTL)
 	c.Cache.FetchTimeout = dur("cache.fetch_timeout", raw.Cache.FetchTimeout)
 	c.Cache.NearMaxAge = dur("cache.near_max_age", raw.Cache.NearMaxAge)
-	c.Cache.DailyBudget = raw.Cache.DailyBudget
+	c.Cache.DailyBudget = parseBudget(raw.Cache.DailyBudget, add)
+	c.Cache.ConfigHold = dur("cache.config_hold", raw.Cache.ConfigHold)
 	c.Lease = Lease{
 		Name:          raw.Lease.Name,
 		Duration:      dur("lease.duration", raw.Lease.Duration),
@@ -154,11 +159,29 @@ func resolve(raw *rawConfig, env map[string]string, read func(string) ([]byte, e
 
 	c.HTTP.Addr = strings.TrimSpace(raw.HTTP.Addr)
 	c.HTTP.InvalidateRate = raw.HTTP.InvalidateRate
-	c.HTTP.APIKeys = resolveKeys("http.api_keys", raw.HTTP.APIKeys, APIKeyEnv, env, read, add)
+	c.HTTP.AllowUnauthenticated = raw.HTTP.AllowUnauthenticated
+	c.HTTP.TLS = TLSFiles{CertFile: strings.TrimSpace(raw.HTTP.TLS.CertFile), KeyFile: strings.TrimSpace(raw.HTTP.TLS.KeyFile)}
+	c.Metrics.Addr = strings.TrimSpace(raw.Metrics.Addr)
+	if t := c.HTTP.TLS; t.CertFile != "" && t.KeyFile != "" {
+		cert, errC := files.read(t.CertFile)
+		key, errK := files.read(t.KeyFile)
+		switch {
+		case errC != nil:
+			add("http.tls.cert_file", EnvName("http.tls.cert_file"), "%s: %s", shownPath(t.CertFile), readFailure(errC))
+		case errK != nil:
+			add("http.tls.key_file", EnvName("http.tls.key_file"), "%s: %s", shownPath(t.KeyFile), readFailure(errK))
+		default:
+			// tls's errors describe the PEM blocks, never the key.
+			if _, err := tls.X509KeyPair(cert, key); err != nil {
+				add("http.tls", EnvName("http.tls.cert_file"), "cert_file %s and key_file %s: %v", shownPath(t.CertFile), shownPath(t.KeyFile), err)
+			}
+		}
+	}
+	c.HTTP.APIKeys = resolveKeys("http.api_keys", raw.HTTP.APIKeys, APIKeyEnv, env, files, add)
 
 	c.Gateway = Gateway{
 		Addr:            strings.TrimSpace(raw.Gateway.Addr),
-		Credentials:     resolveKeys("gateway.credentials", raw.Gateway.Credentials, GatewayCredentialEnv, env, read, add),
+		Credentials:     resolveKeys("gateway.credentials", raw.Gateway.Credentials, GatewayCredentialEnv, env, files, add),
 		AcceptAppSecret: raw.Gateway.AcceptAppSecret,
 		MaxBody:         raw.Gateway.MaxBody,
 		RetryBuffer:     raw.Gateway.RetryBuffer,
@@ -180,17 +203,18 @@ func resolve(raw *rawConfig, env map[string]string, read func(string) ([]byte, e
 	default:
 		add("log.level", EnvName("log.level"), "unknown level %s: want debug, info, warn or error", shown(raw.Log.Level))
 	}
+	c.Warnings = warnings
 	return c, ps
 }
 
 // resolveKeys resolves a list of keys (HTTP API keys, gateway
 // credentials) under section; prefix(name) starts each key's variables.
-func resolveKeys(section string, raw []rawAPIKey, prefix func(string) string, env map[string]string, read func(string) ([]byte, error), add func(field, env, format string, args ...any)) []APIKey {
+func resolveKeys(section string, raw []rawAPIKey, prefix func(string) string, env map[string]string, files fileReader, add func(field, env, format string, args ...any)) []APIKey {
 	var keys []APIKey
 	for i, k := range raw {
 		name := strings.TrimSpace(k.Name)
-		field := fmt.Sprintf("%s[%d] (%s)", section, i, name)
-		key := APIKey{Name: name}
+		field := keyLabel(section, i, name)
+		key := APIKey{Name: name, Admin: k.Admin}
 		for _, app := range k.Apps {
 			if app = strings.TrimSpace(app); app != "" {
 				key.Apps = append(key.Apps, app)
@@ -198,18 +222,37 @@ func resolveKeys(section string, raw []rawAPIKey, prefix func(string) string, en
 		}
 		for _, h := range k.PageHosts {
 			if h = strings.ToLower(strings.TrimSpace(h)); jssdk.PageHostProblem(h) != "" {
-				add(field+".page_hosts", prefix(name)+"PAGE_HOSTS", "page host %s: %s", shown(h), jssdk.PageHostProblem(h))
+				add(field+".page_hosts", keyEnv(prefix, section, name)+"PAGE_HOSTS", "page host %s: %s", shown(h), jssdk.PageHostProblem(h))
 			} else {
 				key.PageHosts = append(key.PageHosts, h)
 			}
 		}
 		key.Key, key.KeyFrom = resolveSecret(secretSpec{
-			field: field + ".key", envBase: prefix(name) + "KEY", sourceNames: [3]string{"key", "key_env", "key_file"},
+			field: field + ".key", envBase: keyEnv(prefix, section, name) + "KEY", sourceNames: [3]string{"key", "key_env", "key_file"},
 			inline: k.Key, envRef: k.KeyEnv, file: k.KeyFile, inlineFrom: k.inlineFrom,
-		}, env, read, add)
+		}, env, files, add)
 		keys = append(keys, key)
 	}
 	return keys
+}
+
+// parseBudget reads daily_budget, reporting an overflow as one (the
+// decoder would wrap it around to a negative number).
+func parseBudget(s string, add func(field, env, format string, args ...any)) int {
+	const key = "cache.daily_budget"
+	s = strings.TrimSpace(s)
+	n, err := strconv.ParseInt(s, 10, 0)
+	switch {
+	case err == nil:
+		return int(n)
+	case errors.Is(err, strconv.ErrRange) && !strings.HasPrefix(s, "-"):
+		add(key, EnvName(key), "%s is too large: at most %d (WeChat allows 2000 classic fetches a day; 0 = no cap)", shown(s), math.MaxInt)
+	case errors.Is(err, strconv.ErrRange):
+		add(key, EnvName(key), "%s is out of range: must not be negative (0 = no cap)", shown(s))
+	default:
+		add(key, EnvName(key), "%s is not an integer", shown(s))
+	}
+	return 0
 }
 
 type secretSpec struct {
@@ -223,8 +266,16 @@ type secretSpec struct {
 
 }
 
+// fileReader reads secret and key files, and warns (through warn) about one
+// readable by everyone.
+type fileReader struct {
+	read func(string) ([]byte, error)
+	stat func(string) (fs.FileInfo, error) // nil: no mode check
+	warn func(string)
+}
+
 // resolveSecret reads a secret from exactly one of its three sources.
-func resolveSecret(s secretSpec, env map[string]string, read func(string) ([]byte, error), add func(field, env, format string, args ...any)) (wechat.Secret, string) {
+func resolveSecret(s secretSpec, env map[string]string, files fileReader, add func(field, env, format string, args ...any)) (wechat.Secret, string) {
 	names := s.sourceNames
 	if names[0] == "" {
 		base := s.field[strings.LastIndexByte(s.field, '.')+1:]
@@ -261,19 +312,56 @@ func resolveSecret(s secretSpec, env map[string]string, read func(string) ([]byt
 		}
 		return wechat.Secret(val), "env " + s.envRef
 	default:
-		data, err := read(s.file)
+		// A path is not a secret: it is named in full, so the operator
+		// finds the file. The content is never quoted.
+		path := shownPath(s.file)
+		data, err := files.read(s.file)
 		if err != nil {
-			// A read error names the path, never the content.
-			add(s.field, s.envBase+"_FILE", "%s %s: %s", names[2], shown(s.file), readFailure(err))
+			add(s.field, s.envBase+"_FILE", "%s %s: %s", names[2], path, readFailure(err))
 			return "", ""
 		}
-		val := strings.TrimRight(string(data), "\r\n")
-		if strings.TrimSpace(val) == "" {
-			add(s.field, s.envBase+"_FILE", "%s %s is empty", names[2], shown(s.file))
+		val, problem := fileSecret(data)
+		if problem != "" {
+			add(s.field, s.envBase+"_FILE", "%s %s %s", names[2], path, problem)
 			return "", ""
+		}
+		if files.stat != nil {
+			if fi, err := files.stat(s.file); err == nil && fi.Mode().Perm()&0o004 != 0 {
+				files.warn(fmt.Sprintf("%s: %s %s is readable by everyone (mode %04o): chmod o-r it", s.field, names[2], path, fi.Mode().Perm()))
+			}
 		}
 		return wechat.Secret(val), "file " + s.file
 	}
+}
+
+// fileSecret is a secret file's content without its one trailing newline
+// ("\n" or "\r\n", as editors and `echo` write it), or why the content is
+// refused. Any other whitespace is refused rather than trimmed: a key with
+// a trailing space compares unequal to what clients send (every request
+// 401), and a second line is most likely a file holding something else.
+// The reason gives offsets and byte values, never the content.
+func fileSecret(data []byte) (string, string) {
+	s := string(data)
+	if t, ok := strings.CutSuffix(s, "\r\n"); ok {
+		s = t
+	} else {
+		s = strings.TrimSuffix(s, "\n")
+	}
+	if strings.TrimSpace(s) == "" {
+		return "", "is empty"
+	}
+	for i := 0; i < len(s); i++ {
+		c := s[i]
+		switch {
+		case c == '\n' || c == '\r':
+			return "", fmt.Sprintf("has more than one line (a line break at byte %d): it must hold the secret alone, with at most one trailing newline", i)
+		case c == ' ' || c == '\t' || c == '\v' || c == '\f':
+			return "", fmt.Sprintf("has whitespace (byte 0x%02x at offset %d of %d): it must hold the secret alone, with at most one trailing newline; nothing is trimmed but that newline", c, i, len(s))
+		case c < 0x20 || c == 0x7f:
+			return "", fmt.Sprintf("has a control character (byte 0x%02x at offset %d)", c, i)
+		}
+	}
+	return s, ""
 }
 
 // Validate checks a Config built by hand (Load already calls it).
@@ -328,8 +416,8 @@ func (c *Config) problems() []Problem {
 	seen := map[string]int{}
 	envSeen := map[string]string{}
 	for i, a := range c.Apps {
-		field := fmt.Sprintf("apps[%d] (%s)", i, a.ID)
-		if reason := appIDProblem(a.ID); reason != "" {
+		field := appLabel(i, a.ID)
+		if reason := appIDProblem(a.ID, isWeChat(c.WeChat.BaseURL)); reason != "" {
 			add(field+".id", EnvPrefix+"APPS", "%s", reason)
 			continue
 		}
@@ -372,8 +460,22 @@ func (c *Config) problems() []Problem {
 		_ = host
 		add("http.addr", EnvName("http.addr"), "%s is not host:port (e.g. 127.0.0.1:8080 or :8080)", shown(c.HTTP.Addr))
 	}
-	if !(c.HTTP.InvalidateRate > 0) {
-		add("http.invalidate_rate", EnvName("http.invalidate_rate"), "%v: must be positive (reports per API key per second)", c.HTTP.InvalidateRate)
+	if !(c.HTTP.InvalidateRate > 0) || math.IsInf(c.HTTP.InvalidateRate, 0) {
+		// +Inf would be rate.Inf: no limit at all.
+		add("http.invalidate_rate", EnvName("http.invalidate_rate"), "%v: must be a finite positive number (reports per API key per second)", c.HTTP.InvalidateRate)
+	}
+	if len(c.HTTP.APIKeys) == 0 && !c.HTTP.AllowUnauthenticated && !isLoopback(c.HTTP.Addr) {
+		add("http.api_keys", EnvPrefix+"HTTP_API_KEYS", "none configured while http.addr %s listens beyond loopback: anyone who can reach it could read every token; configure API keys, listen on 127.0.0.1, or set http.allow_unauthenticated: true", strconv.Quote(c.HTTP.Addr))
+	}
+	if t := c.HTTP.TLS; t.Enabled() && (t.CertFile == "" || t.KeyFile == "") {
+		add("http.tls", EnvName("http.tls.cert_file"), "give both cert_file and key_file, or neither")
+	}
+	if a := c.Metrics.Addr; a != "" {
+		if _, port, err := net.SplitHostPort(a); err != nil || !validPort(port) {
+			add("metrics.addr", EnvName("metrics.addr"), "%s is not host:port (e.g. 127.0.0.1:9090 or :9090)", shown(a))
+		} else if a == c.HTTP.Addr && port != "0" { // port 0: each gets its own
+			add("metrics.addr", EnvName("metrics.addr"), "%s is http.addr too: give the operations listener an address of its own, or leave it empty", strconv.Quote(a))
+		}
 	}
 	ps = append(ps, keyProblems("http.api_keys", EnvPrefix+"HTTP_API_KEYS", APIKeyEnv, c.HTTP.APIKeys, seen)...)
 
@@ -436,10 +538,12 @@ func keyProblems(section, listVar string, prefix func(string) string, keys []API
 	}
 	names := map[string]int{}
 	for i, k := range keys {
-		field := fmt.Sprintf("%s[%d] (%s)", section, i, k.Name)
-		p := prefix(k.Name)
+		field := keyLabel(section, i, k.Name)
+		p := keyEnv(prefix, section, k.Name)
 		if k.Name == "" {
 			add(field+".name", listVar, "must not be empty: it names the key in logs")
+		} else if reason := apiKeyNameProblem(k.Name); reason != "" {
+			add(field+".name", listVar, "%s %s", shown(k.Name), reason)
 		} else if j, dup := names[k.Name]; dup {
 			add(field+".name", listVar, "duplicate name: %s[%d] has it too", section, j)
 		} else {
@@ -453,17 +557,36 @@ func keyProblems(section, listVar string, prefix func(string) string, keys []API
 		}
 		for _, app := range k.Apps {
 			if _, ok := apps[app]; !ok && app != "*" {
-				add(field+".apps", p+"APPS", "unknown appid %s: not in apps", shown(app))
+				shownApp := shown(app)
+				if displayableID(app) {
+					shownApp = strconv.Quote(app)
+				}
+				add(field+".apps", p+"APPS", "unknown appid %s: not in apps", shownApp)
 			}
 		}
 		for j := range i {
 			o := keys[j]
 			if k.Key != "" && subtle.ConstantTimeCompare([]byte(k.Key.Reveal()), []byte(o.Key.Reveal())) == 1 {
-				add(field+".key", p+"KEY", "same key as %s[%d] (%s): give each client its own", section, j, o.Name)
+				add(field+".key", p+"KEY", "same key as %s: give each client its own", keyLabel(section, j, o.Name))
 			}
 		}
 	}
 	return ps
+}
+
+// isLoopback reports whether a listen address binds only loopback
+// ("127.0.0.1:8080", "[::1]:8080", "localhost:8080"); ":8080" binds every
+// interface.
+func isLoopback(addr string) bool {
+	host, _, err := net.SplitHostPort(addr)
+	if err != nil {
+		return false
+	}
+	if strings.EqualFold(host, "localhost") {
+		return true
+	}
+	ip := net.ParseIP(host)
+	return ip != nil && ip.IsLoopback()
 }
 
 func hasField(ps []Problem, field string) bool {
@@ -480,12 +603,97 @@ func validPort(s string) bool {
 	return err == nil && n >= 0 && n <= 65535
 }
 
-// appIDProblem applies tokencache's rule for appids (they name Redis keys).
-func appIDProblem(id string) string {
+// appIDProblem applies tokencache's rule for appids (they name Redis keys)
+// and WeChat's (wechat.AppIDProblem). WeChat's shape is required of apps
+// fetched from WeChat itself (wechatShape); a test or relay upstream may
+// name its apps as it likes, but an appid shaped like an AppSecret is
+// refused whatever the upstream.
+func appIDProblem(id string, wechatShape bool) string {
 	if reason := tokencache.AppIDProblem(id); reason != "" {
 		return fmt.Sprintf("appid %s: %s", shown(id), reason)
 	}
+	if reason := wechat.AppIDProblem(id); reason != "" && (wechatShape || wechat.LooksLikeAppSecret(id)) {
+		return fmt.Sprintf("appid %s %s", shown(id), reason)
+	}
 	return ""
+}
+
+// isWeChat reports whether baseURL is WeChat's own API host, whose appids
+// all have WeChat's shape.
+func isWeChat(baseURL string) bool {
+	u, err := url.Parse(baseURL)
+	def, _ := url.Parse(wechat.DefaultBaseURL)
+	return err == nil && strings.EqualFold(u.Hostname(), def.Hostname())
+}
+
+// displayableID reports whether an appid may be printed in full: it may be
+// the AppSecret, pasted into TOKENKEEPER_APPS.
+func displayableID(id string) bool {
+	return tokencache.AppIDProblem(id) == "" && !wechat.LooksLikeAppSecret(id)
+}
+
+// appLabel names apps[i] in a Problem: with its appid when that is
+// displayable, else with the appid shortened by shown.
+func appLabel(i int, id string) string {
+	if displayableID(id) {
+		return fmt.Sprintf("apps[%d] (%s)", i, id)
+	}
+	return fmt.Sprintf("apps[%d] (%s)", i, shown(id))
+}
+
+// appEnv is AppEnv for a Problem: a variable named after an invalid appid
+// would spell the appid out in full, so such an app is pointed to by
+// placeholder.
+func appEnv(id string) string {
+	if displayableID(id) {
+		return AppEnv(id)
+	}
+	return EnvPrefix + "APPS_<APPID>_"
+}
+
+// maxAPIKeyNameLen bounds an API key's name.
+const maxAPIKeyNameLen = 32
+
+// apiKeyNameProblem is the rule for API key names: they appear in logs and
+// metrics, and in variable names, so they are short words: a lower-case
+// letter, then lower-case letters, digits, '-', '_' or '.'. Most random
+// keys (base64, or hex longer than 32) break it, so a key pasted where its
+// name goes is refused and not printed.
+func apiKeyNameProblem(name string) string {
+	if name == "" || len(name) > maxAPIKeyNameLen || name[0] < 'a' || name[0] > 'z' {
+		return fmt.Sprintf("is not a name: 1 to %d characters, starting with a lower-case letter (e.g. billing-backend); is it a key pasted where its name goes?", maxAPIKeyNameLen)
+	}
+	hex := true
+	for i := 0; i < len(name); i++ {
+		c := name[i]
+		if !(c >= 'a' && c <= 'z' || c >= '0' && c <= '9' || c == '-' || c == '_' || c == '.') {
+			return "is not a name: only lower-case letters, digits, '-', '_' and '.' are allowed; is it a key pasted where its name goes?"
+		}
+		hex = hex && (c >= '0' && c <= '9' || c >= 'a' && c <= 'f')
+	}
+	if hex && len(name) >= MinAPIKeyLen {
+		// `openssl rand -hex 16`, the key this package suggests, is one.
+		return fmt.Sprintf("is not a name: %d hexadecimal digits look like a key pasted where its name goes", len(name))
+	}
+	return ""
+}
+
+// keyLabel names section[i] (http.api_keys, gateway.credentials) in a
+// Problem, like appLabel: a name that may be a pasted key is not shown.
+func keyLabel(section string, i int, name string) string {
+	if apiKeyNameProblem(name) == "" {
+		return fmt.Sprintf("%s[%d] (%s)", section, i, name)
+	}
+	return fmt.Sprintf("%s[%d] (%s)", section, i, shown(name))
+}
+
+// keyEnv is prefix(name) (APIKeyEnv, GatewayCredentialEnv) for a Problem,
+// like appEnv: a placeholder where the name may be a pasted key.
+func keyEnv(prefix func(string) string, section, name string) string {
+	if apiKeyNameProblem(name) == "" {
+		return prefix(name)
+	}
+	return EnvName(section) + "_<NAME>_"
 }
 
 // inlineEnv labels an inline value that came from the key's own variable.
@@ -509,6 +717,17 @@ func shown(v string) string {
 	}
 	r := []rune(v)
 	return fmt.Sprintf("%q (%d characters, the rest not shown)", string(r[:4])+"…", len(r))
+}
+
+// shownPath quotes a file's path for a message: in full, so the operator
+// finds the file, when it looks like one (it has a '/', or is short);
+// otherwise like any rejected value (shown), as it may be the secret
+// itself pasted where its path goes.
+func shownPath(p string) string {
+	if strings.ContainsRune(p, '/') {
+		return strconv.Quote(p)
+	}
+	return shown(p)
 }
 
 // readFailure says why a file could not be read without repeating its path

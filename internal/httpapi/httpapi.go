@@ -17,6 +17,7 @@ import (
 	"slices"
 	"strconv"
 	"strings"
+	"sync/atomic"
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
@@ -45,6 +46,8 @@ type APIKey struct {
 	// PageHosts, if set, are the only page hosts this key may have
 	// JS-SDK configs signed for (exact host names, any port).
 	PageHosts []string
+	// Admin lets the key call the admin routes (POST /admin/reload).
+	Admin bool
 }
 
 // Config configures the handler built by New.
@@ -94,6 +97,11 @@ type Config struct {
 	// AppTickets are the ticket kinds each app serves ("jsapi",
 	// "wx_card"); a kind not listed answers 404.
 	AppTickets map[string][]string
+	// Reload, if set, is POST /admin/reload: it re-reads the configuration
+	// and applies it, or refuses it (the running one stays) with an error
+	// that holds no secret. Only a key with Admin may call it; without API
+	// keys the route answers 403.
+	Reload func(ctx context.Context) error
 }
 
 // Route patterns, also the "route" label of the HTTP metrics.
@@ -103,6 +111,7 @@ const (
 	RouteHealthz    = "/healthz"
 	RouteReadyz     = "/readyz"
 	RouteMetrics    = "/metrics"
+	RouteReload     = "/admin/reload"
 	RouteOther      = "other" // anything unmatched
 )
 
@@ -115,8 +124,8 @@ const maxTokenLen = 2048
 
 type api struct {
 	tokens       Tokens
-	apps         map[string]bool
-	keys         []key
+	auth         atomic.Pointer[authState] // swapped whole by Update
+	reload       func(ctx context.Context) error
 	ready        func(ctx context.Context) error
 	readyTimeout time.Duration
 	readyWarn    func() []string
@@ -134,45 +143,59 @@ type api struct {
 	appTickets map[string]map[string]bool // app → kinds served
 }
 
+// authState is what Update replaces: the apps served and the keys that
+// may read them.
+type authState struct {
+	apps map[string]bool
+	keys []key
+}
+
 type key struct {
 	name  string
 	hash  [sha256.Size]byte
 	all   bool
+	admin bool
 	apps  map[string]bool
 	limit *rate.Limiter // this key's invalidations
 	// pageHosts the key may sign JS-SDK configs for; nil: any.
 	pageHosts map[string]bool
 }
 
-// New validates cfg and returns the API's handler.
-func New(cfg Config) (http.Handler, error) {
+// Handler is the API's handler, whose apps and keys can be replaced while
+// it serves (a configuration reload).
+type Handler struct {
+	http.Handler
+	a *api
+}
+
+// Update replaces the apps served and the API keys, checked as New checks
+// them; on error nothing changes. A key that stays (same name and key)
+// keeps its invalidation budget. Requests under way finish with what they
+// started with.
+func (h *Handler) Update(apps []string, keys []APIKey) error {
+	st, errs := h.a.buildAuth(apps, keys, h.a.auth.Load())
+	if len(errs) > 0 {
+		return fmt.Errorf("httpapi: invalid update: %w", errors.Join(errs...))
+	}
+	h.a.auth.Store(st)
+	return nil
+}
+
+// buildAuth checks apps and keys and builds their state, reusing the
+// limiters of old's keys that are unchanged.
+func (a *api) buildAuth(apps []string, keys []APIKey, old *authState) (*authState, []error) {
 	var errs []error
-	if cfg.Tokens == nil {
-		errs = append(errs, errors.New("Tokens: must not be nil"))
-	}
-	a := &api{
-		tokens:       cfg.Tokens,
-		apps:         make(map[string]bool, len(cfg.Apps)),
-		ready:        cfg.Ready,
-		readyTimeout: cfg.ReadyTimeout,
-		readyWarn:    cfg.ReadyWarnings,
-		metrics:      cfg.Metrics,
-		log:          cfg.Logger,
-		now:          cfg.Clock,
-		rate:         cfg.InvalidateRate,
-		burst:        cfg.InvalidateBurst,
-		passiveRetry: cfg.PassiveRefreshWindow,
-	}
-	for i, app := range cfg.Apps {
+	st := &authState{apps: make(map[string]bool, len(apps))}
+	for i, app := range apps {
 		if app == "" {
 			//lint:ignore ST1005 the message starts with the name of the Config field, like the others here
 			errs = append(errs, fmt.Errorf("Apps[%d]: empty appid", i))
 		}
-		a.apps[app] = true
+		st.apps[app] = true
 	}
 	seenNames := map[string]bool{}
 	seenHashes := map[[sha256.Size]byte]bool{}
-	for i, k := range cfg.APIKeys {
+	for i, k := range keys {
 		where := fmt.Sprintf("APIKeys[%d] (%q)", i, k.Name)
 		switch {
 		case k.Name == "":
@@ -187,7 +210,7 @@ func New(cfg Config) (http.Handler, error) {
 		if len(k.Apps) == 0 {
 			errs = append(errs, fmt.Errorf("%s: lists no apps (use \"*\" for all)", where))
 		}
-		kk := key{name: k.Name, hash: sha256.Sum256([]byte(k.Key.Reveal())), apps: map[string]bool{}}
+		kk := key{name: k.Name, hash: sha256.Sum256([]byte(k.Key.Reveal())), admin: k.Admin, apps: map[string]bool{}}
 		var herr error
 		if kk.pageHosts, herr = keyPageHosts(k.PageHosts); herr != nil {
 			errs = append(errs, fmt.Errorf("%s: %w", where, herr))
@@ -200,13 +223,45 @@ func New(cfg Config) (http.Handler, error) {
 			switch {
 			case app == "*":
 				kk.all = true
-			case !a.apps[app]:
+			case !st.apps[app]:
 				errs = append(errs, fmt.Errorf("%s: app %q is not configured", where, app))
 			default:
 				kk.apps[app] = true
 			}
 		}
-		a.keys = append(a.keys, kk)
+		if old != nil {
+			for _, o := range old.keys {
+				if o.name == kk.name && o.hash == kk.hash {
+					kk.limit = o.limit
+				}
+			}
+		}
+		if kk.limit == nil && a.rate != 0 {
+			kk.limit = rate.NewLimiter(a.rate, a.burst)
+		}
+		st.keys = append(st.keys, kk)
+	}
+	return st, errs
+}
+
+// New validates cfg and returns the API's handler.
+func New(cfg Config) (http.Handler, error) {
+	var errs []error
+	if cfg.Tokens == nil {
+		errs = append(errs, errors.New("Tokens: must not be nil"))
+	}
+	a := &api{
+		tokens:       cfg.Tokens,
+		reload:       cfg.Reload,
+		ready:        cfg.Ready,
+		readyTimeout: cfg.ReadyTimeout,
+		readyWarn:    cfg.ReadyWarnings,
+		metrics:      cfg.Metrics,
+		log:          cfg.Logger,
+		now:          cfg.Clock,
+		rate:         cfg.InvalidateRate,
+		burst:        cfg.InvalidateBurst,
+		passiveRetry: cfg.PassiveRefreshWindow,
 	}
 	if cfg.ReadyTimeout < 0 {
 		errs = append(errs, fmt.Errorf("ReadyTimeout %v: must not be negative", cfg.ReadyTimeout))
@@ -241,14 +296,16 @@ func New(cfg Config) (http.Handler, error) {
 	if a.passiveRetry == 0 {
 		a.passiveRetry = time.Minute
 	}
-	for i := range a.keys {
-		a.keys[i].limit = rate.NewLimiter(a.rate, a.burst)
+	st, authErrs := a.buildAuth(cfg.Apps, cfg.APIKeys, nil)
+	if len(authErrs) > 0 {
+		return nil, fmt.Errorf("httpapi: invalid config: %w", errors.Join(authErrs...))
 	}
+	a.auth.Store(st)
 	a.anonLimit = rate.NewLimiter(a.rate, a.burst)
 	if cfg.Gatherer != nil {
 		a.metricsH = promhttp.HandlerFor(cfg.Gatherer, promhttp.HandlerOpts{ErrorLog: slogErrorLog{a.log}})
 	}
-	if len(a.keys) == 0 {
+	if len(st.keys) == 0 {
 		a.log.Warn("httpapi: no API keys configured: anyone who can reach the API can read every token (demo only)")
 	}
 
@@ -263,6 +320,12 @@ func New(cfg Config) (http.Handler, error) {
 	if err := a.ticketRoutes(mux, cfg); err != nil {
 		return nil, fmt.Errorf("httpapi: invalid config: %w", err)
 	}
+	mux.Handle(RouteReload, a.route(RouteReload, []string{http.MethodPost}, a.adminRoute(a.serveReload)))
+	return &Handler{Handler: a.withMux(mux), a: a}, nil
+}
+
+// withMux adds the JSON 404 for everything mux does not route.
+func (a *api) withMux(mux *http.ServeMux) http.Handler {
 	notFound := a.route(RouteOther, nil, func(w http.ResponseWriter, r *http.Request) {
 		writeError(w, http.StatusNotFound, "no such route: "+r.Method+" "+truncate(r.URL.Path, 100))
 	})
@@ -275,7 +338,86 @@ func New(cfg Config) (http.Handler, error) {
 			return
 		}
 		mux.ServeHTTP(w, r)
-	}), nil
+	})
+}
+
+// OpsConfig configures the operations handler NewOps builds.
+type OpsConfig struct {
+	// Ready, ReadyTimeout, ReadyWarnings, Gatherer, Metrics and Logger
+	// are as in Config.
+	Ready         func(ctx context.Context) error
+	ReadyTimeout  time.Duration
+	ReadyWarnings func() []string
+	Gatherer      prometheus.Gatherer
+	Metrics       *metrics.Metrics
+	Logger        *slog.Logger
+}
+
+// NewOps is the handler of the operations listener (metrics.addr): only
+// /metrics, /healthz and /readyz, unauthenticated like on the API's
+// listener, and no token route at all.
+func NewOps(cfg OpsConfig) (http.Handler, error) {
+	if cfg.ReadyTimeout < 0 {
+		return nil, fmt.Errorf("httpapi: invalid ops config: ReadyTimeout %v: must not be negative", cfg.ReadyTimeout)
+	}
+	a := &api{ready: cfg.Ready, readyTimeout: cfg.ReadyTimeout, readyWarn: cfg.ReadyWarnings, metrics: cfg.Metrics, log: cfg.Logger}
+	if a.log == nil {
+		a.log = slog.New(slog.DiscardHandler)
+	}
+	if a.readyTimeout == 0 {
+		a.readyTimeout = 2 * time.Second
+	}
+	if cfg.Gatherer != nil {
+		a.metricsH = promhttp.HandlerFor(cfg.Gatherer, promhttp.HandlerOpts{ErrorLog: slogErrorLog{a.log}})
+	}
+	mux := http.NewServeMux()
+	mux.Handle(RouteHealthz, a.route(RouteHealthz, []string{http.MethodGet, http.MethodHead}, a.serveHealthz))
+	mux.Handle(RouteReadyz, a.route(RouteReadyz, []string{http.MethodGet, http.MethodHead}, a.serveReadyz))
+	mux.Handle(RouteMetrics, a.route(RouteMetrics, []string{http.MethodGet, http.MethodHead}, a.serveMetrics))
+	return a.withMux(mux), nil
+}
+
+// adminRoute lets through only a request bearing a key with admin rights.
+// Without API keys there is no one to trust: admin routes answer 403 (a
+// reload is still a SIGHUP away).
+func (a *api) adminRoute(h http.HandlerFunc) http.HandlerFunc {
+	return func(w http.ResponseWriter, r *http.Request) {
+		st := a.auth.Load()
+		if len(st.keys) == 0 {
+			writeError(w, http.StatusForbidden, "admin routes need an API key with admin: true; none is configured (send SIGHUP to reload)")
+			return
+		}
+		k, problem := st.authenticate(r)
+		if k == nil {
+			w.Header().Set("WWW-Authenticate", `Bearer realm="tokenkeeper"`)
+			writeError(w, http.StatusUnauthorized, problem)
+			return
+		}
+		reqOf(r).key = k.name
+		if !k.admin {
+			writeError(w, http.StatusForbidden, fmt.Sprintf("API key %q may not call admin routes (admin: true)", k.name))
+			return
+		}
+		h(w, r)
+	}
+}
+
+type reloadResponse struct {
+	Reloaded bool `json:"reloaded"`
+}
+
+func (a *api) serveReload(w http.ResponseWriter, r *http.Request) {
+	if a.reload == nil {
+		writeError(w, http.StatusNotFound, "reload is not enabled")
+		return
+	}
+	if err := a.reload(r.Context()); err != nil {
+		// The configuration's errors name fields and files, never secrets.
+		writeError(w, http.StatusUnprocessableEntity, "reload refused; the running configuration stays: "+err.Error())
+		return
+	}
+	a.log.Info("httpapi: configuration reloaded", "api_key", reqOf(r).key)
+	writeJSON(w, http.StatusOK, reloadResponse{Reloaded: true})
 }
 
 // request carries what the middleware learned for the access log.
@@ -329,8 +471,9 @@ func (a *api) appRoute(h func(w http.ResponseWriter, r *http.Request, app string
 	return func(w http.ResponseWriter, r *http.Request) {
 		rq := reqOf(r)
 		app := r.PathValue("appid")
-		if len(a.keys) > 0 {
-			k, problem := a.authenticate(r)
+		st := a.auth.Load()
+		if len(st.keys) > 0 {
+			k, problem := st.authenticate(r)
 			if k == nil {
 				w.Header().Set("WWW-Authenticate", `Bearer realm="tokenkeeper"`)
 				writeError(w, http.StatusUnauthorized, problem)
@@ -342,7 +485,7 @@ func (a *api) appRoute(h func(w http.ResponseWriter, r *http.Request, app string
 				return
 			}
 		}
-		if !a.apps[app] {
+		if !st.apps[app] {
 			writeError(w, http.StatusNotFound, fmt.Sprintf("unknown app %q", truncate(app, 64)))
 			return
 		}
@@ -356,7 +499,7 @@ func (a *api) appRoute(h func(w http.ResponseWriter, r *http.Request, app string
 
 // authenticate finds the key the request bears. It compares against every
 // key, whatever matched, so timing says nothing about which one did.
-func (a *api) authenticate(r *http.Request) (*key, string) {
+func (st *authState) authenticate(r *http.Request) (*key, string) {
 	h := r.Header.Get("Authorization")
 	scheme, token, ok := strings.Cut(h, " ")
 	if h == "" {
@@ -367,9 +510,9 @@ func (a *api) authenticate(r *http.Request) (*key, string) {
 	}
 	sum := sha256.Sum256([]byte(strings.TrimSpace(token)))
 	var found *key
-	for i := range a.keys {
-		if subtle.ConstantTimeCompare(sum[:], a.keys[i].hash[:]) == 1 {
-			found = &a.keys[i]
+	for i := range st.keys {
+		if subtle.ConstantTimeCompare(sum[:], st.keys[i].hash[:]) == 1 {
+			found = &st.keys[i]
 		}
 	}
 	if found == nil {

@@ -47,8 +47,9 @@ func (a *api) ticketRoutes(mux *http.ServeMux, cfg Config) error {
 	}
 	a.tickets, a.signer, a.appTickets = cfg.Tickets, signer, map[string]map[string]bool{}
 	var errs []error
+	apps := a.auth.Load().apps
 	for app, kinds := range cfg.AppTickets {
-		if !a.apps[app] {
+		if !apps[app] {
 			errs = append(errs, fmt.Errorf("AppTickets: app %q is not configured", app))
 		}
 		a.appTickets[app] = map[string]bool{}
@@ -234,9 +235,10 @@ func (a *api) pageHostsOf(r *http.Request) map[string]bool {
 	if name == "" {
 		return nil
 	}
-	i := slices.IndexFunc(a.keys, func(k key) bool { return k.name == name })
-	if i < 0 {
-		return nil
+	keys := a.auth.Load().keys
+	i := slices.IndexFunc(keys, func(k key) bool { return k.name == name })
+	if i < 0 { // reloaded away since it authenticated: it may sign for no host
+		return map[string]bool{}
 	}
-	return a.keys[i].pageHosts
+	return keys[i].pageHosts
 }

@@ -2,11 +2,14 @@ package refresher
 
 import (
 	"context"
+	"crypto/tls"
 	"errors"
 	"fmt"
 	"log/slog"
 	"net"
 	"net/http"
+	"os"
+	"sync"
 	"sync/atomic"
 	"syscall"
 	"time"
@@ -22,6 +25,7 @@ import (
 	"github.com/tokenkeeper/tokenkeeper/internal/metrics"
 	"github.com/tokenkeeper/tokenkeeper/internal/scheduler"
 	"github.com/tokenkeeper/tokenkeeper/internal/status"
+	"github.com/tokenkeeper/tokenkeeper/internal/tlsfiles"
 	"github.com/tokenkeeper/tokenkeeper/pkg/lock"
 	"github.com/tokenkeeper/tokenkeeper/pkg/tokencache"
 )
@@ -51,10 +55,30 @@ type Replica struct {
 	// until it answered.
 	eviction atomic.Pointer[backend.EvictionCheck]
 	reg      *prometheus.Registry
+
+	// What a reload changes (reload.go).
+	loader         func() (*config.Config, error)
+	reloadSignal   <-chan os.Signal
+	onReload       func(error)
+	onOpsListening func(addr string)
+	reloadMu       sync.Mutex // one reload at a time; guards cfg's replacement
+	src            *liveSource
+	api            *httpapi.Handler
+	sched          *scheduler.Scheduler
+	m              *metrics.Metrics
+	appIDs         atomic.Pointer[[]string]
+	cert           *tlsfiles.Certificate // nil without TLS
+	reloadOK       prometheus.Gauge      // as Prometheus's own: 1 if the last reload applied
+	reloadAt       prometheus.Gauge      // when the configuration last loaded
+	ops            http.Handler          // the metrics.addr listener's; nil without one
 }
 
 // Option configures a Replica.
 type Option func(*Replica)
+
+// WithOnOpsListening is WithOnListening for the operations listener
+// (metrics.addr).
+func WithOnOpsListening(f func(addr string)) Option { return func(r *Replica) { r.onOpsListening = f } }
 
 // WithOnListening has Run call f with the bound address once the HTTP API
 // accepts connections (demo mode prints its instructions then; an
@@ -86,6 +110,33 @@ func New(cfg *config.Config, log *slog.Logger, opts ...Option) (_ *Replica, err 
 	if err != nil {
 		return nil, err
 	}
+	r.m = m
+	// Named as Prometheus names its own, so the same alert fits.
+	r.reloadOK = prometheus.NewGauge(prometheus.GaugeOpts{Name: "tokenkeeper_config_last_reload_successful",
+		Help: "1 if the last configuration reload (SIGHUP, POST /admin/reload) applied, 0 if it was refused and the previous configuration stays."})
+	r.reloadAt = prometheus.NewGauge(prometheus.GaugeOpts{Name: "tokenkeeper_config_last_reload_success_timestamp_seconds",
+		Help: "When the configuration was last loaded successfully (start or reload), Unix seconds."})
+	r.reloadOK.Set(1)
+	r.reloadAt.SetToCurrentTime()
+	if err := reg.Register(r.reloadOK); err != nil {
+		return nil, err
+	}
+	if err := reg.Register(r.reloadAt); err != nil {
+		return nil, err
+	}
+	ids := cfg.AppIDs()
+	r.appIDs.Store(&ids)
+	first, err := newSource(cfg)
+	if err != nil {
+		return nil, err
+	}
+	r.src = &liveSource{}
+	r.src.cur.Store(first)
+	if t := cfg.HTTP.TLS; t.Enabled() {
+		if r.cert, err = tlsfiles.Load(t.CertFile, t.KeyFile); err != nil {
+			return nil, backend.Configf(err)
+		}
+	}
 
 	r.writer = status.NewWriter(r.client, cfg, r.log)
 	hooks := m.Hooks()
@@ -103,10 +154,12 @@ func New(cfg *config.Config, log *slog.Logger, opts ...Option) (_ *Replica, err 
 			s.Changed(app)
 		}
 	}
-	if r.cache, err = backend.NewCache(cfg, r.client, append(r.locks.CacheOptions(), tokencache.WithLogger(r.log), tokencache.WithHooks(hooks))...); err != nil {
-		return nil, err
+	// The cache's source is replaced by a reload; the rest is
+	// backend.NewCache's.
+	if r.cache, err = tokencache.New(r.client, r.src, append(append(cfg.CacheOptions(), r.locks.CacheOptions()...), tokencache.WithLogger(r.log), tokencache.WithHooks(hooks))...); err != nil {
+		return nil, backend.Configf(err)
 	}
-	m.SetAppSource(appGauges(r.cache, cfg.AppIDs()))
+	m.SetAppSource(appGauges(r.cache, func() []string { return *r.appIDs.Load() }))
 	m.SetCacheStats(r.cache.Stats)
 	m.InitApps(cfg.AppIDs())
 
@@ -115,6 +168,8 @@ func New(cfg *config.Config, log *slog.Logger, opts ...Option) (_ *Replica, err 
 		Refresher: r.cache,
 		Logger:    r.log,
 		OnResult:  func(res scheduler.Result) { m.ObserveRefresh(res.Class) },
+		// The fleet-wide hold's length: retried when it ends.
+		ConfigRetry: cfg.Cache.ConfigHold,
 	})
 	if err != nil {
 		return nil, err
@@ -124,6 +179,7 @@ func New(cfg *config.Config, log *slog.Logger, opts ...Option) (_ *Replica, err 
 	if err != nil {
 		return nil, err
 	}
+	r.sched = sched
 
 	r.elector, err = lock.NewElector(r.locks.Elector(cfg.ElectorConfig(r.client, lock.LeaderCallbacks{
 		// The gauge follows the elector's own flag, set synchronously:
@@ -148,22 +204,34 @@ func New(cfg *config.Config, log *slog.Logger, opts ...Option) (_ *Replica, err 
 		return nil, backend.Configf(err)
 	}
 
-	r.handler, err = httpapi.New(httpapi.Config{
+	// With a listener of their own (metrics.addr), /metrics leaves the
+	// API's listener; /healthz and /readyz stay on both.
+	var apiGatherer prometheus.Gatherer = reg
+	if cfg.Metrics.Addr != "" {
+		apiGatherer = nil
+		if r.ops, err = httpapi.NewOps(httpapi.OpsConfig{Ready: r.ready, ReadyWarnings: r.readyWarnings, Gatherer: reg, Metrics: m, Logger: r.log}); err != nil {
+			return nil, backend.Configf(err)
+		}
+	}
+	h, err := httpapi.New(httpapi.Config{
 		Tokens:         r.cache,
 		Apps:           cfg.AppIDs(),
 		APIKeys:        apiKeys(cfg),
 		Ready:          r.ready,
 		ReadyWarnings:  r.readyWarnings,
-		Gatherer:       reg,
+		Gatherer:       apiGatherer,
 		Metrics:        m,
 		Logger:         r.log,
 		InvalidateRate: rate.Limit(cfg.HTTP.InvalidateRate),
 		Tickets:        r.ticketsAPI(),
 		AppTickets:     cfg.AppTickets(),
+		Reload:         r.Reload,
 	})
 	if err != nil {
 		return nil, backend.Configf(err)
 	}
+	r.handler = h
+	r.api = h.(*httpapi.Handler)
 	return r, nil
 }
 
@@ -247,6 +315,9 @@ func (r *Replica) Run(ctx context.Context) error {
 		}
 		return fmt.Errorf("listen on http.addr %s: %w", cfg.HTTP.Addr, err)
 	}
+	if r.cert != nil {
+		ln = tls.NewListener(ln, r.cert.ServerConfig())
+	}
 	srv := &http.Server{
 		Handler:           r.handler,
 		ReadHeaderTimeout: 5 * time.Second,
@@ -257,9 +328,29 @@ func (r *Replica) Run(ctx context.Context) error {
 		MaxHeaderBytes: 16 << 10,
 		ErrorLog:       slog.NewLogLogger(log.Handler(), slog.LevelWarn),
 	}
-	served := make(chan error, 1)
+	served := make(chan error, 2)
 	go func() { served <- srv.Serve(ln) }()
-	log.Info("refresher: HTTP API listening", "addr", ln.Addr().String(), "apps", len(cfg.Apps), "api_keys", len(cfg.HTTP.APIKeys))
+	log.Info("refresher: HTTP API listening", "addr", ln.Addr().String(), "tls", r.cert != nil, "apps", len(cfg.Apps), "api_keys", len(cfg.HTTP.APIKeys))
+	if r.ops != nil {
+		opsLn, err := net.Listen("tcp", cfg.Metrics.Addr)
+		if err != nil {
+			_ = srv.Close()
+			return fmt.Errorf("listen on metrics.addr %s: %w", cfg.Metrics.Addr, err)
+		}
+		opsSrv := &http.Server{Handler: r.ops, ReadHeaderTimeout: 5 * time.Second, ReadTimeout: 10 * time.Second,
+			WriteTimeout: 30 * time.Second, ErrorLog: slog.NewLogLogger(log.Handler(), slog.LevelWarn)}
+		go func() { served <- opsSrv.Serve(opsLn) }()
+		defer opsSrv.Close()
+		log.Info("refresher: operations listening (/metrics, /healthz, /readyz)", "addr", opsLn.Addr().String())
+		if r.onOpsListening != nil {
+			r.onOpsListening(opsLn.Addr().String())
+		}
+	}
+	if r.reloadSignal != nil {
+		reloadCtx, stopReloads := context.WithCancel(ctx)
+		defer stopReloads()
+		go r.reloadOn(reloadCtx, r.reloadSignal)
+	}
 	if r.onListening != nil {
 		r.onListening(ln.Addr().String())
 	}
@@ -314,9 +405,10 @@ func apiKeys(cfg *config.Config) []httpapi.APIKey {
 }
 
 // appGauges reads each app's stored token at scrape time, bounded so that
-// a slow Redis cannot hang a scrape.
-func appGauges(cache *tokencache.Cache, apps []string) func() []metrics.AppGauge {
+// a slow Redis cannot hang a scrape. appIDs gives the apps configured now.
+func appGauges(cache *tokencache.Cache, appIDs func() []string) func() []metrics.AppGauge {
 	return func() []metrics.AppGauge {
+		apps := appIDs()
 		ctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
 		defer cancel()
 		now := time.Now()

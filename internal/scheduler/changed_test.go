@@ -333,7 +333,7 @@ func TestChangedWithoutAPeekerRefreshesAtOnce(t *testing.T) {
 	}
 }
 
-// Changed is a no-op for an unknown app, a stopped app and a scheduler
+// Changed is a no-op for an unknown app, a removed app and a scheduler
 // that is not running (a replica that does not lead: Run reads every app
 // when it starts).
 func TestChangedIgnoresUnknownStoppedAndIdleSchedulers(t *testing.T) {
@@ -361,7 +361,10 @@ func TestChangedIgnoresUnknownStoppedAndIdleSchedulers(t *testing.T) {
 	h.result()
 	h.result()
 	h.waitIdle()
-	h.s.Changed("wxbad") // stopped after a configuration error
+	if _, removed, err := h.s.SetApps([]string{"wxa"}); err != nil || len(removed) != 1 {
+		t.Fatalf("SetApps: removed %v, err %v", removed, err)
+	}
+	h.s.Changed("wxbad") // removed
 	h.s.Changed("nope")
 	h.s.Changed("wxa") // the one that counts: its re-plan is the next idle
 	if next := h.waitIdle(); !next.Equal(t0.Add(time.Minute)) || p.Peeks() != 1 {

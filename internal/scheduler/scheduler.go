@@ -49,6 +49,11 @@ const (
 	RedisRetryMax    = 2 * time.Second
 	MinuteLimitDelay = time.Minute     // after errcode 45011
 	BudgetRetry      = 5 * time.Minute // while the daily fetch budget is used up
+	// DefaultConfigRetry is how long an app whose fetch failed with a
+	// configuration error (wrong secret, IP not whitelisted) waits before
+	// it is tried again: an operator may fix it without telling us. A
+	// reload retries it at once (RetryNow).
+	DefaultConfigRetry = 10 * time.Minute
 	// MinDelay is the shortest wait after a success or a hold, so a
 	// Refresher that keeps returning tokens already due (or holds already
 	// over) cannot make the scheduler spin.
@@ -95,6 +100,9 @@ type Config struct {
 	// OnResult, if set, is called after every Refresh call from the
 	// scheduler's goroutine; it must be fast and must not call Run.
 	OnResult func(Result)
+	// ConfigRetry is the wait after a configuration error (default
+	// DefaultConfigRetry).
+	ConfigRetry time.Duration
 }
 
 // Result is the outcome of one Refresh call.
@@ -140,8 +148,9 @@ type AppStatus struct {
 	// app is stopped, and before the first Run.
 	Next    time.Time
 	Running bool
-	// Stopped is true after a configuration error: the app is not
-	// refreshed again by this Scheduler.
+	// Stopped is true for an app SetApps removed while a call on it ran
+	// (it is not refreshed again). A configuration error no longer stops
+	// an app: it is retried every Config.ConfigRetry.
 	Stopped bool
 	// LastRun is when the last Refresh call ended; zero before the first.
 	LastRun   time.Time
@@ -168,6 +177,7 @@ type Scheduler struct {
 	maxConc     int
 	callTimeout time.Duration
 	onResult    func(Result)
+	configRetry time.Duration
 
 	running atomic.Bool
 
@@ -178,7 +188,7 @@ type Scheduler struct {
 	// to be re-read when a worker is free.
 	pending []*entry
 
-	byApp map[string]*entry // read without the lock: never written after New
+	byApp map[string]*entry // guarded by mu: SetApps changes it
 	kick  chan struct{}     // one buffered wake-up: Changed queued an app
 
 	// Test seams: the timer and a signal that the loop is idle (nothing
@@ -237,6 +247,9 @@ func New(cfg Config) (*Scheduler, error) {
 	if cfg.CallTimeout < 0 {
 		errs = append(errs, fmt.Errorf("CallTimeout %v: must not be negative", cfg.CallTimeout))
 	}
+	if cfg.ConfigRetry < 0 {
+		errs = append(errs, fmt.Errorf("ConfigRetry %v: must not be negative", cfg.ConfigRetry))
+	}
 	if len(errs) > 0 {
 		return nil, fmt.Errorf("scheduler: invalid config: %w", errors.Join(errs...))
 	}
@@ -248,6 +261,7 @@ func New(cfg Config) (*Scheduler, error) {
 		maxConc:     cfg.MaxConcurrent,
 		callTimeout: cfg.CallTimeout,
 		onResult:    cfg.OnResult,
+		configRetry: cfg.ConfigRetry,
 		kick:        make(chan struct{}, 1),
 		newWaker:    func() waker { return &timerWaker{} },
 		randN:       rand.Int64N,
@@ -267,6 +281,9 @@ func New(cfg Config) (*Scheduler, error) {
 	}
 	if s.callTimeout == 0 {
 		s.callTimeout = DefaultCallTimeout
+	}
+	if s.configRetry == 0 {
+		s.configRetry = DefaultConfigRetry
 	}
 	s.entries = make([]*entry, len(cfg.Apps))
 	s.byApp = make(map[string]*entry, len(cfg.Apps))
@@ -324,7 +341,7 @@ func (s *Scheduler) Run(ctx context.Context) error {
 	jobs := make(chan job, s.maxConc)
 	results := make(chan outcome, s.maxConc)
 	var wg sync.WaitGroup
-	for range min(s.maxConc, len(s.entries)) {
+	for range s.maxConc { // SetApps may add apps while it runs
 		wg.Go(func() { s.work(ctx, jobs, results) })
 	}
 	inflight := 0
@@ -441,12 +458,12 @@ func (s *Scheduler) abandon(o outcome) {
 // does not lead) it does nothing: Run checks every app when it starts.
 // Unknown and stopped apps are ignored.
 func (s *Scheduler) Changed(appID string) {
-	e := s.byApp[appID]
-	if e == nil || !s.running.Load() {
+	if !s.running.Load() {
 		return
 	}
 	s.mu.Lock()
-	if e.stopped || e.changed {
+	e := s.byApp[appID]
+	if e == nil || e.stopped || e.changed {
 		s.mu.Unlock()
 		return
 	}
@@ -557,10 +574,7 @@ func (s *Scheduler) finish(o outcome) {
 	}
 	failures := e.failures
 	var next time.Time
-	if class == ClassConfig {
-		e.stopped = true
-		e.next = time.Time{}
-	} else {
+	if !e.stopped { // a removed app is not queued again
 		next = s.nextRun(now, class, o, failures)
 		e.next = next
 		heap.Push(&s.due, e)
@@ -598,6 +612,9 @@ func (s *Scheduler) nextRun(now time.Time, class string, o outcome, failures int
 		at = at.Add(s.jitter(s.maxJitter))
 	case ClassMinuteLimit:
 		at = now.Add(MinuteLimitDelay).Add(s.jitter(s.maxJitter))
+	case ClassConfig:
+		// Slowly: a fetch that fails so costs a call of the daily quota.
+		at = now.Add(s.configRetry).Add(s.jitter(s.maxJitter))
 	default: // transient, unavailable, stale
 		ceiling := BackoffMax
 		if class == ClassUnavailable || class == ClassStale {
@@ -638,8 +655,8 @@ func (s *Scheduler) logResult(app, class string, o outcome, next time.Time, fail
 				"version", o.tok.Version, "usable_until", o.tok.UsableUntil, "next", next)
 		}
 	case ClassConfig:
-		s.log.Error("scheduler: configuration error; this app will not be refreshed again until the configuration is fixed and the refresher restarted",
-			"app", app, "class", class, "err", o.err)
+		s.log.Error("scheduler: configuration error; retrying slowly, and at once after a configuration reload",
+			"app", app, "class", class, "next", next, "err", o.err)
 	case ClassQuota:
 		s.log.Error("scheduler: WeChat daily quota exhausted; not refreshing this app until Beijing midnight",
 			"app", app, "class", class, "next", next, "err", o.err)
@@ -682,6 +699,81 @@ func Class(err error) string {
 	// (a dead business token, a passive-refresh limit, ErrClosed, a corrupt
 	// record it could not replace): retried with the backoff.
 	return ClassTransient
+}
+
+// SetApps makes apps the set refreshed, in that order: an added app is due
+// at once (if Run runs; else when it starts), a removed one is no longer
+// refreshed (a call under way on it ends, its result is not planned).
+// Apps kept keep their state. It validates apps as New does; on error
+// nothing changes.
+func (s *Scheduler) SetApps(apps []string) (added, removed []string, err error) {
+	seen := make(map[string]bool, len(apps))
+	for i, app := range apps {
+		switch {
+		case app == "":
+			return nil, nil, fmt.Errorf("scheduler: SetApps: apps[%d]: empty appid", i)
+		case seen[app]:
+			return nil, nil, fmt.Errorf("scheduler: SetApps: appid %q listed twice", app)
+		}
+		seen[app] = true
+	}
+	if len(apps) == 0 {
+		return nil, nil, errors.New("scheduler: SetApps: must name at least one app")
+	}
+	now := s.now()
+	s.mu.Lock()
+	for _, e := range s.entries {
+		if !seen[e.app] {
+			removed = append(removed, e.app)
+			e.stopped = true
+			if e.index >= 0 {
+				heap.Remove(&s.due, e.index)
+			}
+			delete(s.byApp, e.app)
+		}
+	}
+	entries := make([]*entry, 0, len(apps))
+	for _, app := range apps {
+		e := s.byApp[app]
+		if e == nil {
+			added = append(added, app)
+			e = &entry{app: app, index: -1}
+			s.byApp[app] = e
+			if s.running.Load() {
+				e.next = now
+				heap.Push(&s.due, e)
+			}
+		}
+		entries = append(entries, e)
+	}
+	s.entries = entries
+	s.mu.Unlock()
+	s.wake()
+	return added, removed, nil
+}
+
+// RetryNow makes the named apps due at once: after a reload, an app held
+// for a configuration error (or whose secret changed) is tried again
+// without waiting for its slow retry. Unknown apps, apps whose call is
+// under way and a scheduler that is not running are left alone.
+func (s *Scheduler) RetryNow(apps ...string) {
+	now := s.now()
+	s.mu.Lock()
+	for _, app := range apps {
+		if e := s.byApp[app]; e != nil && e.index >= 0 && e.next.After(now) {
+			e.next = now
+			heap.Fix(&s.due, e.index)
+		}
+	}
+	s.mu.Unlock()
+	s.wake()
+}
+
+func (s *Scheduler) wake() {
+	select {
+	case s.kick <- struct{}{}:
+	default: // a wake-up is pending already
+	}
 }
 
 // Snapshot returns every app's state, in Config.Apps order.

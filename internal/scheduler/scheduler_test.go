@@ -264,7 +264,10 @@ func TestQuotaWaitsForBeijingMidnight(t *testing.T) {
 	}
 }
 
-func TestConfigErrorStopsTheAppAndLogsAnError(t *testing.T) {
+// A configuration error no longer stops the app for the rest of the
+// scheduler's life: it is retried every ConfigRetry, and at once on
+// RetryNow (a reload).
+func TestConfigErrorIsRetriedSlowlyAndLogsAnError(t *testing.T) {
 	var logs testlog.Buffer
 	log := slog.New(slog.NewTextHandler(&logs, &slog.HandlerOptions{Level: slog.LevelDebug}))
 	ref := newFakeRefresher(func(ctx context.Context, app string, n int) (tokencache.Token, error) {
@@ -273,24 +276,22 @@ func TestConfigErrorStopsTheAppAndLogsAnError(t *testing.T) {
 		}
 		return tokenAt(t0, time.Hour, 10*time.Minute), nil
 	})
-	h := start(t, Config{Apps: []string{"wxbad", "wxgood"}, Refresher: ref, Logger: log}, nil)
+	h := start(t, Config{Apps: []string{"wxbad", "wxgood"}, Refresher: ref, Logger: log}, zeroRand)
 	byApp := map[string]Result{}
 	for range 2 {
 		r := h.result()
 		byApp[r.AppID] = r
 	}
-	if r := byApp["wxbad"]; r.Class != ClassConfig || !r.Next.IsZero() {
-		t.Fatalf("wxbad: class %q Next %v; want config and no next run", r.Class, r.Next)
+	if r := byApp["wxbad"]; r.Class != ClassConfig || !r.Next.Equal(t0.Add(DefaultConfigRetry)) {
+		t.Fatalf("wxbad: class %q Next %v; want config, retried after %v", r.Class, r.Next, DefaultConfigRetry)
 	}
-	// Run the good app through two more cycles, far past any backoff: the
-	// bad one is never called again.
-	for range 2 {
-		if r := h.wakeAndResult(); r.AppID != "wxgood" {
-			t.Fatalf("woke for %q; only wxgood should run", r.AppID)
-		}
+	if r := h.wakeAndResult(); r.AppID != "wxbad" || !h.clock.Now().Equal(t0.Add(DefaultConfigRetry)) || ref.count("wxbad") != 2 {
+		t.Fatalf("woke for %q at %v (%d calls of wxbad); want wxbad's slow retry", r.AppID, h.clock.Now(), ref.count("wxbad"))
 	}
-	if n := ref.count("wxbad"); n != 1 {
-		t.Fatalf("wxbad refreshed %d times; want 1", n)
+	h.waitIdle()
+	h.s.RetryNow("wxbad")
+	if r := h.result(); r.AppID != "wxbad" || ref.count("wxbad") != 3 || !h.clock.Now().Equal(t0.Add(DefaultConfigRetry)) {
+		t.Fatalf("RetryNow: %q, %d calls; want wxbad at once", r.AppID, ref.count("wxbad"))
 	}
 	var bad AppStatus
 	for _, st := range h.s.Snapshot() {
@@ -298,8 +299,8 @@ func TestConfigErrorStopsTheAppAndLogsAnError(t *testing.T) {
 			bad = st
 		}
 	}
-	if !bad.Stopped || bad.LastClass != ClassConfig || !bad.Next.IsZero() || !errors.Is(bad.LastErr, wechat.ErrConfig) {
-		t.Fatalf("snapshot of wxbad = %+v; want stopped with a config error", bad)
+	if bad.Stopped || bad.LastClass != ClassConfig || bad.Next.IsZero() || !errors.Is(bad.LastErr, wechat.ErrConfig) {
+		t.Fatalf("snapshot of wxbad = %+v; want a config error and a next run", bad)
 	}
 	out := logs.String()
 	line := ""

@@ -8,6 +8,7 @@ import (
 	"fmt"
 	"math/rand/v2"
 	"strconv"
+	"strings"
 
 	"time"
 
@@ -182,6 +183,9 @@ type attempt struct {
 }
 
 func (c *Cache) fetchLocked(ctx context.Context, st *appState, cond condition, bad string) (Token, error) {
+	if err := c.fleetHeld(ctx, st); err != nil {
+		return Token{}, err
+	}
 	a := &attempt{c: c, st: st, cond: cond, bad: bad, id: newFetchID()}
 	if tok, done, err := a.begin(ctx); done {
 		return tok, err
@@ -268,13 +272,14 @@ func (a *attempt) send(ctx context.Context) (wechat.Token, error) {
 	up, err := c.src.Fetch(fctx, st.id)
 	cancel()
 	if err == nil {
-		err = checkUpstream(up)
+		err = checkUpstream(up, st.mode)
 	}
 	if err != nil {
 		c.stats.fetchErrors.Add(1)
 		minted := mayHaveMinted(err)
 		a.abort(minted)
 		c.hold(st, err, c.opt.now())
+		c.setFleetHold(ctx, st, err)
 		c.emit(st, wechat.ClassName(err), c.opt.now().Sub(a.sendAt), err)
 		c.log.Warn("tokencache: upstream fetch failed", "app", st.id, "err", err, "may_have_minted", minted)
 		return wechat.Token{}, fmt.Errorf("tokencache: app %q: fetch: %w", st.id, err)
@@ -406,7 +411,7 @@ func (c *Cache) fetchUnlocked(ctx context.Context, st *appState) (Token, error) 
 		c.stats.fetches.Add(1)
 		up, err := c.src.Fetch(fctx, st.id)
 		if err == nil {
-			err = checkUpstream(up)
+			err = checkUpstream(up, st.mode)
 		}
 		if err != nil {
 			c.stats.fetchErrors.Add(1)
@@ -511,16 +516,30 @@ func (c *Cache) emit(st *appState, result string, d time.Duration, err error) {
 }
 
 // checkUpstream refuses what no Source should return; a bad token must never
-// reach Redis.
-func checkUpstream(t wechat.Token) error {
-	if t.Value == "" || len(t.Value) > maxTokenLen {
-		return fmt.Errorf("%w: source returned a token of %d bytes", wechat.ErrMalformedReply, len(t.Value))
+// reach Redis. What the record's grammar cannot hold is a malformed reply
+// of the mode's endpoint (*wechat.ReplyError: transient, and a classic fetch
+// may have minted), like any other reply the client refuses. The reasons
+// give offsets and byte values, never the token.
+func checkUpstream(t wechat.Token, mode wechat.Mode) error {
+	endpoint := wechat.EndpointToken
+	if mode == wechat.Stable {
+		endpoint = wechat.EndpointStableToken
 	}
-	if !tokenBytes(t.Value) {
-		return fmt.Errorf("%w: source returned a token with a byte outside printable ASCII or a '|'", wechat.ErrMalformedReply)
+	malformed := func(format string, args ...any) error {
+		return &wechat.ReplyError{Endpoint: endpoint, Reason: "source returned " + fmt.Sprintf(format, args...)}
+	}
+	if t.Value == "" || len(t.Value) > maxTokenLen {
+		return malformed("an access_token of %d bytes (want 1 to %d)", len(t.Value), maxTokenLen)
+	}
+	if i := badTokenByte(t.Value); i >= 0 {
+		if c := t.Value[i]; c == '|' {
+			return malformed("an access_token with a '|' at offset %d, which the token record cannot hold", i)
+		} else {
+			return malformed("an access_token with byte 0x%02x at offset %d, outside printable ASCII", c, i)
+		}
 	}
 	if t.ExpiresIn <= 0 || t.ExpiresIn > maxTokenLife {
-		return fmt.Errorf("%w: source returned expires_in %v", wechat.ErrMalformedReply, t.ExpiresIn)
+		return malformed("expires_in %v (want more than 0, at most %v)", t.ExpiresIn, maxTokenLife)
 	}
 	return nil
 }
@@ -548,4 +567,72 @@ func newFetchID() string {
 	var b [8]byte
 	_, _ = crand.Read(b[:])
 	return hex.EncodeToString(b[:])
+}
+
+// The fleet-wide hold. A configuration error (WeChat refused the secret,
+// the IP is not whitelisted) will not go away by itself, and every fetch
+// that meets it costs a call of the app's daily quota; each process holding
+// the app on its own would cost one failing fetch per process per hold.
+// The process that met it (under the fetch lock) records it in the app's
+// hold key for ConfigHold; a lock holder reads that key before fetching and
+// holds the app too, so the fleet sends one failing fetch per ConfigHold.
+// Reading fails open: if Redis cannot say, the fetch goes ahead (begin
+// meets the same Redis anyway).
+
+// setFleetHold records err as the fleet's hold if WeChat answered it with a
+// configuration errcode. The record holds errcode, endpoint and the
+// cleaned errmsg (from which the client removed the secret).
+func (c *Cache) setFleetHold(ctx context.Context, st *appState, err error) {
+	var werr *wechat.Error
+	if !errors.As(err, &werr) || !errors.Is(werr, wechat.ErrConfig) {
+		return
+	}
+	sctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), time.Second)
+	defer cancel()
+	val := strconv.Itoa(werr.Code) + "|" + werr.Endpoint + "|" + werr.Message
+	if serr := c.client.Set(sctx, st.keys.hold, val, c.opt.ConfigHold).Err(); serr != nil {
+		c.log.Warn("tokencache: recording the fleet-wide configuration hold failed; other processes may try once each", "app", st.id, "err", serr)
+	}
+}
+
+// fleetHeld returns a *HeldError if the fleet holds the app, after holding
+// it in this process until the fleet's hold ends.
+func (c *Cache) fleetHeld(ctx context.Context, st *appState) error {
+	pipe := c.client.Pipeline()
+	get := pipe.Get(ctx, st.keys.hold)
+	ttl := pipe.PTTL(ctx, st.keys.hold)
+	if _, err := pipe.Exec(ctx); err != nil {
+		return nil // no hold (redis.Nil), or Redis cannot say: fail open
+	}
+	code, rest, ok := strings.Cut(get.Val(), "|")
+	endpoint, msg, ok2 := strings.Cut(rest, "|")
+	n, err := strconv.Atoi(code)
+	if !ok || !ok2 || err != nil || ttl.Val() <= 0 {
+		return nil // not ours, or without an expiry: ignored
+	}
+	werr := &wechat.Error{Code: n, Endpoint: endpoint, Message: msg}
+	until := c.opt.now().Add(min(ttl.Val(), c.opt.ConfigHold))
+	st.mu.Lock()
+	st.holdErr = werr
+	st.holdUntil.Store(until.UnixMilli())
+	st.mu.Unlock()
+	return &HeldError{AppID: st.id, Until: until, Err: werr}
+}
+
+// LiftHold ends appID's hold, in this process and fleet-wide, whatever its
+// cause, so the next Token or Refresh may fetch: the operator changed what
+// the hold was waiting for (a configuration reload with a new secret, or a
+// whitelist fixed). Other processes' own holds end by themselves (at most
+// ConfigHold later); the leader, whose scheduler refreshes, is the one that
+// matters. Unknown or invalid appids are ignored.
+func (c *Cache) LiftHold(ctx context.Context, appID string) error {
+	st, err := c.app(appID)
+	if err != nil {
+		return nil
+	}
+	c.clearHold(st)
+	if err := c.client.Del(ctx, st.keys.hold).Err(); err != nil {
+		return fmt.Errorf("tokencache: app %q: lifting the fleet-wide hold: %w", appID, err)
+	}
+	return nil
 }

@@ -41,6 +41,9 @@ type keys struct {
 	verdicts string // + token fingerprint: WeChat's verdict on a reported token
 	seen     string // ticket caches: + ticket hash: when the fleet first saw that ticket (Unix ms)
 	pending  string // ticket caches: the send time (Unix ms) of the earliest getticket whose reply is unknown
+	// hold: the fleet-wide hold after WeChat refused a fetch for a
+	// configuration error ("errcode|endpoint|errmsg"), expiring with it.
+	hold string
 }
 
 func appKeys(prefix, appID string) keys {
@@ -56,6 +59,7 @@ func appKeys(prefix, appID string) keys {
 		verdicts: base + "verdict:",
 		seen:     base + "seen:",
 		pending:  base + "pending",
+		hold:     base + "hold",
 	}
 }
 

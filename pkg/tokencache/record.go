@@ -204,13 +204,17 @@ func parseRecordNumber(s string) (int64, bool) {
 
 // tokenBytes reports whether s holds only what a record's token may: the
 // printable ASCII bytes '!' to '~' except '|'.
-func tokenBytes(s string) bool {
+func tokenBytes(s string) bool { return badTokenByte(s) < 0 }
+
+// badTokenByte is the offset of the first byte of s a record's token may
+// not hold, or -1.
+func badTokenByte(s string) int {
 	for i := 0; i < len(s); i++ {
 		if c := s[i]; c <= ' ' || c > '~' || c == '|' {
-			return false
+			return i
 		}
 	}
-	return true
+	return -1
 }
 
 // unixMilliOrZero is t in Unix milliseconds, 0 for the zero time ("unknown"

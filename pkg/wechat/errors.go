@@ -57,7 +57,8 @@ type Error struct {
 func (e *Error) Error() string {
 	s := "wechat: " + e.Endpoint + ": errcode " + strconv.Itoa(e.Code)
 	if e.Message != "" {
-		s += ": " + e.Message
+		// Cleaned again: an *Error may be built by hand, not parsed.
+		s += ": " + cleanMessage(e.Message, "")
 	}
 	if c := e.class(); c != nil {
 		s += " (" + c.Error() + ")"

@@ -37,3 +37,29 @@ func TestParseRedactsSecretBeforeTruncating(t *testing.T) {
 		t.Fatalf("err = %v, leaks the start of the secret", err)
 	}
 }
+
+// errmsg reaches 502 bodies, logs and `refresher status`: invisible or
+// direction-changing characters (which can make a log line or a terminal
+// lie) are replaced like control characters, and its length is bounded
+// tighter than a reply.
+func TestErrmsgFormatCharactersReplacedAndBounded(t *testing.T) {
+	body := `{"errcode":-1,"errmsg":"busy\u202egnp.exe\u200b\u2028x` + strings.Repeat("é", 400) + `"}`
+	_, err := ParseTokenReply(EndpointToken, 200, []byte(body), t0)
+	var we *Error
+	if !errors.As(err, &we) {
+		t.Fatalf("err = %v", err)
+	}
+	if !strings.HasPrefix(we.Message, "busy?gnp.exe??x") {
+		t.Errorf("Message = %.40q, want format and separator characters replaced", we.Message)
+	}
+	if len(we.Message) > 256+3 {
+		t.Errorf("Message is %d bytes, want at most 256 and an ellipsis", len(we.Message))
+	}
+}
+
+func TestHandBuiltErrorIsCleanedToo(t *testing.T) {
+	e := &Error{Code: -1, Endpoint: EndpointToken, Message: "a\nb\u202e" + strings.Repeat("x", 1000)}
+	if s := e.Error(); strings.ContainsAny(s, "\n\u202e") || len(s) > 400 {
+		t.Fatalf("Error() = %.60q (%d bytes): want cleaned and bounded", s, len(s))
+	}
+}

@@ -7,6 +7,7 @@ import (
 	"strconv"
 	"strings"
 	"time"
+	"unicode"
 	"unicode/utf8"
 )
 
@@ -25,8 +26,10 @@ const (
 )
 
 // maxMessageBytes bounds errmsg as it appears in an *Error: errmsg ends up
-// in logs, so a hostile or broken upstream must not fill them.
-const maxMessageBytes = 512
+// in logs, 502 bodies and `refresher status`, so a hostile or broken
+// upstream must not fill them. WeChat's own messages (with their "rid:"
+// and help link) stay well under it.
+const maxMessageBytes = 256
 
 // ReplyError is a reply that is not a valid answer: bad HTTP status, too
 // large, not JSON, or a token or expires_in that fails validation. The
@@ -324,22 +327,25 @@ func article(kind string) string {
 	return "a " + kind
 }
 
-// cleanMessage prepares errmsg for an error string: the secret replaced,
-// control characters (log injection) replaced, length bounded.
+// cleanMessage prepares errmsg for an error string, the one place it is
+// sanitised: the secret replaced; every character that is not printable
+// (control characters: log injection; format characters such as U+202E,
+// which reverse the text after them, and zero-width ones; line and
+// paragraph separators) replaced by '?'; length bounded to
+// maxMessageBytes, cut at a character boundary.
 func cleanMessage(msg, secret string) string {
 	msg = redact(msg, secret)
 	var b strings.Builder
 	for _, r := range msg {
-		if b.Len() >= maxMessageBytes {
+		if b.Len()+utf8.RuneLen(r) > maxMessageBytes {
 			b.WriteString("...")
 			break
 		}
-		switch {
-		case r == utf8.RuneError, r < 0x20, r == 0x7f, r >= 0x80 && r < 0xa0:
+		if r == utf8.RuneError || !unicode.IsPrint(r) {
 			b.WriteByte('?')
-		default:
-			b.WriteRune(r)
+			continue
 		}
+		b.WriteRune(r)
 	}
 	return b.String()
 }
