@@ -1,7 +1,6 @@
 package config
 
 import (
-	"crypto/tls"
 	"log/slog"
 	"time"
 
@@ -66,8 +65,7 @@ type Redis struct {
 	// Redis, loses no lock.
 	LockAddrs []string
 
-	tls      *tls.Config                  // loaded from the TLS files by Load or Validate
-	readFile func(string) ([]byte, error) // Load's reader of those files
+	tlsFiles *tlsFiles // the TLS files as Load or Validate read them
 }
 
 // WeChat says how to reach the token endpoints.

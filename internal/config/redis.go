@@ -20,8 +20,8 @@ const MinLockAddrs = 3
 func (r *Redis) Cluster() bool { return len(r.Addrs) > 1 && r.MasterName == "" }
 
 // resolveRedisExtra copies the TLS files, the server name and the lock
-// masters from the file, and keeps read for loading the TLS files.
-func resolveRedisExtra(c *Redis, raw *rawRedis, read func(string) ([]byte, error), add func(field, envName, format string, args ...any)) {
+// masters from the file, and reads the TLS files with read.
+func resolveRedisExtra(c *Redis, raw *rawRedis, read func(string) ([]byte, error)) {
 	c.TLSCAFile = strings.TrimSpace(raw.TLSCAFile)
 	c.TLSCertFile = strings.TrimSpace(raw.TLSCertFile)
 	c.TLSKeyFile = strings.TrimSpace(raw.TLSKeyFile)
@@ -31,7 +31,48 @@ func resolveRedisExtra(c *Redis, raw *rawRedis, read func(string) ([]byte, error
 			c.LockAddrs = append(c.LockAddrs, a)
 		}
 	}
-	c.readFile = read
+	if c.TLS {
+		c.tlsFiles = readTLSFiles(c, read) // redisProblems reports what is wrong
+	}
+}
+
+// tlsFiles are the TLS files' contents, read at validation, with the paths
+// they were read from. Plain data, so two loads of one configuration are
+// reflect.DeepEqual.
+type tlsFiles struct {
+	ca, cert, key          string
+	caPEM, certPEM, keyPEM []byte
+	field                  string // the key of the first file that could not be read
+	err                    error  // why
+}
+
+func readTLSFiles(r *Redis, read func(string) ([]byte, error)) *tlsFiles {
+	f := &tlsFiles{ca: r.TLSCAFile, cert: r.TLSCertFile, key: r.TLSKeyFile}
+	for _, x := range []struct {
+		key, path string
+		dst       *[]byte
+	}{{"redis.tls_ca_file", f.ca, &f.caPEM}, {"redis.tls_cert_file", f.cert, &f.certPEM}, {"redis.tls_key_file", f.key, &f.keyPEM}} {
+		if x.path == "" {
+			continue
+		}
+		b, err := read(x.path)
+		if err != nil {
+			// A path is not a secret: named in full. Contents never are.
+			f.field, f.err = x.key, fmt.Errorf("cannot read %s: %v", strconv.Quote(x.path), readFailure(err))
+			return f
+		}
+		*x.dst = b
+	}
+	return f
+}
+
+// current returns r's TLS files, read again with os.ReadFile if they were
+// not read from r's paths (a Config changed by hand).
+func (r *Redis) current() *tlsFiles {
+	if f := r.tlsFiles; f != nil && f.ca == r.TLSCAFile && f.cert == r.TLSCertFile && f.key == r.TLSKeyFile {
+		return f
+	}
+	return readTLSFiles(r, os.ReadFile)
 }
 
 // redisProblems checks the rules of the TLS and lock keys.
@@ -47,17 +88,9 @@ func (c *Config) redisProblems(add func(field, envName, format string, args ...a
 	if (r.TLSCertFile == "") != (r.TLSKeyFile == "") {
 		add("redis.tls_cert_file", EnvName("redis.tls_cert_file"), "a client certificate needs both redis.tls_cert_file and redis.tls_key_file")
 	} else if r.TLS {
-		// Loaded on every validation, so a Config changed by hand and
-		// validated again uses its files of now.
-		read := r.readFile
-		if read == nil {
-			read = os.ReadFile
-		}
-		r.tls = nil
-		if tc, field, err := r.loadTLS(read); err != nil {
+		r.tlsFiles = r.current()
+		if _, field, err := r.tlsFiles.config(); err != nil {
 			add(field, EnvName(field), "%v", err)
-		} else {
-			r.tls = tc
 		}
 	}
 	if n := len(r.LockAddrs); n > 0 && n < MinLockAddrs {
@@ -75,34 +108,24 @@ func (c *Config) redisProblems(add func(field, envName, format string, args ...a
 	}
 }
 
-// loadTLS builds the client TLS configuration from the files, or says
-// which key's file is wrong. Paths are named in full: a path is not a
-// secret; file contents never appear.
-func (r *Redis) loadTLS(read func(string) ([]byte, error)) (*tls.Config, string, error) {
+// config builds the client TLS configuration from the files, or says
+// which key's file is wrong.
+func (f *tlsFiles) config() (*tls.Config, string, error) {
+	if f.err != nil {
+		return nil, f.field, f.err
+	}
 	tc := &tls.Config{MinVersion: tls.VersionTLS12}
-	if r.TLSCAFile != "" {
-		pem, err := read(r.TLSCAFile)
-		if err != nil {
-			return nil, "redis.tls_ca_file", fmt.Errorf("cannot read %s: %v", strconv.Quote(r.TLSCAFile), readFailure(err))
-		}
+	if f.ca != "" {
 		tc.RootCAs = x509.NewCertPool()
-		if !tc.RootCAs.AppendCertsFromPEM(pem) {
-			return nil, "redis.tls_ca_file", fmt.Errorf("%s holds no PEM certificate", strconv.Quote(r.TLSCAFile))
+		if !tc.RootCAs.AppendCertsFromPEM(f.caPEM) {
+			return nil, "redis.tls_ca_file", fmt.Errorf("%s holds no PEM certificate", strconv.Quote(f.ca))
 		}
 	}
-	if r.TLSCertFile != "" && r.TLSKeyFile != "" {
-		certPEM, err := read(r.TLSCertFile)
-		if err != nil {
-			return nil, "redis.tls_cert_file", fmt.Errorf("cannot read %s: %v", strconv.Quote(r.TLSCertFile), readFailure(err))
-		}
-		keyPEM, err := read(r.TLSKeyFile)
-		if err != nil {
-			return nil, "redis.tls_key_file", fmt.Errorf("cannot read %s: %v", strconv.Quote(r.TLSKeyFile), readFailure(err))
-		}
-		pair, err := tls.X509KeyPair(certPEM, keyPEM)
+	if f.cert != "" && f.key != "" {
+		pair, err := tls.X509KeyPair(f.certPEM, f.keyPEM)
 		if err != nil {
 			// crypto/tls's messages name no key material.
-			return nil, "redis.tls_cert_file", fmt.Errorf("%s and %s are not a certificate and its key: %v", strconv.Quote(r.TLSCertFile), strconv.Quote(r.TLSKeyFile), err)
+			return nil, "redis.tls_cert_file", fmt.Errorf("%s and %s are not a certificate and its key: %v", strconv.Quote(f.cert), strconv.Quote(f.key), err)
 		}
 		tc.Certificates = []tls.Certificate{pair}
 	}
@@ -117,18 +140,14 @@ func (r *Redis) tlsFor(addrs []string) *tls.Config {
 	if !r.TLS {
 		return nil
 	}
-	tc := r.tls
-	if tc == nil {
-		var err error
-		if tc, _, err = r.loadTLS(os.ReadFile); err != nil {
-			// Never validated (Validate would have refused it): every
-			// handshake fails with the reason instead.
-			return &tls.Config{MinVersion: tls.VersionTLS12, GetClientCertificate: func(*tls.CertificateRequestInfo) (*tls.Certificate, error) {
-				return nil, err
-			}, VerifyConnection: func(tls.ConnectionState) error { return err }}
-		}
+	tc, _, err := r.current().config()
+	if err != nil {
+		// Never validated (Validate would have refused it): every
+		// handshake fails with the reason instead.
+		return &tls.Config{MinVersion: tls.VersionTLS12, GetClientCertificate: func(*tls.CertificateRequestInfo) (*tls.Certificate, error) {
+			return nil, err
+		}, VerifyConnection: func(tls.ConnectionState) error { return err }}
 	}
-	tc = tc.Clone()
 	switch {
 	case r.TLSServerName != "":
 		tc.ServerName = r.TLSServerName

@@ -3,6 +3,7 @@ package config_test
 import (
 	"errors"
 	"os"
+	"reflect"
 	"strings"
 	"sync"
 	"testing"
@@ -101,5 +102,24 @@ func TestRedisTLSOfAHandBuiltConfig(t *testing.T) {
 	c.Redis.TLSCAFile = p.Dir + "/nonexistent.crt"
 	if err := c.Validate(); err == nil || !strings.Contains(err.Error(), "nonexistent.crt") {
 		t.Fatalf("Validate: %v, want the unreadable CA file named", err)
+	}
+}
+
+// A configuration loaded twice is reflect.DeepEqual to itself, TLS files
+// included: a reload can tell whether the redis section changed.
+func TestRedisSectionLoadsEqualTwice(t *testing.T) {
+	p := redistest.NewPKI(t)
+	yaml := []byte(`apps: [{id: wx1, secret: s}]
+redis: {addrs: ["h:1"], tls: true, tls_ca_file: "` + p.CAFile + `", tls_cert_file: "` + p.ClientCertFile + `", tls_key_file: "` + p.ClientKey + `"}
+`)
+	load := func() *config.Config {
+		c, err := config.Load(config.Options{File: "t.yaml", YAML: yaml, Environ: []string{}})
+		if err != nil {
+			t.Fatal(err)
+		}
+		return c
+	}
+	if a, b := load(), load(); !reflect.DeepEqual(a.Redis, b.Redis) {
+		t.Fatalf("two loads of one file differ:\n%+v\n%+v", a.Redis, b.Redis)
 	}
 }

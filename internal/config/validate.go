@@ -106,7 +106,7 @@ func resolve(raw *rawConfig, env map[string]string, read func(string) ([]byte, e
 		inline: raw.Redis.Password, envRef: raw.Redis.PasswordEnv, file: raw.Redis.PasswordFile,
 		inlineFrom: inlineEnv(env, "redis.password"),
 	}, env, files, add)
-	resolveRedisExtra(&c.Redis, &raw.Redis, read, add)
+	resolveRedisExtra(&c.Redis, &raw.Redis, read)
 
 	c.WeChat.BaseURL = strings.TrimSpace(raw.WeChat.BaseURL)
 	c.WeChat.Timeout = dur("wechat.timeout", raw.WeChat.Timeout)
