@@ -523,3 +523,48 @@ func TestTicketRenewedIsTakenBack(t *testing.T) {
 		t.Error("the renewed ticket is not live")
 	}
 }
+
+// BenchmarkTicketHit: a ticket read from the near copy, next to a token
+// read from the near copy in the same run (the baseline): the ticket path
+// adds one map lookup.
+func BenchmarkTicketHit(b *testing.B) {
+	m := miniredis.RunT(b)
+	rdb := redis.NewClient(&redis.Options{Addr: m.Addr()})
+	defer rdb.Close()
+	fake := wechattest.New(b, wechattest.WithApp(ticketApp, secret))
+	client := wechat.NewClient(wechat.WithBaseURL(fake.URL()))
+	src, err := wechat.NewSource(client, wechat.App{ID: ticketApp, Secret: secret})
+	if err != nil {
+		b.Fatal(err)
+	}
+	tc, err := tokencache.New(rdb, src)
+	if err != nil {
+		b.Fatal(err)
+	}
+	defer tc.Close()
+	tk, err := tokencache.NewTickets(rdb, tc, client)
+	if err != nil {
+		b.Fatal(err)
+	}
+	defer tk.Close()
+	ctx := context.Background()
+	if _, err := tk.Ticket(ctx, ticketApp, wechat.TicketJSAPI); err != nil {
+		b.Fatal(err)
+	}
+	b.Run("token-baseline", func(b *testing.B) {
+		b.ReportAllocs()
+		for b.Loop() {
+			if _, err := tc.Token(ctx, ticketApp); err != nil {
+				b.Fatal(err)
+			}
+		}
+	})
+	b.Run("ticket", func(b *testing.B) {
+		b.ReportAllocs()
+		for b.Loop() {
+			if _, err := tk.Ticket(ctx, ticketApp, wechat.TicketJSAPI); err != nil {
+				b.Fatal(err)
+			}
+		}
+	})
+}
