@@ -89,13 +89,13 @@ func TestFlushResetsTheBudget(t *testing.T) {
 	if _, err := cache.Token(ctx, "wx1"); err != nil {
 		t.Fatal(err)
 	}
-	if n, err := cache.FetchesToday(ctx, "wx1"); err != nil || n != 1 {
+	if n, err := cache.Admin().FetchesToday(ctx, "wx1"); err != nil || n != 1 {
 		t.Fatalf("fetches today %d, %v: want 1", n, err)
 	}
 	if err := srv.Client().FlushAll(ctx).Err(); err != nil {
 		t.Fatal(err)
 	}
-	if n, err := cache.FetchesToday(ctx, "wx1"); err != nil || n != 0 {
+	if n, err := cache.Admin().FetchesToday(ctx, "wx1"); err != nil || n != 0 {
 		t.Fatalf("after FLUSHALL: fetches today %d, %v: want 0 (the budget forgot)", n, err)
 	}
 }

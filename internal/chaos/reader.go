@@ -240,7 +240,7 @@ func (s *readerState) line(id int, c *tokencache.Cache, final bool) ReaderLine {
 	}
 	l := ReaderLine{Reader: id, PID: os.Getpid(), At: time.Now(), Final: final, Calls: s.calls, Retries: s.retries,
 		RetriedOK: s.retriedOK, Invalidations: s.invalidations, Errors: errs, ErrorSpans: spans, MaxGap: s.maxGap,
-		Gaps: s.gaps, Dead: s.dead, Cache: c.Stats()}
+		Gaps: s.gaps, Dead: s.dead, Cache: c.Admin().Stats()}
 	s.gaps, s.dead = nil, nil
 	return l
 }

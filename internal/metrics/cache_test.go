@@ -109,7 +109,7 @@ func TestARealCachesCorruptRecordIsCounted(t *testing.T) {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { cache.Close() })
-	m.SetCacheStats(cache.Stats)
+	m.SetCacheStats(cache.Admin().Stats)
 	if err := mr.Set("tokenkeeper:{wxa}:token", "tk2|not a record"); err != nil {
 		t.Fatal(err)
 	}

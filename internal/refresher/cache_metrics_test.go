@@ -4,21 +4,15 @@ import (
 	"log/slog"
 	"strings"
 	"testing"
-	"time"
-
-	"github.com/alicebob/miniredis/v2"
 
 	"github.com/tokenkeeper/tokenkeeper/internal/testlog"
-	"github.com/tokenkeeper/tokenkeeper/pkg/wechattest"
 )
 
 // The replica exports the cache's own counters (corrupt records, passive
 // refresh outcomes, revalidations, subscription gaps) and the killed-outside
 // counter, read at scrape time: nothing is added to the token hit path.
 func TestReplicaExportsTheCachesCounters(t *testing.T) {
-	mr := miniredis.RunT(t)
-	fake := wechattest.New(t, wechattest.WithApp("wx1", secret), wechattest.WithLifetime(time.Hour))
-	cfg := testConfig(t, mr.Addr(), fake.URL(), "127.0.0.1:0")
+	cfg := onMiniredis(t, "127.0.0.1:0").Config
 	base := runReplica(t, cfg, func(logs *testlog.Buffer) slog.Handler { return slog.NewTextHandler(logs, nil) }).base
 	_, metrics := get(t, base+"/metrics", "")
 	for _, want := range []string{

@@ -160,12 +160,12 @@ func New(cfg *config.Config, log *slog.Logger, opts ...Option) (_ *Replica, err 
 		return nil, backend.Configf(err)
 	}
 	m.SetAppSource(appGauges(r.cache, func() []string { return *r.appIDs.Load() }))
-	m.SetCacheStats(r.cache.Stats)
+	m.SetCacheStats(r.cache.Admin().Stats)
 	m.InitApps(cfg.AppIDs())
 
 	sched, err := scheduler.New(scheduler.Config{
 		Apps:      cfg.AppIDs(),
-		Refresher: r.cache,
+		Refresher: r.cache.Admin(),
 		Logger:    r.log,
 		OnResult:  func(res scheduler.Result) { m.ObserveRefresh(res.Class) },
 		// The fleet-wide hold's length: retried when it ends.
@@ -415,12 +415,12 @@ func appGauges(cache *tokencache.Cache, appIDs func() []string) func() []metrics
 		out := make([]metrics.AppGauge, 0, len(apps))
 		for _, app := range apps {
 			g := metrics.AppGauge{AppID: app, FetchesToday: -1}
-			if tok, found, err := cache.Peek(ctx, app); err == nil && found {
+			if tok, found, err := cache.Admin().Peek(ctx, app); err == nil && found {
 				g.HasToken = true
 				g.UsableFor = tok.UsableUntil.Sub(now)
 				g.Age = now.Sub(tok.FetchedAt)
 			}
-			if n, err := cache.FetchesToday(ctx, app); err == nil {
+			if n, err := cache.Admin().FetchesToday(ctx, app); err == nil {
 				g.FetchesToday = n
 			}
 			out = append(out, g)

@@ -20,6 +20,7 @@ import (
 	"github.com/tokenkeeper/tokenkeeper/internal/refresher"
 	"github.com/tokenkeeper/tokenkeeper/internal/status"
 	"github.com/tokenkeeper/tokenkeeper/internal/testlog"
+	"github.com/tokenkeeper/tokenkeeper/internal/tktest/fleet"
 	"github.com/tokenkeeper/tokenkeeper/pkg/wechattest"
 )
 
@@ -30,21 +31,27 @@ const (
 
 func testConfig(t *testing.T, redisAddr, wechatURL, httpAddr string) *config.Config {
 	t.Helper()
-	cfg, err := config.Load(config.Options{File: "(test)", Environ: []string{}, YAML: []byte(fmt.Sprintf(`
+	return fleet.LoadConfig(t, replicaYAML(httpAddr), redisAddr, wechatURL)
+}
+
+// onMiniredis is a replica's world: a miniredis, a fake WeChat that knows
+// wx1, and testConfig's configuration listening on httpAddr.
+func onMiniredis(t *testing.T, httpAddr string) *fleet.Refresher {
+	t.Helper()
+	return fleet.NewRefresher(t, []wechattest.Option{wechattest.WithApp("wx1", secret), wechattest.WithLifetime(time.Hour)}, replicaYAML(httpAddr))
+}
+
+func replicaYAML(httpAddr string) string {
+	return fmt.Sprintf(`
 identity: rt1
-redis: {addrs: [%q]}
-wechat: {base_url: %q, timeout: 2s}
+wechat: {timeout: 2s}
 apps: [{id: wx1, secret: %q}]
 cache: {key_prefix: "rt:", lock_ttl: 2s, fetch_timeout: 1s}
 lease: {name: "rt:leader", duration: 2s, renew_deadline: 1200ms, retry_period: 300ms}
 http:
   addr: %q
   api_keys: [{name: all, key: %q, apps: ["*"]}]
-`, redisAddr, wechatURL, secret, httpAddr, apiKey))})
-	if err != nil {
-		t.Fatal(err)
-	}
-	return cfg
+`, secret, httpAddr, apiKey)
 }
 
 func get(t *testing.T, url, key string) (int, string) {
@@ -67,9 +74,8 @@ func get(t *testing.T, url, key string) (int, string) {
 // refreshes (recording the last fetch), serves the token with auth, and on
 // cancellation returns nil with the lease released.
 func TestReplicaServesLeadsAndReleases(t *testing.T) {
-	mr := miniredis.RunT(t)
-	fake := wechattest.New(t, wechattest.WithApp("wx1", secret), wechattest.WithLifetime(time.Hour))
-	cfg := testConfig(t, mr.Addr(), fake.URL(), "127.0.0.1:0")
+	w := onMiniredis(t, "127.0.0.1:0")
+	mr, fake, cfg := w.Mini, w.Fake, w.Config
 	logs := &testlog.Buffer{}
 	listening := make(chan string, 1)
 	r, err := refresher.New(cfg, slog.New(slog.NewTextHandler(logs, nil)), refresher.WithOnListening(func(addr string) { listening <- addr }))

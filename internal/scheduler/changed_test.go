@@ -85,7 +85,7 @@ func TestCapByAnotherProcessMovesTheRefreshBeforeTheCappedEnd(t *testing.T) {
 	}
 	t.Cleanup(func() { other.Close() })
 
-	h := startOn(t, clock, Config{Apps: []string{"wxa"}, Refresher: leader}, zeroRand)
+	h := startOn(t, clock, Config{Apps: []string{"wxa"}, Refresher: leader.Admin()}, zeroRand)
 	sched.Store(h.s)
 	first := h.result()
 	if first.Class != ClassOK || srcA.Minted() != 1 {
@@ -104,7 +104,7 @@ func TestCapByAnotherProcessMovesTheRefreshBeforeTheCappedEnd(t *testing.T) {
 	if _, err := other.Invalidate(context.Background(), "wxa", first.Token.Value); err == nil {
 		t.Fatal("the other process's passive refresh succeeded; want its lost reply")
 	}
-	capped, found, err := other.Peek(context.Background(), "wxa")
+	capped, found, err := other.Admin().Peek(context.Background(), "wxa")
 	if err != nil || !found || capped.Value != first.Token.Value || !capped.UsableUntil.Before(first.Token.UsableUntil) {
 		t.Fatalf("after the lost reply the record is %v (found %v, err %v); want %v capped", capped, found, err, first.Token)
 	}

@@ -16,7 +16,7 @@ import (
 	"github.com/tokenkeeper/tokenkeeper/pkg/wechattest"
 )
 
-var _ scheduler.Refresher = (*tokencache.Cache)(nil)
+var _ scheduler.Refresher = tokencache.Admin{}
 
 const (
 	secretA   = "secret-a-0123456789abcdef0123456"
@@ -45,7 +45,7 @@ func TestWithRealCache(t *testing.T) {
 
 	results := make(chan scheduler.Result, 16)
 	s, err := scheduler.New(scheduler.Config{
-		Apps: []string{"wxa", "wxb", "wxbad"}, Refresher: cache, Logger: log,
+		Apps: []string{"wxa", "wxb", "wxbad"}, Refresher: cache.Admin(), Logger: log,
 		OnResult: func(r scheduler.Result) { results <- r },
 	})
 	if err != nil {

@@ -18,12 +18,12 @@ import (
 )
 
 // Refresher makes sure an app has a token that is not due for refresh.
-// *tokencache.Cache is one. Refresh must return soon after ctx is done.
+// A tokencache.Admin (cache.Admin()) is one. Refresh must return soon after ctx is done.
 type Refresher interface {
 	Refresh(ctx context.Context, appID string) (tokencache.Token, error)
 }
 
-// Peeker reads an app's record without ever fetching; *tokencache.Cache is
+// Peeker reads an app's record without ever fetching; tokencache.Admin is
 // one. When the Refresher is also a Peeker, Changed re-reads a changed
 // record with it; otherwise a change makes the app due at once (Refresh
 // reads the record too, and fetches only if it is due).

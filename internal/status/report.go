@@ -84,9 +84,9 @@ func Gather(ctx context.Context, cfg *config.Config, client redis.UniversalClien
 	}
 	for _, app := range cfg.Apps {
 		a := App{ID: app.ID, Mode: app.Mode}
-		a.Token, a.HasToken, a.TokenErr = cache.Peek(ctx, app.ID)
+		a.Token, a.HasToken, a.TokenErr = cache.Admin().Peek(ctx, app.ID)
 		a.LastFetch, a.HasLastFetch, a.LastFetchErr = readRecord(ctx, client, cfg.LastFetchKey(app.ID))
-		a.FetchesToday, a.FetchesErr = cache.FetchesToday(ctx, app.ID)
+		a.FetchesToday, a.FetchesErr = cache.Admin().FetchesToday(ctx, app.ID)
 		rep.Apps = append(rep.Apps, a)
 	}
 	rep.Tickets = gatherTickets(ctx, cfg, client)

@@ -32,7 +32,7 @@ func TestNeverSentFetchNeitherCapsNorCharges(t *testing.T) {
 			if !rec.UsableUntil.Equal(tok.UsableUntil) {
 				t.Fatalf("the stored token is usable until %v after a fetch that was never sent, want %v (uncapped)", rec.UsableUntil, tok.UsableUntil)
 			}
-			if n, _ := f.cache.FetchesToday(context.Background(), "wx1"); n != 1 {
+			if n, _ := f.cache.Admin().FetchesToday(context.Background(), "wx1"); n != 1 {
 				t.Fatalf("FetchesToday = %d, want 1: a fetch never sent is not charged", n)
 			}
 		})
@@ -52,7 +52,7 @@ func TestHolderFailureWakesTheWaiters(t *testing.T) {
 		_, err := other.Invalidate(context.Background(), "wx1", tok.Value)
 		done <- err
 	}()
-	waitFor(t, "B to wait for A", func() bool { return other.Stats().LockWaits > 0 })
+	waitFor(t, "B to wait for A", func() bool { return other.Admin().Stats().LockWaits > 0 })
 	if err := release(); err == nil {
 		t.Fatal("A's fetch did not fail")
 	}
@@ -79,7 +79,7 @@ func TestRedisFailingWhileWaitingIsAnOutage(t *testing.T) {
 		_, err := other.Invalidate(context.Background(), "wx1", tok.Value)
 		done <- err
 	}()
-	waitFor(t, "B to wait for A", func() bool { return other.Stats().LockWaits > 0 })
+	waitFor(t, "B to wait for A", func() bool { return other.Admin().Stats().LockWaits > 0 })
 	f.m.SetError("ERR simulated outage")
 	f.m.Publish(EventsChannel("tokenkeeper:"), wakeMessage("wx1")) // B looks again, and Redis fails
 	select {
@@ -101,7 +101,7 @@ func TestRefreshWhoseRecordExpiresMeanwhileMintsOnce(t *testing.T) {
 	hold := f.holdFetches()
 	done := make(chan error, 1)
 	go func() {
-		_, err := f.cache.Refresh(context.Background(), "wx1")
+		_, err := f.cache.Admin().Refresh(context.Background(), "wx1")
 		done <- err
 	}()
 	<-f.src.started

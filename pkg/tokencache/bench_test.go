@@ -62,7 +62,7 @@ func (e *benchEnv) cacheOn(b *testing.B, o *redis.Options, hook redis.Hook, opts
 	}
 	b.Cleanup(func() { _ = c.Close() })
 	deadline := time.Now().Add(10 * time.Second)
-	for c.Stats().SubscriptionGaps == 0 {
+	for c.Admin().Stats().SubscriptionGaps == 0 {
 		if time.Now().After(deadline) {
 			b.Fatal("cache not subscribed after 10s")
 		}
@@ -397,11 +397,11 @@ func BenchmarkTokenLatencyDuringRotation(b *testing.B) {
 					rotations.Add(1)
 				}
 			}()
-			s0 := reader.Stats()
+			s0 := reader.Admin().Stats()
 			h := readTokens(b, reader)
 			close(stop)
 			<-done
-			s1 := reader.Stats()
+			s1 := reader.Admin().Stats()
 			h.report(b)
 			n := rotations.Load()
 			b.ReportMetric(float64(n), "rotations")
@@ -481,11 +481,11 @@ func BenchmarkTokenAcrossRedisFreeze(b *testing.B) {
 					}
 				}
 			}()
-			s0 := c.Stats()
+			s0 := c.Admin().Stats()
 			start := time.Now()
 			h := readTokens(b, c)
 			end := time.Now()
-			s1 := c.Stats()
+			s1 := c.Admin().Stats()
 			close(stop)
 			<-done
 

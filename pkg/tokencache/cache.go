@@ -317,12 +317,23 @@ func (c *Cache) Invalidate(ctx context.Context, appID, bad string) (Token, error
 	return c.fetch(ctx, st, condReplace, bad)
 }
 
+// Admin is the operator's view of a Cache: refreshing on a schedule,
+// reading the record without fetching, the budget used, holds and
+// counters. An application needs none of it (Token, Invalidate and App are
+// its whole surface); the refresher, its scheduler, status and metrics
+// use this.
+type Admin struct{ c *Cache }
+
+// Admin returns the operator's view of c.
+func (c *Cache) Admin() Admin { return Admin{c} }
+
 // Refresh makes sure appID has a token that is not due for refresh,
 // fetching one (once for the whole fleet) if needed. The refresher's
 // scheduler calls it ahead of expiry. During a Redis outage it returns the
 // last good token, which may be due, with a nil error: nothing can be
 // refreshed safely until Redis is back.
-func (c *Cache) Refresh(ctx context.Context, appID string) (Token, error) {
+func (a Admin) Refresh(ctx context.Context, appID string) (Token, error) {
+	c := a.c
 	st, err := c.app(appID)
 	if err != nil {
 		return Token{}, err
@@ -336,7 +347,8 @@ func (c *Cache) Refresh(ctx context.Context, appID string) (Token, error) {
 
 // Peek reads appID's record from Redis and never fetches. Like every read,
 // it refreshes this process's in-memory copy with what it found.
-func (c *Cache) Peek(ctx context.Context, appID string) (tok Token, found bool, err error) {
+func (a Admin) Peek(ctx context.Context, appID string) (tok Token, found bool, err error) {
+	c := a.c
 	st, err := c.app(appID)
 	if err != nil {
 		return Token{}, false, err
@@ -346,7 +358,8 @@ func (c *Cache) Peek(ctx context.Context, appID string) (tok Token, found bool, 
 
 // FetchesToday is how many upstream fetches every process together has
 // started for appID in the current Beijing day.
-func (c *Cache) FetchesToday(ctx context.Context, appID string) (int64, error) {
+func (a Admin) FetchesToday(ctx context.Context, appID string) (int64, error) {
+	c := a.c
 	st, err := c.app(appID)
 	if err != nil {
 		return 0, err
@@ -360,7 +373,8 @@ func (c *Cache) FetchesToday(ctx context.Context, appID string) (int64, error) {
 
 // Held reports whether fetching for appID is suspended after a failure, and
 // why.
-func (c *Cache) Held(appID string) (until time.Time, cause error) {
+func (a Admin) Held(appID string) (until time.Time, cause error) {
+	c := a.c
 	st, err := c.app(appID)
 	if err != nil {
 		return time.Time{}, err
@@ -597,7 +611,8 @@ type counters struct {
 }
 
 // Stats returns a snapshot of the counters.
-func (c *Cache) Stats() Stats {
+func (a Admin) Stats() Stats {
+	c := a.c
 	s := &c.stats
 	return Stats{
 		NearMisses: s.nearMisses.Load(), RedisHits: s.redisHits.Load(), Misses: s.misses.Load(),

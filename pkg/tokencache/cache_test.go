@@ -67,7 +67,7 @@ func TestNearHitDoesNoRedisIO(t *testing.T) {
 		if n := f.cmds.n.Load() - before; n != 0 {
 			t.Fatalf("near hits sent %d Redis commands, want 0", n)
 		}
-		if s := f.cache.Stats(); s.NearMisses != 1 {
+		if s := f.cache.Admin().Stats(); s.NearMisses != 1 {
 			t.Fatalf("NearMisses = %d, want 1 (the first call)", s.NearMisses)
 		}
 		// Before the near max age the copy is re-read from Redis once, in the
@@ -85,7 +85,7 @@ func TestNearHitDoesNoRedisIO(t *testing.T) {
 		if n := f.cmds.n.Load() - before; n != 1 {
 			t.Fatalf("revalidating sent %d Redis commands, want 1", n)
 		}
-		if s := f.cache.Stats(); s.NearMisses != 1 {
+		if s := f.cache.Admin().Stats(); s.NearMisses != 1 {
 			t.Fatalf("NearMisses = %d, want 1: no caller waited for the revalidation", s.NearMisses)
 		}
 	})
@@ -185,7 +185,7 @@ func TestRedisDownServesTheLastGoodTokenAndNeverFetches(t *testing.T) {
 		if err != nil || got.Value != tok.Value {
 			t.Fatalf("during outage: %q, %v; want the last good token", got.Value, err)
 		}
-		waitFor(t, "a failed background read", func() bool { return f.cache.Stats().RevalidationErrors > 0 })
+		waitFor(t, "a failed background read", func() bool { return f.cache.Admin().Stats().RevalidationErrors > 0 })
 		// Four minutes (the overlap less the margin) after Redis last
 		// confirmed it, a fetch elsewhere may have killed it.
 		f.clock.Advance(time.Minute)
@@ -246,7 +246,7 @@ func TestQuotaErrorStopsFetchingAndKeepsServing(t *testing.T) {
 		if n := f.src.Calls(); n != 2 {
 			t.Fatalf("fetches = %d, want 2: no retry loop after 45009", n)
 		}
-		until, cause := f.cache.Held("wx1")
+		until, cause := f.cache.Admin().Held("wx1")
 		if !errors.Is(cause, wechat.ErrQuota) || !until.Equal(wechat.NextQuotaReset(f.clock.Now())) {
 			t.Fatalf("Held = %v, %v; want until Beijing midnight", until, cause)
 		}
@@ -285,7 +285,7 @@ func TestTransientErrorsBackOffWithJitter(t *testing.T) {
 		if _, err := f.cache.Token(context.Background(), "wx1"); !errors.Is(err, wechat.ErrTransient) {
 			t.Fatalf("err = %v", err)
 		}
-		until1, _ := f.cache.Held("wx1")
+		until1, _ := f.cache.Admin().Held("wx1")
 		if d := until1.Sub(f.clock.Now()); d < 500*time.Millisecond || d > time.Second {
 			t.Fatalf("first backoff %v, want within [base/2, base] = [0.5s, 1s]", d)
 		}
@@ -296,7 +296,7 @@ func TestTransientErrorsBackOffWithJitter(t *testing.T) {
 		if _, err := f.cache.Token(context.Background(), "wx1"); !errors.Is(err, wechat.ErrTransient) {
 			t.Fatalf("second attempt err = %v", err)
 		}
-		until2, _ := f.cache.Held("wx1")
+		until2, _ := f.cache.Admin().Held("wx1")
 		if d := until2.Sub(f.clock.Now()); d < time.Second || d > 2*time.Second {
 			t.Fatalf("second backoff %v, want within [1s, 2s]", d)
 		}
@@ -323,7 +323,7 @@ func TestDailyBudgetIsSharedAndRefusesBeforeSending(t *testing.T) {
 		if n := f.src.Calls(); n != 2 {
 			t.Fatalf("upstream fetches = %d, want 2", n)
 		}
-		if n, _ := f.cache.FetchesToday(context.Background(), "wx1"); n != 2 {
+		if n, _ := f.cache.Admin().FetchesToday(context.Background(), "wx1"); n != 2 {
 			t.Fatalf("FetchesToday = %d, want 2", n)
 		}
 		// A new Beijing day has a new budget.

@@ -191,7 +191,7 @@ func testClusterHerd(t *testing.T, cl *redistest.Cluster, apps []string) {
 	rotations := int(elapsed / dueAfter)
 	for _, app := range apps {
 		st := f.Fake.Stats(app)
-		rec, found, err := f.Caches[0].Peek(ctx, app)
+		rec, found, err := f.Caches[0].Admin().Peek(ctx, app)
 		if err != nil || !found {
 			t.Fatalf("%s: peek: %v %v", app, found, err)
 		}
@@ -222,8 +222,8 @@ func testClusterAnnouncements(t *testing.T, cl *redistest.Cluster, apps []string
 			t.Fatalf("%s: reader got %s, %v; want the writer's token", app, wechat.Fingerprint(got.Value), err)
 		}
 		// The reader's copy now serves from memory.
-		misses := reader.Stats().NearMisses
-		if got, _ := reader.Token(ctx, app); got.Value != old.Value || reader.Stats().NearMisses != misses {
+		misses := reader.Admin().Stats().NearMisses
+		if got, _ := reader.Token(ctx, app); got.Value != old.Value || reader.Admin().Stats().NearMisses != misses {
 			t.Fatalf("%s: the reader's second Token was not a near hit", app)
 		}
 		start := time.Now()
@@ -362,12 +362,12 @@ func testClusterStalledWriter(t *testing.T, cl *redistest.Cluster, apps []string
 		}
 		final[r.app] = r.tok
 	}
-	if n := frozen.Stats().Refused; n != int64(len(apps)) {
+	if n := frozen.Admin().Stats().Refused; n != int64(len(apps)) {
 		t.Errorf("the frozen process had %d writes refused, want %d (one per app)", n, len(apps))
 	}
 	for _, app := range apps {
 		st := f.Fake.Stats(app)
-		rec, found, err := other.Peek(ctx, app)
+		rec, found, err := other.Admin().Peek(ctx, app)
 		if err != nil || !found {
 			t.Fatalf("%s: peek: %v %v", app, found, err)
 		}
@@ -433,7 +433,7 @@ func testClusterMasterDown(t *testing.T, cl *redistest.Cluster, apps []string) {
 		}
 	}
 	dead := apps[0] // on master 0
-	readsBefore := f.Caches[1].Stats().Revalidations
+	readsBefore := f.Caches[1].Admin().Stats().Revalidations
 	cl.StopNode(0)
 
 	// Until the tokens are due (no refresh may blur the count), every call
@@ -454,11 +454,11 @@ func testClusterMasterDown(t *testing.T, cl *redistest.Cluster, apps []string) {
 		}
 		time.Sleep(50 * time.Millisecond) // the pace of a reader
 	}
-	stale := f.Caches[0].Stats().RevalidationErrors + f.Caches[1].Stats().RevalidationErrors
+	stale := f.Caches[0].Admin().Stats().RevalidationErrors + f.Caches[1].Admin().Stats().RevalidationErrors
 	if stale == 0 {
 		t.Errorf("%s was never served from memory while its master was down: the test proved nothing", dead)
 	}
-	if f.Caches[1].Stats().Revalidations == readsBefore {
+	if f.Caches[1].Admin().Stats().Revalidations == readsBefore {
 		t.Errorf("no Redis read after master 0 stopped: the live masters' apps were not read")
 	}
 	t.Logf("with master 0 down: %d background reads failed while copies served; slowest Token %v", stale, slowest.Round(time.Millisecond))

@@ -108,7 +108,7 @@ func TestLateWriterIsRefusedAndCapsTheNewerToken(t *testing.T) {
 			if !rec.UsableUntil.Equal(want) {
 				t.Fatalf("B's token usable until %v, want %v", rec.UsableUntil, want)
 			}
-			if s := f.cache.Stats(); s.Refused != 1 {
+			if s := f.cache.Admin().Stats(); s.Refused != 1 {
 				t.Fatalf("Refused = %d, want 1", s.Refused)
 			}
 		})

@@ -140,7 +140,7 @@ func testFrozenRedis(t *testing.T, maxRetries int) {
 	var want string
 	for i, p := range procs {
 		deadline := time.Now().Add(5 * time.Second)
-		for p.cache.Stats().SubscriptionGaps == 0 {
+		for p.cache.Admin().Stats().SubscriptionGaps == 0 {
 			if time.Now().After(deadline) {
 				t.Fatalf("process %d: not subscribed after 5s", i)
 			}
@@ -158,7 +158,7 @@ func testFrozenRedis(t *testing.T, maxRetries int) {
 	}
 	before := make([]tokencache.Stats, processes)
 	for i, p := range procs {
-		before[i] = p.cache.Stats()
+		before[i] = p.cache.Admin().Stats()
 		p.probe.maxInflight.Store(p.probe.inflight.Load())
 		p.probe.fromCallers.Store(0)
 	}
@@ -205,7 +205,7 @@ func testFrozenRedis(t *testing.T, maxRetries int) {
 	time.Sleep(2 * nearMax)
 	warm := make([]tokencache.Stats, processes)
 	for i, p := range procs {
-		warm[i] = p.cache.Stats()
+		warm[i] = p.cache.Admin().Stats()
 		if warm[i].Revalidations == before[i].Revalidations {
 			t.Errorf("process %d: no background revalidation in %v with Redis up", i, 2*nearMax)
 		}
@@ -218,7 +218,7 @@ func testFrozenRedis(t *testing.T, maxRetries int) {
 	time.Sleep(frozenFor)
 	frozen := make([]tokencache.Stats, processes)
 	for i, p := range procs {
-		frozen[i] = p.cache.Stats()
+		frozen[i] = p.cache.Admin().Stats()
 	}
 	callsDuringFreeze := calls.Load() - callsAtFreeze
 	if err := srv.Thaw(); err != nil {
@@ -229,7 +229,7 @@ func testFrozenRedis(t *testing.T, maxRetries int) {
 	// revalidateRetry (1 s) before the next try; allow a few.
 	deadline := time.Now().Add(10 * time.Second)
 	for i := 0; i < processes; {
-		if procs[i].cache.Stats().Revalidations > frozen[i].Revalidations {
+		if procs[i].cache.Admin().Stats().Revalidations > frozen[i].Revalidations {
 			i++
 			continue
 		}
@@ -248,7 +248,7 @@ func testFrozenRedis(t *testing.T, maxRetries int) {
 		t.Error("no Token call during the freeze")
 	}
 	for i, p := range procs {
-		end := p.cache.Stats()
+		end := p.cache.Admin().Stats()
 		t.Logf("process %d: revalidations %d→%d→%d→%d, revalidation errors %d→%d→%d, near misses %d→%d, served stale %d→%d; record GETs: %d background, %d from callers, at most %d in flight",
 			i, before[i].Revalidations, warm[i].Revalidations, frozen[i].Revalidations, end.Revalidations,
 			warm[i].RevalidationErrors, frozen[i].RevalidationErrors, end.RevalidationErrors,

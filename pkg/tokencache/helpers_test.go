@@ -106,31 +106,19 @@ func (s *scriptedSource) QueueErr(err ...error) {
 	s.mu.Unlock()
 }
 
-// commandCounter counts the commands a go-redis client sends for the
-// cache: a cluster client's own bookkeeping (COMMAND, CLUSTER SLOTS, sent
-// when it sees fit) is not the cache's I/O.
+// commandCounter counts the commands a go-redis client sends.
 type commandCounter struct{ n atomic.Int64 }
-
-func clientBookkeeping(cmd redis.Cmder) bool {
-	return cmd.Name() == "command" || cmd.Name() == "cluster"
-}
 
 func (c *commandCounter) DialHook(next redis.DialHook) redis.DialHook { return next }
 func (c *commandCounter) ProcessHook(next redis.ProcessHook) redis.ProcessHook {
 	return func(ctx context.Context, cmd redis.Cmder) error {
-		if !clientBookkeeping(cmd) {
-			c.n.Add(1)
-		}
+		c.n.Add(1)
 		return next(ctx, cmd)
 	}
 }
 func (c *commandCounter) ProcessPipelineHook(next redis.ProcessPipelineHook) redis.ProcessPipelineHook {
 	return func(ctx context.Context, cmds []redis.Cmder) error {
-		for _, cmd := range cmds {
-			if !clientBookkeeping(cmd) {
-				c.n.Add(1)
-			}
-		}
+		c.n.Add(int64(len(cmds)))
 		return next(ctx, cmds)
 	}
 }

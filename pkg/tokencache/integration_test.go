@@ -96,7 +96,7 @@ func newHerd(t *testing.T, instances int) *herd {
 func (h *herd) assertFetches(wasted int) {
 	h.t.Helper()
 	st := h.fake.Stats(appID)
-	rec, found, err := h.Caches[0].Peek(context.Background(), appID)
+	rec, found, err := h.Caches[0].Admin().Peek(context.Background(), appID)
 	if err != nil || !found {
 		h.t.Fatalf("peek: %v %v", found, err)
 	}
@@ -119,7 +119,7 @@ func TestHerdFetchesOncePerRefresh(t *testing.T) {
 	if st.Minted < 1+minRotations-1 || st.Minted > 1+minRotations+1 {
 		t.Errorf("minted %d tokens in %v, want 1 + %d±1", st.Minted, elapsed, minRotations)
 	}
-	rec, found, err := h.Caches[0].Peek(context.Background(), appID)
+	rec, found, err := h.Caches[0].Admin().Peek(context.Background(), appID)
 	if err != nil || !found {
 		t.Fatalf("peek: %v %v", found, err)
 	}
@@ -135,7 +135,7 @@ func TestHerdFetchesOncePerRefresh(t *testing.T) {
 	// Now let the token expire with nobody asking, and bring all 400 back
 	// at once: one fetch.
 	for {
-		if _, found, err := h.Caches[0].Peek(context.Background(), appID); err == nil && !found {
+		if _, found, err := h.Caches[0].Admin().Peek(context.Background(), appID); err == nil && !found {
 			break
 		}
 		time.Sleep(20 * time.Millisecond) // waiting for Redis to expire the key
@@ -201,7 +201,7 @@ func TestLostUpstreamReply(t *testing.T) {
 	<-lost
 	h.AssertNoDeadToken()
 	st := h.fake.Stats(appID)
-	rec, _, _ := h.Caches[0].Peek(context.Background(), appID)
+	rec, _, _ := h.Caches[0].Admin().Peek(context.Background(), appID)
 	// Every mint but the lost one was stored.
 	if int64(st.Minted) != rec.Version+1 {
 		t.Errorf("minted %d, stored %d versions: want exactly one unstored (the lost reply)", st.Minted, rec.Version)
@@ -219,7 +219,7 @@ func TestRedisRestartLosingAllData(t *testing.T) {
 	<-done
 	h.AssertNoDeadToken()
 	st := h.fake.Stats(appID)
-	rec, _, _ := h.Caches[0].Peek(context.Background(), appID)
+	rec, _, _ := h.Caches[0].Admin().Peek(context.Background(), appID)
 	// After the restart the versions start again at 1, and every mint after
 	// it was stored once.
 	if int64(st.Minted-before) != rec.Version {
@@ -261,7 +261,7 @@ func waitForVersion(t *testing.T, c *tokencache.Cache, v int64) {
 	t.Helper()
 	deadline := time.Now().Add(10 * time.Second)
 	for {
-		tok, found, err := c.Peek(context.Background(), appID)
+		tok, found, err := c.Admin().Peek(context.Background(), appID)
 		if err == nil && found && tok.Version >= v {
 			return
 		}

@@ -35,7 +35,7 @@ func TestNearCopyKeepsACapWhoseAnnouncementWasLost(t *testing.T) {
 	f.putRecordSilently(t, "wx1", capped)
 
 	f.clock.Advance(11 * time.Second)
-	if tok, _, err := f.cache.Peek(context.Background(), "wx1"); err != nil || !tok.UsableUntil.Equal(capped.UsableUntil) {
+	if tok, _, err := f.cache.Admin().Peek(context.Background(), "wx1"); err != nil || !tok.UsableUntil.Equal(capped.UsableUntil) {
 		t.Fatalf("after reading the capped record the copy is usable until %v, want the cap %v", tok.UsableUntil, capped.UsableUntil)
 	}
 	f.outage(t)
@@ -145,7 +145,7 @@ func TestPoisonRecordIsReplacedByOneFetch(t *testing.T) {
 			if rec, _ := f.record(t, "wx1"); rec.Value != tok.Value {
 				t.Fatalf("record holds %v, want the fetched %v", rec, tok)
 			}
-			if got := f.cache.Stats().CorruptRecords; got < 1 {
+			if got := f.cache.Admin().Stats().CorruptRecords; got < 1 {
 				t.Fatalf("CorruptRecords = %d, want it counted", got)
 			}
 		})
@@ -160,8 +160,8 @@ func TestResubscriptionMakesEveryCopyConfirmBeforeUse(t *testing.T) {
 	ctx := context.Background()
 	tok := mustToken(t, c, "wx1")
 	st, _ := c.app("wx1")
-	waitFor(t, "the first subscription", func() bool { return c.Stats().SubscriptionGaps >= 1 })
-	gaps := c.Stats().SubscriptionGaps
+	waitFor(t, "the first subscription", func() bool { return c.Admin().Stats().SubscriptionGaps >= 1 })
+	gaps := c.Admin().Stats().SubscriptionGaps
 	if e := st.near.cur.Load(); !e.current {
 		t.Fatal("the copy is not current before the gap")
 	}
@@ -176,7 +176,7 @@ func TestResubscriptionMakesEveryCopyConfirmBeforeUse(t *testing.T) {
 	if err := admin.Set(ctx, RecordKey("tokenkeeper:", "wx1"), EncodeRecord(capped), time.Minute).Err(); err != nil {
 		t.Fatal(err)
 	}
-	waitFor(t, "the resubscription", func() bool { return c.Stats().SubscriptionGaps > gaps })
+	waitFor(t, "the resubscription", func() bool { return c.Admin().Stats().SubscriptionGaps > gaps })
 	if e := st.near.cur.Load(); e.current {
 		t.Fatal("after a resubscription the copy is still served without confirmation")
 	}

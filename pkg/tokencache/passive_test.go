@@ -73,7 +73,7 @@ func TestReportOfALiveTokenCostsNoFetch(t *testing.T) {
 	if n := v.Checks(); n != 1 {
 		t.Fatalf("WeChat was asked %d times, want 1: the verdict is shared", n)
 	}
-	if s := f.cache.Stats(); s.InvalidationsRefuted != 50 {
+	if s := f.cache.Admin().Stats(); s.InvalidationsRefuted != 50 {
 		t.Fatalf("InvalidationsRefuted = %d, want 50", s.InvalidationsRefuted)
 	}
 	// Once WeChat refuses it, one report replaces it.
@@ -158,7 +158,7 @@ func TestPassiveRefreshesLeaveTheSchedulerItsReserve(t *testing.T) {
 		t.Fatalf("upstream fetches = %d, want 8 (10 less the reserve of 2)", n)
 	}
 	f.clock.Advance(tok.RefreshAt.Sub(f.clock.Now()))
-	if _, err := f.cache.Refresh(context.Background(), "wx1"); err != nil {
+	if _, err := f.cache.Admin().Refresh(context.Background(), "wx1"); err != nil {
 		t.Fatalf("a scheduled refresh inside the reserve: %v", err)
 	}
 }
@@ -175,7 +175,7 @@ func TestTokenKilledOutsideTheFleetIsReported(t *testing.T) {
 	if _, err := f.cache.Invalidate(context.Background(), "wx1", tok.Value); err != nil {
 		t.Fatal(err)
 	}
-	if s := f.cache.Stats(); s.KilledOutside != 1 || len(hooked) != 1 {
+	if s := f.cache.Admin().Stats(); s.KilledOutside != 1 || len(hooked) != 1 {
 		t.Fatalf("KilledOutside = %d, hook calls %v; want 1", s.KilledOutside, hooked)
 	}
 	if !strings.Contains(logs.String(), "killed outside the fleet") {

@@ -77,7 +77,7 @@ func TestRotationReadsRedisOncePerProcess(t *testing.T) {
 		t.Cleanup(func() { _ = rotator.Close() })
 
 		ctx := context.Background()
-		for reader.Stats().SubscriptionGaps == 0 {
+		for reader.Admin().Stats().SubscriptionGaps == 0 {
 			time.Sleep(time.Millisecond) // the listener has no signal of its own
 		}
 		old, err := reader.Token(ctx, appID)
@@ -112,7 +112,7 @@ func TestRotationReadsRedisOncePerProcess(t *testing.T) {
 			}
 		}
 
-		before := reader.Stats()
+		before := reader.Admin().Stats()
 		probe.fromCallers.Store(0)
 		probe.maxInflight.Store(0)
 		start := make(chan struct{})
@@ -139,7 +139,7 @@ func TestRotationReadsRedisOncePerProcess(t *testing.T) {
 		for err := range errs {
 			t.Errorf("Token: %v", err)
 		}
-		after := reader.Stats()
+		after := reader.Admin().Stats()
 		t.Logf("%d callers: %d near misses, %d GETs of the record from callers, at most %d in flight",
 			callers, after.NearMisses-before.NearMisses, probe.fromCallers.Load(), probe.maxInflight.Load())
 		if after.NearMisses == before.NearMisses {

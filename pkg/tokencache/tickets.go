@@ -156,24 +156,24 @@ func (k *TicketCache) Ticket(ctx context.Context, appID string) (Token, error) {
 // Refresh is Cache.Refresh: the scheduler keeps tickets ahead of expiry
 // with it.
 func (k *TicketCache) Refresh(ctx context.Context, appID string) (Token, error) {
-	return k.cache.Refresh(ctx, appID)
+	return k.cache.Admin().Refresh(ctx, appID)
 }
 
 // Peek is Cache.Peek.
 func (k *TicketCache) Peek(ctx context.Context, appID string) (Token, bool, error) {
-	return k.cache.Peek(ctx, appID)
+	return k.cache.Admin().Peek(ctx, appID)
 }
 
 // Held is Cache.Held.
-func (k *TicketCache) Held(appID string) (time.Time, error) { return k.cache.Held(appID) }
+func (k *TicketCache) Held(appID string) (time.Time, error) { return k.cache.Admin().Held(appID) }
 
 // FetchesToday is Cache.FetchesToday: getticket calls today, fleet-wide.
 func (k *TicketCache) FetchesToday(ctx context.Context, appID string) (int64, error) {
-	return k.cache.FetchesToday(ctx, appID)
+	return k.cache.Admin().FetchesToday(ctx, appID)
 }
 
 // Stats is Cache.Stats.
-func (k *TicketCache) Stats() Stats { return k.cache.Stats() }
+func (k *TicketCache) Stats() Stats { return k.cache.Admin().Stats() }
 
 // ticketSource is the Source of a ticket cache.
 type ticketSource struct {

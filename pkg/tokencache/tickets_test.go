@@ -191,7 +191,7 @@ func TestTicketDeadAccessTokenReportedAndRetriedOnce(t *testing.T) {
 	if st.Minted != 2 || st.BusinessSuperseded != 1 || st.Checks != 1 {
 		t.Errorf("fake: %d tokens minted, %d getticket refused, %d checks; want 2, 1, 1 (the report verified, one fetch)", st.Minted, st.BusinessSuperseded, st.Checks)
 	}
-	if s := f.tokens[1].Stats(); s.KilledOutside != 1 {
+	if s := f.tokens[1].Admin().Stats(); s.KilledOutside != 1 {
 		t.Errorf("token cache stats %+v: the report must go through the verified Invalidate", s)
 	}
 }

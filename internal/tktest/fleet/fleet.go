@@ -232,7 +232,7 @@ func (f *Fleet) AssertNoDeadToken() {
 func (f *Fleet) Refused() int64 {
 	var n int64
 	for _, c := range f.Caches {
-		n += c.Stats().Refused
+		n += c.Admin().Stats().Refused
 	}
 	return n
 }

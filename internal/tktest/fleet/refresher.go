@@ -24,13 +24,20 @@ type Refresher struct {
 func NewRefresher(t testing.TB, fakeOpts []wechattest.Option, yaml string) *Refresher {
 	t.Helper()
 	r := &Refresher{Mini: miniredis.RunT(t), Fake: wechattest.New(t, fakeOpts...)}
+	r.Config = LoadConfig(t, yaml, r.Mini.Addr(), r.Fake.URL())
+	return r
+}
+
+// LoadConfig loads yaml, a refresher configuration but for the Redis
+// address and the WeChat base URL, which it sets through the environment.
+func LoadConfig(t testing.TB, yaml, redisAddr, wechatURL string) *config.Config {
+	t.Helper()
 	cfg, err := config.Load(config.Options{File: "(test)", YAML: []byte(yaml), Environ: []string{
-		config.EnvName("redis.addrs") + "=" + r.Mini.Addr(),
-		config.EnvName("wechat.base_url") + "=" + r.Fake.URL(),
+		config.EnvName("redis.addrs") + "=" + redisAddr,
+		config.EnvName("wechat.base_url") + "=" + wechatURL,
 	}})
 	if err != nil {
 		t.Fatal(err)
 	}
-	r.Config = cfg
-	return r
+	return cfg
 }
