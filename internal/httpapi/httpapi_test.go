@@ -17,6 +17,7 @@ import (
 
 	"github.com/tokenkeeper/tokenkeeper/internal/metrics"
 	"github.com/tokenkeeper/tokenkeeper/internal/testlog"
+	"github.com/tokenkeeper/tokenkeeper/internal/tktest"
 	"github.com/tokenkeeper/tokenkeeper/pkg/tokencache"
 	"github.com/tokenkeeper/tokenkeeper/pkg/wechat"
 )
@@ -92,28 +93,11 @@ func (f *fakeTokens) invalidations() []string {
 	return append([]string(nil), f.invalidated...)
 }
 
-type testClock struct {
-	mu  sync.Mutex
-	now time.Time
-}
-
-func (c *testClock) Now() time.Time {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	return c.now
-}
-
-func (c *testClock) Advance(d time.Duration) {
-	c.mu.Lock()
-	c.now = c.now.Add(d)
-	c.mu.Unlock()
-}
-
 type env struct {
 	t      *testing.T
 	h      http.Handler
 	tokens *fakeTokens
-	clock  *testClock
+	clock  *tktest.Clock
 	logs   *testlog.Buffer
 	reg    *prometheus.Registry
 }
@@ -133,7 +117,7 @@ func defaultConfig(tokens *fakeTokens) Config {
 // buffer; edit, if set, changes the config first.
 func newEnv(t *testing.T, edit func(*Config)) *env {
 	t.Helper()
-	e := &env{t: t, tokens: newFakeTokens("wxa", "wxb"), clock: &testClock{now: t0}, logs: &testlog.Buffer{}, reg: prometheus.NewRegistry()}
+	e := &env{t: t, tokens: newFakeTokens("wxa", "wxb"), clock: tktest.NewClock(t0), logs: &testlog.Buffer{}, reg: prometheus.NewRegistry()}
 	m, err := metrics.New(e.reg)
 	if err != nil {
 		t.Fatal(err)

@@ -19,29 +19,6 @@ import (
 	"github.com/tokenkeeper/tokenkeeper/pkg/wechat"
 )
 
-// testClock is a settable clock shared by a cache and miniredis.
-type testClock struct {
-	mu sync.Mutex
-	t  time.Time
-	m  *miniredis.Miniredis
-}
-
-func (c *testClock) Now() time.Time {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	return c.t
-}
-
-// Advance moves the clock and miniredis's TTLs together.
-func (c *testClock) Advance(d time.Duration) {
-	c.mu.Lock()
-	c.t = c.t.Add(d)
-	c.mu.Unlock()
-	if c.m != nil {
-		c.m.FastForward(d)
-	}
-}
-
 // scriptedSource mints "tok-N" tokens and records every call. Errors queued
 // in errs are returned first, one per call; block, if set, is waited on
 // before answering.
@@ -127,7 +104,7 @@ type fixture struct {
 	b     *tktest.Backend
 	cmds  *commandCounter
 	m     *miniredis.Miniredis // nil on a real server
-	clock *testClock
+	clock *tktest.Clock        // moves miniredis's TTLs too
 	src   *scriptedSource
 	rdb   redis.UniversalClient
 	admin redis.UniversalClient // the test's own client: not counted
@@ -149,7 +126,7 @@ func newFixtureOn(t *testing.T, b *tktest.Backend, opts ...Option) *fixture {
 	if b.Mini != nil {
 		b.Mini.SetTime(t0)
 	}
-	f := &fixture{b: b, m: b.Mini, clock: &testClock{t: t0, m: b.Mini}, src: &scriptedSource{}}
+	f := &fixture{b: b, m: b.Mini, clock: tktest.NewClock(t0, b.FastForward), src: &scriptedSource{}}
 	f.rdb, f.admin = b.Client(), b.Client()
 	f.cmds = &commandCounter{}
 	f.rdb.AddHook(f.cmds)

@@ -15,17 +15,14 @@ import (
 	"github.com/alicebob/miniredis/v2"
 	"github.com/redis/go-redis/v9"
 
+	"github.com/tokenkeeper/tokenkeeper/internal/tktest"
 	"github.com/tokenkeeper/tokenkeeper/pkg/tokencache"
 	"github.com/tokenkeeper/tokenkeeper/pkg/wechat"
 	"github.com/tokenkeeper/tokenkeeper/pkg/wechattest"
 )
 
-type fakeClock struct{ t time.Time }
-
-func (c *fakeClock) Now() time.Time { return c.t }
-
 func TestTransportAddsTokenAndRetriesOnceAfterInvalidation(t *testing.T) {
-	clock := &fakeClock{t: time.Date(2026, 11, 20, 4, 0, 0, 0, time.UTC)}
+	clock := tktest.NewClock(time.Date(2026, 11, 20, 4, 0, 0, 0, time.UTC))
 	fake := wechattest.New(t, wechattest.WithApp("wxt", "transport-secret-123"), wechattest.WithClock(clock.Now),
 		wechattest.WithGrace(time.Minute))
 	m := miniredis.RunT(t)
@@ -60,7 +57,7 @@ func TestTransportAddsTokenAndRetriesOnceAfterInvalidation(t *testing.T) {
 			t.Fatal(err)
 		}
 	}
-	clock.t = clock.t.Add(2 * time.Minute)
+	clock.Advance(2 * time.Minute)
 	m.FastForward(2 * time.Minute)
 	// The caller sees a success: the transport reported the dead token,
 	// got a new one (one fetch) and retried once.
@@ -79,7 +76,7 @@ func TestTransportAddsTokenAndRetriesOnceAfterInvalidation(t *testing.T) {
 			t.Fatal(err)
 		}
 	}
-	clock.t = clock.t.Add(2 * time.Minute)
+	clock.Advance(2 * time.Minute)
 	m.FastForward(2 * time.Minute)
 	req, _ := http.NewRequest(http.MethodGet, fake.URL()+"/cgi-bin/get_api_domain_ip", io.NopCloser(strings.NewReader("x")))
 	resp, err := httpc.Do(req)

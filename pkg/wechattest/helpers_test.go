@@ -11,6 +11,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/tokenkeeper/tokenkeeper/internal/tktest"
 	"github.com/tokenkeeper/tokenkeeper/pkg/wechattest"
 )
 
@@ -20,24 +21,9 @@ const (
 )
 
 // clock is a manual clock for WithClock.
-type clock struct {
-	mu  sync.Mutex
-	now time.Time
-}
+type clock = tktest.Clock
 
-func newClock(t time.Time) *clock { return &clock{now: t} }
-
-func (c *clock) Now() time.Time {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	return c.now
-}
-
-func (c *clock) Advance(d time.Duration) {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	c.now = c.now.Add(d)
-}
+func newClock(t time.Time) *clock { return tktest.NewClock(t) }
 
 // start is 10:00 Beijing time, far from the quota reset.
 var start = time.Date(2026, 11, 20, 2, 0, 0, 0, time.UTC)
