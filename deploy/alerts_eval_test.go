@@ -11,17 +11,22 @@ import (
 	"time"
 
 	"github.com/prometheus/common/model"
+	"github.com/prometheus/prometheus/model/histogram"
+	"github.com/prometheus/prometheus/model/labels"
 	"github.com/prometheus/prometheus/model/rulefmt"
 	"github.com/prometheus/prometheus/promql"
 	"github.com/prometheus/prometheus/promql/parser"
-	"github.com/prometheus/prometheus/promql/promqltest"
 	"github.com/prometheus/prometheus/storage"
+	"github.com/prometheus/prometheus/tsdb/chunkenc"
+	"github.com/prometheus/prometheus/tsdb/chunks"
+	"github.com/prometheus/prometheus/util/annotations"
 )
 
 // evalStep is how often the simulated Prometheus evaluates the rules.
 const evalStep = 15 * time.Second
 
-// alertCase is one situation, as series in promqltest's load notation,
+// alertCase is one situation, as series in the notation of Prometheus's
+// own rule tests (name{labels} 0+1x40: one sample a minute from 0),
 // and the label sets the alert fires for at minute At (none: quiet).
 type alertCase struct {
 	alert, name string
@@ -151,10 +156,10 @@ func TestAlertRulesFire(t *testing.T) {
 			rules[r.Alert] = r
 		}
 	}
-	ng := promqltest.NewTestEngine(t, false, 0, promqltest.DefaultMaxSamplesPerQuery)
+	ng := promql.NewEngine(promql.EngineOpts{MaxSamples: 50000, Timeout: 10 * time.Second, LookbackDelta: 5 * time.Minute})
 	at := func(min int) time.Time { return time.Unix(0, 0).UTC().Add(time.Duration(min) * time.Minute) }
 
-	healthy := promqltest.LoadedStorage(t, loadScript(base))
+	healthy := load(t, base)
 	for name, r := range rules {
 		if got := firing(t, ng, healthy, r, at(20)); len(got) > 0 {
 			t.Errorf("%s fires on a healthy fleet: %v", name, got)
@@ -168,7 +173,7 @@ func TestAlertRulesFire(t *testing.T) {
 			t.Errorf("case %q: no alert %s in %s", c.name, c.alert, alertsFile)
 			continue
 		}
-		st := promqltest.LoadedStorage(t, loadScript(c.load))
+		st := load(t, c.load)
 		got := firing(t, ng, st, r, at(c.at))
 		want := slices.Clone(c.fires)
 		sort.Strings(want)
@@ -178,7 +183,6 @@ func TestAlertRulesFire(t *testing.T) {
 		if len(c.fires) > 0 {
 			covered[c.alert] = true
 		}
-		st.Close()
 	}
 	for name := range rules {
 		if !covered[name] {
@@ -187,14 +191,74 @@ func TestAlertRulesFire(t *testing.T) {
 	}
 }
 
-// loadScript is one promqltest load block of the series in load, one a
-// line (blank lines would end the block).
-func loadScript(load string) string {
-	var lines []string
-	for _, l := range strings.Split(load, "\n") {
-		if l = strings.TrimSpace(l); l != "" {
-			lines = append(lines, "  "+l)
+// load turns series lines (parsed by PromQL's own series notation parser)
+// into a storage holding one sample a minute from time 0. It stands for
+// promqltest's storage, which would link the whole TSDB and, through
+// Prometheus's config, the cloud SDKs.
+func load(t *testing.T, text string) storage.Queryable {
+	t.Helper()
+	p := parser.NewParser(parser.Options{})
+	var series []storage.Series
+	for _, line := range strings.Split(text, "\n") {
+		if line = strings.TrimSpace(line); line == "" {
+			continue
+		}
+		lset, vals, err := p.ParseSeriesDesc(line)
+		if err != nil {
+			t.Fatalf("series %q: %v", line, err)
+		}
+		var samples []chunks.Sample
+		for i, v := range vals {
+			if !v.Omitted {
+				samples = append(samples, fsample{t: int64(i) * time.Minute.Milliseconds(), f: v.Value})
+			}
+		}
+		series = append(series, storage.NewListSeries(lset, samples))
+	}
+	return &storage.MockQueryable{MockQuerier: &storage.MockQuerier{
+		SelectMockFunction: func(_ bool, _ *storage.SelectHints, ms ...*labels.Matcher) storage.SeriesSet {
+			var out []storage.Series
+			for _, s := range series {
+				if matchAll(s.Labels(), ms) {
+					out = append(out, s)
+				}
+			}
+			slices.SortFunc(out, func(a, b storage.Series) int { return labels.Compare(a.Labels(), b.Labels()) })
+			return &seriesSet{series: out, i: -1}
+		},
+	}}
+}
+
+func matchAll(lset labels.Labels, ms []*labels.Matcher) bool {
+	for _, m := range ms {
+		if !m.Matches(lset.Get(m.Name)) {
+			return false
 		}
 	}
-	return "load 1m\n" + strings.Join(lines, "\n") + "\n"
+	return true
 }
+
+// fsample is one float sample.
+type fsample struct {
+	t int64
+	f float64
+}
+
+func (s fsample) T() int64                      { return s.t }
+func (s fsample) ST() int64                     { return 0 }
+func (s fsample) F() float64                    { return s.f }
+func (s fsample) H() *histogram.Histogram       { return nil }
+func (s fsample) FH() *histogram.FloatHistogram { return nil }
+func (s fsample) Type() chunkenc.ValueType      { return chunkenc.ValFloat }
+func (s fsample) Copy() chunks.Sample           { return s }
+
+// seriesSet iterates a sorted slice of series.
+type seriesSet struct {
+	series []storage.Series
+	i      int
+}
+
+func (s *seriesSet) Next() bool                        { s.i++; return s.i < len(s.series) }
+func (s *seriesSet) At() storage.Series                { return s.series[s.i] }
+func (s *seriesSet) Err() error                        { return nil }
+func (s *seriesSet) Warnings() annotations.Annotations { return nil }
