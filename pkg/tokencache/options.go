@@ -130,6 +130,7 @@ type options struct {
 	locker   lock.Locker
 	modes    map[string]wechat.Mode
 	hooks    Hooks
+	spread   bool // WithRefreshSpread
 }
 
 func defaultOptions() options {
