@@ -50,9 +50,11 @@ func TestWithRealCache(t *testing.T) {
 	t.Cleanup(func() { cache.Close() })
 
 	results := make(chan scheduler.Result, 16)
+	plans := make(chan scheduler.Plan, 2)
 	s, err := scheduler.New(scheduler.Config{
 		Apps: []string{"wxa", "wxb", "wxbad"}, Refresher: cache, Logger: log,
-		OnResult: func(r scheduler.Result) { results <- r },
+		OnResult:  func(r scheduler.Result) { results <- r },
+		OnPlanned: func(p scheduler.Plan) { plans <- p },
 	})
 	if err != nil {
 		t.Fatal(err)
@@ -62,6 +64,14 @@ func TestWithRealCache(t *testing.T) {
 		done := make(chan error, 1)
 		go func() { done <- s.Run(ctx) }()
 		got := map[string]scheduler.Result{}
+		if want == 0 {
+			select {
+			case p := <-plans:
+				plans <- p
+			case <-time.After(10 * time.Second):
+				t.Fatal("no plan within 10s")
+			}
+		}
 		for len(got) < want {
 			select {
 			case r := <-results:
@@ -91,14 +101,30 @@ func TestWithRealCache(t *testing.T) {
 		t.Fatalf("wxbad: class %q next %v err %v; want config, stopped", r.Class, r.Next, r.Err)
 	}
 
-	second := runTerm(2) // the lead was lost and regained; Run waits for every call it started
+	if p := <-plans; p.Apps != 3 || p.FromRecords != 0 || p.DueNow != 3 {
+		t.Fatalf("first term's plan %+v; want 3 apps due at once (empty Redis)", p)
+	}
+	// The lead was lost and regained: the second term reads both records
+	// in one batch and plans them at their RefreshAt, without a Refresh.
+	second := runTerm(0)
+	if p := <-plans; p.Apps != 2 || p.FromRecords != 2 || p.DueNow != 0 {
+		t.Fatalf("second term's plan %+v; want both apps planned from their records, none due", p)
+	}
 	for _, app := range []string{"wxa", "wxb"} {
-		if second[app].Token.Value != first[app].Token.Value || up.Stats(app).Minted != 1 {
+		if up.Stats(app).Minted != 1 {
 			t.Fatalf("%s: the second term fetched again (minted %d)", app, up.Stats(app).Minted)
 		}
 	}
-	if _, ok := second["wxbad"]; ok || up.Stats("wxbad").Refused != 1 {
-		t.Fatal("wxbad was retried in the second term after a configuration error")
+	if len(second) != 0 || up.Stats("wxbad").Refused != 1 {
+		t.Fatalf("the second term refreshed %v; wxbad refused %d times, want once", second, up.Stats("wxbad").Refused)
+	}
+	for _, a := range s.Snapshot() {
+		if a.AppID == "wxbad" {
+			continue
+		}
+		if at := first[a.AppID].Token.RefreshAt; a.Next.Before(at) || a.Next.After(at.Add(scheduler.DefaultMaxJitter)) {
+			t.Fatalf("%s: planned at %v; want its record's RefreshAt %v plus at most the jitter", a.AppID, a.Next, at)
+		}
 	}
 
 	out := logs.String()
