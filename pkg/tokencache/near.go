@@ -33,6 +33,9 @@ type nearCopy struct {
 	rev  int64  // the newest rev seen for the app: read, written or announced
 	gen  uint64 // bumped by every applied announcement and every gap
 	dead string // a token reported and verified dead: never served again
+	// newer is the last applied announcement, for Known: while it names a
+	// rev newer than the copy's, it is the newest the process knows.
+	newer struct{ rev, version, usableUntil, fetchedAt int64 } // times in Unix ms
 }
 
 type nearEntry struct {
@@ -92,6 +95,8 @@ func (n *nearCopy) announced(a announcement, o *options) (applied bool) {
 		return false
 	}
 	n.rev = a.rev
+	n.newer.rev, n.newer.version = a.rev, a.version
+	n.newer.usableUntil, n.newer.fetchedAt = a.usableUntil.UnixMilli(), a.fetchedAt.UnixMilli()
 	e := n.cur.Load()
 	if e == nil {
 		return true
