@@ -4,6 +4,7 @@ import (
 	"log/slog"
 	"time"
 
+	"github.com/tokenkeeper/tokenkeeper/internal/scheduler"
 	"github.com/tokenkeeper/tokenkeeper/pkg/tokencache"
 	"github.com/tokenkeeper/tokenkeeper/pkg/wechat"
 )
@@ -24,6 +25,10 @@ type Config struct {
 	Lease    Lease
 	HTTP     HTTP
 	Log      Log
+	// Scheduler and Metrics size the leader's work and its /metrics for
+	// the fleet.
+	Scheduler Scheduler
+	Metrics   Metrics
 
 	// File is the configuration file that was read ("" if none).
 	File string
@@ -108,6 +113,25 @@ type APIKey struct {
 	KeyFrom string
 }
 
+// Scheduler configures the leader's refresh scheduler.
+type Scheduler struct {
+	// MaxConcurrent bounds the refreshes (upstream fetches) under way at
+	// once: a cold start of N apps against an upstream L away takes at
+	// least N*L/MaxConcurrent.
+	MaxConcurrent int
+}
+
+// MaxConcurrentLimit is the largest scheduler.max_concurrent: enough for
+// 100,000 apps against an upstream 500 ms away in under a minute.
+const MaxConcurrentLimit = 1000
+
+// Metrics configures /metrics.
+type Metrics struct {
+	// PerApp is "auto" (per-app series for at most metrics.PerAppLimit
+	// apps, aggregate beyond), "on" or "off".
+	PerApp string
+}
+
 // Log configures the process's slog logger.
 type Log struct {
 	Level  slog.Level
@@ -129,33 +153,35 @@ func (c *Config) AppIDs() []string {
 var defaultCache = tokencache.DefaultConfig()
 
 var defaults = map[string]any{
-	"identity":             "",
-	"redis.addrs":          []string{"127.0.0.1:6379"},
-	"redis.username":       "",
-	"redis.password":       "",
-	"redis.password_env":   "",
-	"redis.password_file":  "",
-	"redis.db":             0,
-	"redis.tls":            false,
-	"redis.master_name":    "",
-	"wechat.base_url":      wechat.DefaultBaseURL,
-	"wechat.timeout":       "10s",
-	"cache.key_prefix":     defaultCache.KeyPrefix,
-	"cache.refresh_ahead":  defaultCache.RefreshAhead.String(),
-	"cache.margin":         defaultCache.Margin.String(),
-	"cache.overlap":        defaultCache.Overlap.String(),
-	"cache.lock_ttl":       defaultCache.LockTTL.String(),
-	"cache.fetch_timeout":  defaultCache.FetchTimeout.String(),
-	"cache.near_max_age":   defaultCache.NearMaxAge.String(),
-	"cache.daily_budget":   defaultCache.DailyBudget,
-	"lease.name":           "tokenkeeper:leader",
-	"lease.duration":       "15s",
-	"lease.renew_deadline": "10s",
-	"lease.retry_period":   "2s",
-	"http.addr":            "127.0.0.1:8080",
-	"http.invalidate_rate": 1.0,
-	"log.level":            "info",
-	"log.format":           "text",
+	"identity":                 "",
+	"redis.addrs":              []string{"127.0.0.1:6379"},
+	"redis.username":           "",
+	"redis.password":           "",
+	"redis.password_env":       "",
+	"redis.password_file":      "",
+	"redis.db":                 0,
+	"redis.tls":                false,
+	"redis.master_name":        "",
+	"wechat.base_url":          wechat.DefaultBaseURL,
+	"wechat.timeout":           "10s",
+	"cache.key_prefix":         defaultCache.KeyPrefix,
+	"cache.refresh_ahead":      defaultCache.RefreshAhead.String(),
+	"cache.margin":             defaultCache.Margin.String(),
+	"cache.overlap":            defaultCache.Overlap.String(),
+	"cache.lock_ttl":           defaultCache.LockTTL.String(),
+	"cache.fetch_timeout":      defaultCache.FetchTimeout.String(),
+	"cache.near_max_age":       defaultCache.NearMaxAge.String(),
+	"cache.daily_budget":       defaultCache.DailyBudget,
+	"lease.name":               "tokenkeeper:leader",
+	"lease.duration":           "15s",
+	"lease.renew_deadline":     "10s",
+	"lease.retry_period":       "2s",
+	"http.addr":                "127.0.0.1:8080",
+	"http.invalidate_rate":     1.0,
+	"log.level":                "info",
+	"log.format":               "text",
+	"scheduler.max_concurrent": scheduler.DefaultMaxConcurrent,
+	"metrics.per_app":          "auto",
 }
 
 // rawConfig is the file's shape, decoded by viper (mapstructure) before
@@ -170,6 +196,17 @@ type rawConfig struct {
 	Lease    rawLease  `mapstructure:"lease"`
 	HTTP     rawHTTP   `mapstructure:"http"`
 	Log      rawLog    `mapstructure:"log"`
+
+	Scheduler rawScheduler `mapstructure:"scheduler"`
+	Metrics   rawMetrics   `mapstructure:"metrics"`
+}
+
+type rawScheduler struct {
+	MaxConcurrent int `mapstructure:"max_concurrent"`
+}
+
+type rawMetrics struct {
+	PerApp string `mapstructure:"per_app"`
 }
 
 type rawRedis struct {

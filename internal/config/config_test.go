@@ -15,6 +15,7 @@ import (
 	"github.com/spf13/pflag"
 
 	"github.com/tokenkeeper/tokenkeeper/internal/config"
+	"github.com/tokenkeeper/tokenkeeper/internal/scheduler"
 	"github.com/tokenkeeper/tokenkeeper/pkg/lock"
 	"github.com/tokenkeeper/tokenkeeper/pkg/tokencache"
 	"github.com/tokenkeeper/tokenkeeper/pkg/wechat"
@@ -218,6 +219,8 @@ var envOnly = []string{
 	"TOKENKEEPER_HTTP_API_KEYS_OPS_TEAM_APPS=*",
 	"TOKENKEEPER_LOG_LEVEL=debug",
 	"TOKENKEEPER_LOG_FORMAT=json",
+	"TOKENKEEPER_SCHEDULER_MAX_CONCURRENT=64",
+	"TOKENKEEPER_METRICS_PER_APP=off",
 }
 
 func TestEnvOnly(t *testing.T) {
@@ -262,6 +265,8 @@ func TestEnvOnly(t *testing.T) {
 	check("ops", c.HTTP.APIKeys[1].Key.Reveal()+" "+strings.Join(c.HTTP.APIKeys[1].Apps, ","), "env-api-key-2-long-enough *")
 	check("level", c.Log.Level, slog.LevelDebug)
 	check("format", c.Log.Format, "json")
+	check("max concurrent", c.Scheduler.MaxConcurrent, 64)
+	check("per app", c.Metrics.PerApp, "off")
 
 	ro := c.RedisOptions()
 	check("redis opts", ro.MasterName+" "+ro.Username+" "+ro.Password, "mymaster tk redis-pw")
@@ -494,6 +499,28 @@ func TestRejectedValuesAreNotEchoedInFull(t *testing.T) {
 		}
 		if !strings.Contains(err.Error(), `"0123…" (32 characters`) {
 			t.Errorf("%s: the error does not show the value's start and length: %v", name, err)
+		}
+	}
+}
+
+// TestSchedulerAndMetricsKeys: the defaults, and precise errors for values
+// out of range.
+func TestSchedulerAndMetricsKeys(t *testing.T) {
+	c, err := load(t, validYAML, "WX2_SECRET=x")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if c.Scheduler.MaxConcurrent != scheduler.DefaultMaxConcurrent || c.Metrics.PerApp != "auto" {
+		t.Fatalf("defaults: max_concurrent %d per_app %q", c.Scheduler.MaxConcurrent, c.Metrics.PerApp)
+	}
+	for _, tc := range []struct{ yaml, want string }{
+		{"scheduler:\n  max_concurrent: 0\n", "scheduler.max_concurrent"},
+		{"scheduler:\n  max_concurrent: 1001\n", "must be 1 to 1000"},
+		{"metrics:\n  per_app: sometimes\n", `want auto, on or off`},
+	} {
+		_, err := load(t, validYAML+tc.yaml, "WX2_SECRET=x")
+		if err == nil || !strings.Contains(err.Error(), tc.want) {
+			t.Errorf("%q: error %v; want one naming %q", tc.yaml, err, tc.want)
 		}
 	}
 }

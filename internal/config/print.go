@@ -24,7 +24,11 @@ type printed struct {
 	Lease    printedLease  `yaml:"lease"`
 	HTTP     printedHTTP   `yaml:"http"`
 	Log      printedLog    `yaml:"log"`
-	Unused   []string      `yaml:"unused_env,omitempty"`
+
+	Scheduler printedScheduler `yaml:"scheduler"`
+	Metrics   printedMetrics   `yaml:"metrics"`
+
+	Unused []string `yaml:"unused_env,omitempty"`
 }
 
 type printedRedis struct {
@@ -77,6 +81,14 @@ type printedAPIKey struct {
 	Apps []string `yaml:"apps"`
 }
 
+type printedScheduler struct {
+	MaxConcurrent int `yaml:"max_concurrent"`
+}
+
+type printedMetrics struct {
+	PerApp string `yaml:"per_app"`
+}
+
 type printedLog struct {
 	Level  string `yaml:"level"`
 	Format string `yaml:"format"`
@@ -110,9 +122,12 @@ func (c *Config) Print(w io.Writer) error {
 			Name: c.Lease.Name, Duration: ds(c.Lease.Duration),
 			RenewDeadline: ds(c.Lease.RenewDeadline), RetryPeriod: ds(c.Lease.RetryPeriod),
 		},
-		HTTP:   printedHTTP{Addr: c.HTTP.Addr, InvalidateRate: c.HTTP.InvalidateRate},
-		Log:    printedLog{Level: levelName(c), Format: c.Log.Format},
-		Unused: c.UnusedEnv,
+		HTTP: printedHTTP{Addr: c.HTTP.Addr, InvalidateRate: c.HTTP.InvalidateRate},
+		Log:  printedLog{Level: levelName(c), Format: c.Log.Format},
+
+		Scheduler: printedScheduler{MaxConcurrent: c.Scheduler.MaxConcurrent},
+		Metrics:   printedMetrics{PerApp: c.Metrics.PerApp},
+		Unused:    c.UnusedEnv,
 	}
 	if c.Redis.Password != "" && p.Redis.Password == "" {
 		p.Redis.Password = Redacted

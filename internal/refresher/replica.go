@@ -74,7 +74,7 @@ func New(cfg *config.Config, log *slog.Logger, opts ...Option) (_ *Replica, err 
 
 	reg := prometheus.NewRegistry()
 	reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
-	m, err := metrics.New(reg)
+	m, err := metrics.New(reg, metrics.WithPerApp(perAppSeries(cfg)))
 	if err != nil {
 		return nil, err
 	}
@@ -95,18 +95,21 @@ func New(cfg *config.Config, log *slog.Logger, opts ...Option) (_ *Replica, err 
 			s.Changed(app)
 		}
 	}
-	if r.cache, err = backend.NewCache(cfg, r.client, tokencache.WithLogger(r.log), tokencache.WithHooks(hooks)); err != nil {
+	// The leader's fetches spread the fleet's refreshes evenly over time
+	// (tokencache.WithRefreshSpread).
+	if r.cache, err = backend.NewCache(cfg, r.client, tokencache.WithLogger(r.log), tokencache.WithHooks(hooks), tokencache.WithRefreshSpread()); err != nil {
 		return nil, err
 	}
-	m.SetAppSource(appGauges(r.cache, cfg.AppIDs()))
+	m.SetAppSource(metrics.KnownSource(r.cache, cfg.AppIDs(), nil))
 	m.SetCacheStats(r.cache.Stats)
 	m.InitApps(cfg.AppIDs())
 
 	sched, err := scheduler.New(scheduler.Config{
-		Apps:      cfg.AppIDs(),
-		Refresher: r.cache,
-		Logger:    r.log,
-		OnResult:  func(res scheduler.Result) { m.ObserveRefresh(res.Class) },
+		Apps:          cfg.AppIDs(),
+		Refresher:     r.cache,
+		Logger:        r.log,
+		MaxConcurrent: cfg.Scheduler.MaxConcurrent,
+		OnResult:      func(res scheduler.Result) { m.ObserveRefresh(res.Class) },
 	})
 	if err != nil {
 		return nil, err
@@ -255,26 +258,13 @@ func apiKeys(cfg *config.Config) []httpapi.APIKey {
 	return keys
 }
 
-// appGauges reads each app's stored token at scrape time, bounded so that
-// a slow Redis cannot hang a scrape.
-func appGauges(cache *tokencache.Cache, apps []string) func() []metrics.AppGauge {
-	return func() []metrics.AppGauge {
-		ctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
-		defer cancel()
-		now := time.Now()
-		out := make([]metrics.AppGauge, 0, len(apps))
-		for _, app := range apps {
-			g := metrics.AppGauge{AppID: app, FetchesToday: -1}
-			if tok, found, err := cache.Peek(ctx, app); err == nil && found {
-				g.HasToken = true
-				g.UsableFor = tok.UsableUntil.Sub(now)
-				g.Age = now.Sub(tok.FetchedAt)
-			}
-			if n, err := cache.FetchesToday(ctx, app); err == nil {
-				g.FetchesToday = n
-			}
-			out = append(out, g)
-		}
-		return out
+// perAppSeries is whether /metrics has series per app (metrics.per_app).
+func perAppSeries(cfg *config.Config) bool {
+	switch cfg.Metrics.PerApp {
+	case "on":
+		return true
+	case "off":
+		return false
 	}
+	return metrics.PerAppFor(len(cfg.Apps))
 }
