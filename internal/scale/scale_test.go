@@ -12,6 +12,7 @@ import (
 	"os/exec"
 	"runtime"
 	"runtime/debug"
+	"runtime/pprof"
 	"sort"
 	"strconv"
 	"strings"
@@ -280,6 +281,17 @@ func (l *leader) quiesce() {
 		l.cancel()
 		<-l.done
 		l.writer.Close()
+		// Fetches the scheduler started finish on their own (a flight
+		// outlives its caller's context): wait until the client has sent
+		// nothing for half a second, at most 30 s.
+		last, still := l.cmds.n.Load(), time.Now()
+		for deadline := time.Now().Add(30 * time.Second); time.Now().Before(deadline); time.Sleep(50 * time.Millisecond) {
+			if n := l.cmds.n.Load(); n != last {
+				last, still = n, time.Now()
+			} else if time.Since(still) > 500*time.Millisecond {
+				return
+			}
+		}
 	})
 }
 
@@ -459,6 +471,12 @@ func run(t *testing.T, p params, full bool) {
 		histogram(t, "after the takeover (steady state)", log.windows(takeoverStart, time.Now()))
 	}
 	heapB := heapAfterGC()
+	if path := os.Getenv("TK_SCALE_HEAPPROFILE"); path != "" {
+		if f, err := os.Create(path); err == nil {
+			_ = pprof.WriteHeapProfile(f)
+			_ = f.Close()
+		}
+	}
 	t.Logf("new leader heap: %.1f MiB (%.0f B per app over the base), RSS %.1f MiB", float64(heapB)/(1<<20), float64(heapB-heapBase)/float64(p.apps), float64(rssBytes())/(1<<20))
 	// Status: every app's last fetch is recorded.
 	b.quiesce()

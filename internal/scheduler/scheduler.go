@@ -50,8 +50,11 @@ type Plan struct {
 }
 
 // planChunk is how many apps one PeekMany call of the first pass reads,
-// each call bounded by CallTimeout.
-const planChunk = 5000
+// each call bounded by CallTimeout; planParallel calls run at once.
+const (
+	planChunk    = 2000
+	planParallel = 4
+)
 
 // Defaults for the zero values in Config.
 const (
@@ -475,25 +478,40 @@ func (s *Scheduler) plan(ctx context.Context, apps []*entry) Plan {
 		p.DueNow = len(apps)
 		return p
 	}
-	ids := make([]string, 0, min(planChunk, len(apps)))
+	// A few chunks at once: one chunk's round trips overlap another's
+	// decoding.
+	var (
+		mu  sync.Mutex
+		wg  sync.WaitGroup
+		sem = make(chan struct{}, planParallel)
+	)
 	for from := 0; from < len(apps) && ctx.Err() == nil; from += planChunk {
 		chunk := apps[from:min(from+planChunk, len(apps))]
-		ids = ids[:0]
-		for _, e := range chunk {
-			ids = append(ids, e.app)
-		}
-		cctx, cancel := context.WithTimeout(ctx, s.callTimeout)
-		got := s.batch.PeekMany(cctx, ids)
-		cancel()
-		now := s.now()
-		for i, e := range chunk {
-			if i >= len(got) || got[i].AppID != e.app || got[i].Err != nil || !got[i].Found || !got[i].Token.RefreshAt.After(now) {
-				continue // due at once: Refresh decides
+		sem <- struct{}{}
+		wg.Go(func() {
+			defer func() { <-sem }()
+			ids := make([]string, len(chunk))
+			for i, e := range chunk {
+				ids[i] = e.app
 			}
-			e.next = s.plannedAt(now, got[i].Token)
-			p.FromRecords++
-		}
+			cctx, cancel := context.WithTimeout(ctx, s.callTimeout)
+			got := s.batch.PeekMany(cctx, ids)
+			cancel()
+			now := s.now()
+			found := 0
+			mu.Lock() // for the jitter source
+			defer mu.Unlock()
+			for i, e := range chunk {
+				if i >= len(got) || got[i].AppID != e.app || got[i].Err != nil || !got[i].Found || !got[i].Token.RefreshAt.After(now) {
+					continue // due at once: Refresh decides
+				}
+				e.next = s.plannedAt(now, got[i].Token)
+				found++
+			}
+			p.FromRecords += found
+		})
 	}
+	wg.Wait()
 	p.DueNow = len(apps) - p.FromRecords
 	p.Took = s.now().Sub(start)
 	return p

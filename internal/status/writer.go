@@ -80,6 +80,10 @@ func (w *Writer) Record(ev tokencache.FetchEvent) {
 	}
 	n := noted{ev: ev, at: w.now()}
 	w.mu.Lock()
+	if w.pending == nil { // closed meanwhile
+		w.mu.Unlock()
+		return
+	}
 	w.pending[ev.AppID] = n
 	w.mu.Unlock()
 	select {
@@ -136,6 +140,11 @@ func (w *Writer) flush() {
 			if len(batch) == writeBatch {
 				break
 			}
+		}
+		if len(w.pending) == 0 {
+			// A map never shrinks: after a burst of 100,000 apps it would
+			// keep their buckets for good.
+			w.pending = make(map[string]noted)
 		}
 		w.mu.Unlock()
 		if len(batch) == 0 {

@@ -30,9 +30,10 @@ const minSpreadPeriod = time.Minute
 // at refreshAt, becomes due under WithRefreshSpread: the last moment at or
 // before refreshAt whose offset in the period (counted from the Unix
 // epoch) is the app's phase. A token never becomes due within the first
-// eighth of its period: a phase moment there is stretched over the rest,
+// quarter of its period: a phase moment there is stretched over the rest,
 // so a token fetched just before its phase (a passive refresh) is not
-// refreshed again seconds later.
+// refreshed again seconds later, and the tokens of a cold start that takes
+// less than a quarter period are not due before it ends.
 func spreadRefresh(app string, fetchedAt, refreshAt time.Time) time.Time {
 	period := refreshAt.Sub(fetchedAt)
 	if period < minSpreadPeriod {
@@ -46,9 +47,9 @@ func spreadRefresh(app string, fetchedAt, refreshAt time.Time) time.Time {
 		back += p
 	}
 	at := r - back // in (refreshAt - period, refreshAt]: (fetchedAt, refreshAt]
-	if floor := fetchedAt.UnixNano() + p/8; at < floor {
+	if floor := fetchedAt.UnixNano() + p/4; at < floor {
 		// (fetchedAt, floor) → [floor, refreshAt), keeping the order.
-		at = floor + (at-fetchedAt.UnixNano())*7
+		at = floor + (at-fetchedAt.UnixNano())*3
 	}
 	return time.Unix(0, at)
 }

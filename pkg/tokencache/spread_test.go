@@ -32,7 +32,7 @@ func TestSpreadRefreshIsStableAtThePhase(t *testing.T) {
 // TestSpreadRefreshSpreadsAFleetFetchedTogether: 20,000 apps fetched in
 // the same second become due evenly over their period (no twentieth of it
 // holds more than 1.25x its share), never later than their natural
-// RefreshAt and never in the first eighth of the token's period.
+// RefreshAt and never in the first quarter of the token's period.
 func TestSpreadRefreshSpreadsAFleetFetchedTogether(t *testing.T) {
 	const n, bins = 20000, 20
 	period := 90 * time.Minute
@@ -41,14 +41,17 @@ func TestSpreadRefreshSpreadsAFleetFetchedTogether(t *testing.T) {
 	var count [bins]int
 	for i := range n {
 		at := spreadRefresh(fmt.Sprintf("wx%016d", i), fetched, natural)
-		if at.After(natural) || at.Before(fetched.Add(period/8)) {
-			t.Fatalf("app %d due at %v: outside [fetch + period/8, natural RefreshAt]", i, at.Sub(fetched))
+		if at.After(natural) || at.Before(fetched.Add(period/4)) {
+			t.Fatalf("app %d due at %v: outside [fetch + period/4, natural RefreshAt]", i, at.Sub(fetched))
 		}
 		count[int(at.Sub(fetched)*bins/period)%bins]++
 	}
-	share := float64(n) / bins * 8 / 7 // nothing falls in the first eighth
+	share := float64(n) / bins * 4 / 3 // nothing falls in the first quarter
 	for b, c := range count {
-		if b*8 < bins { // the bins within the first eighth
+		if b*4 < bins { // the bins within the first quarter
+			if c != 0 {
+				t.Errorf("bin %d (first quarter) holds %d apps", b, c)
+			}
 			continue
 		}
 		if float64(c) > 1.25*share {
