@@ -1,6 +1,7 @@
 package tokencache
 
 import (
+	"strings"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -66,6 +67,9 @@ func (n *nearCopy) adopt(tok Token, confirmedAt time.Time, gen uint64, o *option
 		return false
 	}
 	n.rev = tok.Rev
+	// A decoded token shares the memory of the whole record it was read
+	// from; the copy is kept for the app's life, so it keeps only the token.
+	tok.Value = strings.Clone(tok.Value)
 	e := &nearEntry{tok: tok, current: o.NearMaxAge > 0, confirmedAt: confirmedAt,
 		revalidateAt: confirmedAt.Add(o.NearMaxAge * 3 / 4), serveUntil: earliest(tok.UsableUntil, confirmedAt.Add(o.horizon()))}
 	if tok.Value == n.dead {
