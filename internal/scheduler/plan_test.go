@@ -3,6 +3,7 @@ package scheduler
 import (
 	"context"
 	"errors"
+	"fmt"
 	"sync"
 	"testing"
 	"time"
@@ -120,4 +121,36 @@ func TestPlanSkipsStoppedApps(t *testing.T) {
 	cancel()
 	<-done
 	h.done <- nil // for the harness's cleanup
+}
+
+// TestPlanStopsWhenRedisAnswersNothing: when a whole chunk of the first
+// pass fails (Redis down or frozen until the call timeout), the pass reads
+// no further chunk: every app left is due at once, so a dead Redis delays
+// the first refreshes by one round of chunks, not by one per chunk.
+func TestPlanStopsWhenRedisAnswersNothing(t *testing.T) {
+	clock := &fakeClock{now: t0}
+	down := errors.New("redis: connection refused")
+	n := planChunk*planParallel*2 + 1
+	apps := make([]string, n)
+	records := map[string]tokencache.Peeked{}
+	for i := range apps {
+		apps[i] = fmt.Sprintf("wx%06d", i)
+		records[apps[i]] = tokencache.Peeked{Err: down}
+	}
+	ref := &batchRefresher{fakeRefresher: steady(clock), records: records}
+	plans := make(chan Plan, 1)
+	startOn(t, clock, Config{Apps: apps, Refresher: ref, OnPlanned: func(p Plan) { plans <- p }}, zeroRand)
+	select {
+	case p := <-plans:
+		if p.FromRecords != 0 || p.DueNow != n {
+			t.Fatalf("plan %+v; want all %d apps due at once", p, n)
+		}
+	case <-time.After(5 * time.Second):
+		t.Fatal("no plan within 5s")
+	}
+	ref.mu.Lock()
+	defer ref.mu.Unlock()
+	if ref.calls > planParallel {
+		t.Fatalf("%d PeekMany calls with Redis answering nothing; want at most the %d run at once", ref.calls, planParallel)
+	}
 }

@@ -480,14 +480,22 @@ func (s *Scheduler) plan(ctx context.Context, apps []*entry) Plan {
 	}
 	// A few chunks at once: one chunk's round trips overlap another's
 	// decoding.
+	// A chunk Redis answered nothing of (down, or frozen until the call
+	// timeout) ends the pass: the apps left are due at once, and Refresh
+	// copes with Redis as it does at any time.
 	var (
-		mu  sync.Mutex
-		wg  sync.WaitGroup
-		sem = make(chan struct{}, planParallel)
+		mu     sync.Mutex
+		wg     sync.WaitGroup
+		sem    = make(chan struct{}, planParallel)
+		failed atomic.Bool
 	)
 	for from := 0; from < len(apps) && ctx.Err() == nil; from += planChunk {
 		chunk := apps[from:min(from+planChunk, len(apps))]
 		sem <- struct{}{}
+		if failed.Load() {
+			<-sem
+			break
+		}
 		wg.Go(func() {
 			defer func() { <-sem }()
 			ids := make([]string, len(chunk))
@@ -498,7 +506,15 @@ func (s *Scheduler) plan(ctx context.Context, apps []*entry) Plan {
 			got := s.batch.PeekMany(cctx, ids)
 			cancel()
 			now := s.now()
-			found := 0
+			found, errs := 0, 0
+			for i := range got {
+				if got[i].Err != nil {
+					errs++
+				}
+			}
+			if errs == len(chunk) {
+				failed.Store(true)
+			}
 			mu.Lock() // for the jitter source
 			defer mu.Unlock()
 			for i, e := range chunk {
