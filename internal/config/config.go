@@ -5,6 +5,7 @@ import (
 	"time"
 
 	"github.com/tokenkeeper/tokenkeeper/internal/gateway"
+	"github.com/tokenkeeper/tokenkeeper/internal/scheduler"
 	"github.com/tokenkeeper/tokenkeeper/pkg/tokencache"
 	"github.com/tokenkeeper/tokenkeeper/pkg/wechat"
 )
@@ -27,6 +28,8 @@ type Config struct {
 	Metrics  Metrics
 	Log      Log
 	Gateway  Gateway
+	// Scheduler sizes the leader's work for the fleet.
+	Scheduler Scheduler
 
 	// File is the configuration file that was read ("" if none).
 	File string
@@ -147,6 +150,9 @@ type Metrics struct {
 	// of their own, and no longer /metrics on the API's; "" keeps them on
 	// the API's listener.
 	Addr string
+	// PerApp is "auto" (per-app series for at most metrics.PerAppLimit
+	// apps, aggregate beyond), "on" or "off".
+	PerApp string
 }
 
 // APIKey lets the bearer of Key read the tokens of Apps ("*" = all).
@@ -177,6 +183,19 @@ type Gateway struct {
 	AccessLog       bool
 }
 
+// Scheduler configures the leader's refresh scheduler.
+type Scheduler struct {
+	// MaxConcurrent bounds the refreshes (upstream fetches) under way at
+	// once: a cold start of N apps against an upstream L away takes at
+	// least N*L/MaxConcurrent.
+	MaxConcurrent int
+}
+
+// MaxConcurrentLimit is the largest scheduler.max_concurrent: enough for
+// 100,000 apps against an upstream 500 ms away in under a minute.
+const MaxConcurrentLimit = 1000
+
+// Metrics configures /metrics.
 // Log configures the process's slog logger.
 type Log struct {
 	Level  slog.Level
@@ -247,26 +266,34 @@ var defaults = map[string]any{
 	"gateway.timeout":           gateway.DefaultTimeout.String(),
 	"gateway.max_concurrent":    gateway.DefaultMaxConcurrent,
 	"gateway.access_log":        false,
+	"scheduler.max_concurrent":  scheduler.DefaultMaxConcurrent,
+	"metrics.per_app":           "auto",
 }
 
 // rawConfig is the file's shape, decoded by viper (mapstructure) before
 // secrets are resolved and durations parsed, so that every error can name
 // its field.
 type rawConfig struct {
-	Identity string     `mapstructure:"identity"`
-	Redis    rawRedis   `mapstructure:"redis"`
-	WeChat   rawWeChat  `mapstructure:"wechat"`
-	Apps     []rawApp   `mapstructure:"apps"`
-	Cache    rawCache   `mapstructure:"cache"`
-	Lease    rawLease   `mapstructure:"lease"`
-	HTTP     rawHTTP    `mapstructure:"http"`
-	Metrics  rawMetrics `mapstructure:"metrics"`
-	Log      rawLog     `mapstructure:"log"`
-	Gateway  rawGateway `mapstructure:"gateway"`
+	Identity  string       `mapstructure:"identity"`
+	Redis     rawRedis     `mapstructure:"redis"`
+	WeChat    rawWeChat    `mapstructure:"wechat"`
+	Apps      []rawApp     `mapstructure:"apps"`
+	Cache     rawCache     `mapstructure:"cache"`
+	Lease     rawLease     `mapstructure:"lease"`
+	HTTP      rawHTTP      `mapstructure:"http"`
+	Metrics   rawMetrics   `mapstructure:"metrics"`
+	Log       rawLog       `mapstructure:"log"`
+	Gateway   rawGateway   `mapstructure:"gateway"`
+	Scheduler rawScheduler `mapstructure:"scheduler"`
+}
+
+type rawScheduler struct {
+	MaxConcurrent int `mapstructure:"max_concurrent"`
 }
 
 type rawMetrics struct {
-	Addr string `mapstructure:"addr"`
+	Addr   string `mapstructure:"addr"`
+	PerApp string `mapstructure:"per_app"`
 }
 
 type rawTLS struct {

@@ -16,6 +16,7 @@ import (
 	"github.com/spf13/pflag"
 
 	"github.com/tokenkeeper/tokenkeeper/internal/config"
+	"github.com/tokenkeeper/tokenkeeper/internal/scheduler"
 	"github.com/tokenkeeper/tokenkeeper/pkg/lock"
 	"github.com/tokenkeeper/tokenkeeper/pkg/tokencache"
 	"github.com/tokenkeeper/tokenkeeper/pkg/wechat"
@@ -242,6 +243,8 @@ var envOnly = []string{
 	"TOKENKEEPER_HTTP_TLS_CERT_FILE=/tls/cert.pem",
 	"TOKENKEEPER_HTTP_TLS_KEY_FILE=/tls/key.pem",
 	"TOKENKEEPER_METRICS_ADDR=127.0.0.1:9091",
+	"TOKENKEEPER_SCHEDULER_MAX_CONCURRENT=64",
+	"TOKENKEEPER_METRICS_PER_APP=off",
 }
 
 // envFiles are the files envOnly names.
@@ -300,6 +303,8 @@ func TestEnvOnly(t *testing.T) {
 	check("allow unauthenticated", c.HTTP.AllowUnauthenticated, true)
 	check("tls", c.HTTP.TLS, config.TLSFiles{CertFile: "/tls/cert.pem", KeyFile: "/tls/key.pem"})
 	check("metrics addr", c.Metrics.Addr, "127.0.0.1:9091")
+	check("max concurrent", c.Scheduler.MaxConcurrent, 64)
+	check("per app", c.Metrics.PerApp, "off")
 
 	ro := c.RedisOptions()
 	check("redis opts", ro.MasterName+" "+ro.Username+" "+ro.Password, "mymaster tk redis-pw")
@@ -576,6 +581,28 @@ func TestGatewaySettingsAreValidated(t *testing.T) {
 			if strings.Contains(err.Error(), secret) {
 				t.Errorf("the error shows a secret: %v", err)
 			}
+		}
+	}
+}
+
+// TestSchedulerAndMetricsKeys: the defaults, and precise errors for values
+// out of range.
+func TestSchedulerAndMetricsKeys(t *testing.T) {
+	c, err := load(t, validYAML, "WX2_SECRET=x")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if c.Scheduler.MaxConcurrent != scheduler.DefaultMaxConcurrent || c.Metrics.PerApp != "auto" {
+		t.Fatalf("defaults: max_concurrent %d per_app %q", c.Scheduler.MaxConcurrent, c.Metrics.PerApp)
+	}
+	for _, tc := range []struct{ yaml, want string }{
+		{"scheduler:\n  max_concurrent: 0\n", "scheduler.max_concurrent"},
+		{"scheduler:\n  max_concurrent: 1001\n", "must be 1 to 1000"},
+		{"metrics:\n  per_app: sometimes\n", `want auto, on or off`},
+	} {
+		_, err := load(t, validYAML+tc.yaml, "WX2_SECRET=x")
+		if err == nil || !strings.Contains(err.Error(), tc.want) {
+			t.Errorf("%q: error %v; want one naming %q", tc.yaml, err, tc.want)
 		}
 	}
 }

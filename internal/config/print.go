@@ -15,18 +15,19 @@ const Redacted = "[redacted]"
 // came from. Only strings built here reach the output, never a Secret's
 // value.
 type printed struct {
-	Identity string         `yaml:"identity"`
-	File     string         `yaml:"config_file,omitempty"`
-	Redis    printedRedis   `yaml:"redis"`
-	WeChat   printedWeChat  `yaml:"wechat"`
-	Apps     []printedApp   `yaml:"apps"`
-	Cache    printedCache   `yaml:"cache"`
-	Lease    printedLease   `yaml:"lease"`
-	HTTP     printedHTTP    `yaml:"http"`
-	Metrics  printedMetrics `yaml:"metrics"`
-	Log      printedLog     `yaml:"log"`
-	Gateway  printedGateway `yaml:"gateway"`
-	Unused   []string       `yaml:"unused_env,omitempty"`
+	Identity  string           `yaml:"identity"`
+	File      string           `yaml:"config_file,omitempty"`
+	Redis     printedRedis     `yaml:"redis"`
+	WeChat    printedWeChat    `yaml:"wechat"`
+	Apps      []printedApp     `yaml:"apps"`
+	Cache     printedCache     `yaml:"cache"`
+	Lease     printedLease     `yaml:"lease"`
+	HTTP      printedHTTP      `yaml:"http"`
+	Metrics   printedMetrics   `yaml:"metrics"`
+	Log       printedLog       `yaml:"log"`
+	Gateway   printedGateway   `yaml:"gateway"`
+	Scheduler printedScheduler `yaml:"scheduler"`
+	Unused    []string         `yaml:"unused_env,omitempty"`
 }
 
 type printedRedis struct {
@@ -89,7 +90,8 @@ type printedTLS struct {
 }
 
 type printedMetrics struct {
-	Addr string `yaml:"addr"`
+	Addr   string `yaml:"addr"`
+	PerApp string `yaml:"per_app"`
 }
 
 type printedAPIKey struct {
@@ -108,6 +110,10 @@ type printedGateway struct {
 	Timeout         string          `yaml:"timeout"`
 	MaxConcurrent   int             `yaml:"max_concurrent"`
 	AccessLog       bool            `yaml:"access_log"`
+}
+
+type printedScheduler struct {
+	MaxConcurrent int `yaml:"max_concurrent"`
 }
 
 type printedLog struct {
@@ -145,10 +151,11 @@ func (c *Config) Print(w io.Writer) error {
 			Name: c.Lease.Name, Duration: ds(c.Lease.Duration),
 			RenewDeadline: ds(c.Lease.RenewDeadline), RetryPeriod: ds(c.Lease.RetryPeriod),
 		},
-		HTTP:    printedHTTP{Addr: c.HTTP.Addr, InvalidateRate: c.HTTP.InvalidateRate, AllowUnauthenticated: c.HTTP.AllowUnauthenticated},
-		Metrics: printedMetrics{Addr: c.Metrics.Addr},
-		Log:     printedLog{Level: levelName(c), Format: c.Log.Format},
-		Unused:  c.UnusedEnv,
+		HTTP:      printedHTTP{Addr: c.HTTP.Addr, InvalidateRate: c.HTTP.InvalidateRate, AllowUnauthenticated: c.HTTP.AllowUnauthenticated},
+		Metrics:   printedMetrics{Addr: c.Metrics.Addr, PerApp: c.Metrics.PerApp},
+		Scheduler: printedScheduler{MaxConcurrent: c.Scheduler.MaxConcurrent},
+		Log:       printedLog{Level: levelName(c), Format: c.Log.Format},
+		Unused:    c.UnusedEnv,
 	}
 	if c.Redis.Password != "" && p.Redis.Password == "" {
 		p.Redis.Password = Redacted

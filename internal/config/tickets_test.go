@@ -28,8 +28,8 @@ func TestTicketsPerApp(t *testing.T) {
 
 func TestTicketsPerAppValidated(t *testing.T) {
 	for env, want := range map[string]string{
-		"TOKENKEEPER_APPS_WX0000000000000001_TICKETS=jsapi,card":                            `unknown ticket kind "card"`,
-		"TOKENKEEPER_APPS_WX0000000000000001_TICKETS=jsapi,jsapi":                           `ticket kind "jsapi" listed twice`,
+		"TOKENKEEPER_APPS_WX0000000000000001_TICKETS=jsapi,card":             `unknown ticket kind "card"`,
+		"TOKENKEEPER_APPS_WX0000000000000001_TICKETS=jsapi,jsapi":            `ticket kind "jsapi" listed twice`,
 		"TOKENKEEPER_HTTP_API_KEYS_BACKEND_PAGE_HOSTS=https://m.example.com": "want a bare host name",
 	} {
 		_, err := load(t, validYAML, "WX2_SECRET=s2", env)

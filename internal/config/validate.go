@@ -190,6 +190,9 @@ func resolve(raw *rawConfig, env map[string]string, read func(string) ([]byte, e
 		AccessLog:       raw.Gateway.AccessLog,
 	}
 
+	c.Scheduler.MaxConcurrent = raw.Scheduler.MaxConcurrent
+	c.Metrics.PerApp = strings.ToLower(strings.TrimSpace(raw.Metrics.PerApp))
+
 	c.Log.Format = strings.ToLower(strings.TrimSpace(raw.Log.Format))
 	switch lvl := strings.ToLower(strings.TrimSpace(raw.Log.Level)); lvl {
 	case "debug":
@@ -454,6 +457,15 @@ func (c *Config) problems() []Problem {
 	}
 	addRules(c.Cache.Validate(), cacheKeys)
 	addRules(c.ElectorConfig(nil, lock.LeaderCallbacks{}, nil).Validate(), leaseKeys)
+
+	if n := c.Scheduler.MaxConcurrent; n < 1 || n > MaxConcurrentLimit {
+		add("scheduler.max_concurrent", EnvName("scheduler.max_concurrent"), "%d: must be 1 to %d (refreshes under way at once)", n, MaxConcurrentLimit)
+	}
+	switch c.Metrics.PerApp {
+	case "auto", "on", "off":
+	default:
+		add("metrics.per_app", EnvName("metrics.per_app"), "%s: want auto, on or off", shown(c.Metrics.PerApp))
+	}
 
 	// HTTP.
 	if host, port, err := net.SplitHostPort(c.HTTP.Addr); err != nil || !validPort(port) {

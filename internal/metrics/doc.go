@@ -13,9 +13,9 @@
 //
 // The series (all prefixed tokenkeeper_):
 //
-//	fetches_total{app,result}            counter: upstream fetches by this process (tokencache FetchEvent.Result)
+//	fetches_total{app,result}            counter: upstream fetches by this process (tokencache FetchEvent.Result); {result} without per-app series
 //	fetch_duration_seconds{result}       histogram: their duration
-//	lock_waits_total{app}                counter: waits for another holder's fetch
+//	lock_waits_total{app}                counter: waits for another holder's fetch; no label without per-app series
 //	lock_wait_duration_seconds           histogram: their duration
 //	leader                               gauge: 1 while this replica leads
 //	leader_transitions_total             counter: lead gained or lost
@@ -23,10 +23,13 @@
 //	tokens_killed_outside_total{app}     counter: current tokens WeChat refused before their usable end (Hooks.OnKilledOutside)
 //	http_requests_total{route,code}      counter: API requests by route pattern and status
 //	http_request_duration_seconds{route} histogram: their duration
-//	token_usable_seconds{app}            gauge, at scrape: usable life left (0 without a token)
-//	token_age_seconds{app}               gauge, at scrape: time since the token was fetched
-//	quota_used_today{app}                gauge, at scrape: fleet-wide fetches this Beijing day
+//	token_usable_seconds{app}            gauge, at scrape: usable life left (0 without a token); only the worst apps without per-app series
+//	token_age_seconds{app}               gauge, at scrape: time since the token was fetched; likewise
+//	quota_used_today{app}                gauge, at scrape: fleet-wide fetches this Beijing day (only from a source that knows it; KnownSource does not)
+//	tokens_usable_seconds                histogram, at scrape, without per-app series: usable life left over the known apps
+//	tokens_age_seconds                   histogram, at scrape, without per-app series: token age over the apps with a token
 //	apps                                 gauge, at scrape: apps the source reported
+//	apps_unknown                         gauge, at scrape: apps of which the process knows no token (in no token series)
 //	cache_corrupt_records_total          counter, at scrape: corrupt records read from Redis (Stats)
 //	cache_revalidations_total{result}    counter, at scrape: background re-reads of a near copy, ok or error (Stats)
 //	cache_subscription_gaps_total        counter, at scrape: (re)subscriptions to the change channel (Stats)

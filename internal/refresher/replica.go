@@ -106,7 +106,7 @@ func New(cfg *config.Config, log *slog.Logger, opts ...Option) (_ *Replica, err 
 	reg := prometheus.NewRegistry()
 	r.reg = reg
 	reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
-	m, err := metrics.New(reg)
+	m, err := metrics.New(reg, metrics.WithPerApp(perAppSeries(cfg)))
 	if err != nil {
 		return nil, err
 	}
@@ -155,19 +155,21 @@ func New(cfg *config.Config, log *slog.Logger, opts ...Option) (_ *Replica, err 
 		}
 	}
 	// The cache's source is replaced by a reload; the rest is
-	// backend.NewCache's.
-	if r.cache, err = tokencache.New(r.client, r.src, append(append(cfg.CacheOptions(), r.locks.CacheOptions()...), tokencache.WithLogger(r.log), tokencache.WithHooks(hooks))...); err != nil {
+	// backend.NewCache's. The leader's fetches spread the fleet's
+	// refreshes evenly over time (tokencache.WithRefreshSpread).
+	if r.cache, err = tokencache.New(r.client, r.src, append(append(cfg.CacheOptions(), r.locks.CacheOptions()...), tokencache.WithLogger(r.log), tokencache.WithHooks(hooks), tokencache.WithRefreshSpread())...); err != nil {
 		return nil, backend.Configf(err)
 	}
-	m.SetAppSource(appGauges(r.cache, func() []string { return *r.appIDs.Load() }))
+	m.SetAppSource(metrics.KnownSource(r.cache.Admin(), func() []string { return *r.appIDs.Load() }, nil))
 	m.SetCacheStats(r.cache.Admin().Stats)
 	m.InitApps(cfg.AppIDs())
 
 	sched, err := scheduler.New(scheduler.Config{
-		Apps:      cfg.AppIDs(),
-		Refresher: r.cache.Admin(),
-		Logger:    r.log,
-		OnResult:  func(res scheduler.Result) { m.ObserveRefresh(res.Class) },
+		Apps:          cfg.AppIDs(),
+		Refresher:     r.cache.Admin(),
+		Logger:        r.log,
+		MaxConcurrent: cfg.Scheduler.MaxConcurrent,
+		OnResult:      func(res scheduler.Result) { m.ObserveRefresh(res.Class) },
 		// The fleet-wide hold's length: retried when it ends.
 		ConfigRetry: cfg.Cache.ConfigHold,
 	})
@@ -404,27 +406,13 @@ func apiKeys(cfg *config.Config) []httpapi.APIKey {
 	return keys
 }
 
-// appGauges reads each app's stored token at scrape time, bounded so that
-// a slow Redis cannot hang a scrape. appIDs gives the apps configured now.
-func appGauges(cache *tokencache.Cache, appIDs func() []string) func() []metrics.AppGauge {
-	return func() []metrics.AppGauge {
-		apps := appIDs()
-		ctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
-		defer cancel()
-		now := time.Now()
-		out := make([]metrics.AppGauge, 0, len(apps))
-		for _, app := range apps {
-			g := metrics.AppGauge{AppID: app, FetchesToday: -1}
-			if tok, found, err := cache.Admin().Peek(ctx, app); err == nil && found {
-				g.HasToken = true
-				g.UsableFor = tok.UsableUntil.Sub(now)
-				g.Age = now.Sub(tok.FetchedAt)
-			}
-			if n, err := cache.Admin().FetchesToday(ctx, app); err == nil {
-				g.FetchesToday = n
-			}
-			out = append(out, g)
-		}
-		return out
+// perAppSeries is whether /metrics has series per app (metrics.per_app).
+func perAppSeries(cfg *config.Config) bool {
+	switch cfg.Metrics.PerApp {
+	case "on":
+		return true
+	case "off":
+		return false
 	}
+	return metrics.PerAppFor(len(cfg.Apps))
 }

@@ -4,9 +4,17 @@
 // One goroutine keeps all apps in a timer heap (container/heap) keyed by
 // when each is next due, and sleeps on a single timer until the earliest.
 // Due apps go to a small fixed pool of workers, so at most MaxConcurrent
-// Refresh calls run at once: 10,000 apps that all come due together (a new
-// leader checks every app at start) are worked through eight at a time
-// instead of stampeding Redis and WeChat.
+// Refresh calls run at once: apps that all come due together (a cold
+// start) are worked through MaxConcurrent at a time instead of stampeding
+// Redis and WeChat.
+//
+// When Run starts, a Refresher that is also a BatchPeeker
+// (tokencache.Cache.PeekMany) has every app's record read in pipelined
+// batches, and each app is planned at its record's RefreshAt: a new leader
+// on a warm Redis of 100,000 apps schedules them all in seconds and
+// fetches nothing that is not due. Apps without a usable, not yet due
+// record (or whose read failed) are due at once; the most urgent run
+// first.
 //
 // When an app is next due depends on how its refresh ended (see Class):
 //

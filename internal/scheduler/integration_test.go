@@ -44,9 +44,11 @@ func TestWithRealCache(t *testing.T) {
 	t.Cleanup(func() { cache.Close() })
 
 	results := make(chan scheduler.Result, 16)
+	plans := make(chan scheduler.Plan, 2)
 	s, err := scheduler.New(scheduler.Config{
 		Apps: []string{"wxa", "wxb", "wxbad"}, Refresher: cache.Admin(), Logger: log,
-		OnResult: func(r scheduler.Result) { results <- r },
+		OnResult:  func(r scheduler.Result) { results <- r },
+		OnPlanned: func(p scheduler.Plan) { plans <- p },
 	})
 	if err != nil {
 		t.Fatal(err)
@@ -56,6 +58,14 @@ func TestWithRealCache(t *testing.T) {
 		done := make(chan error, 1)
 		go func() { done <- s.Run(ctx) }()
 		got := map[string]scheduler.Result{}
+		if want == 0 {
+			select {
+			case p := <-plans:
+				plans <- p
+			case <-time.After(10 * time.Second):
+				t.Fatal("no plan within 10s")
+			}
+		}
 		for len(got) < want {
 			select {
 			case r := <-results:
@@ -85,16 +95,33 @@ func TestWithRealCache(t *testing.T) {
 		t.Fatalf("wxbad: class %q next %v err %v; want config, retried slowly", r.Class, r.Next, r.Err)
 	}
 
-	second := runTerm(3) // the lead was lost and regained; Run waits for every call it started
+	if p := <-plans; p.Apps != 3 || p.FromRecords != 0 || p.DueNow != 3 {
+		t.Fatalf("first term's plan %+v; want 3 apps due at once (empty Redis)", p)
+	}
+	// The lead was lost and regained: the second term reads both records
+	// in one batch and plans them at their RefreshAt, without a Refresh; wxbad,
+	// which has none, is due at once (a config error is retried, never
+	// stopped for good).
+	second := runTerm(1)
+	if p := <-plans; p.Apps != 3 || p.FromRecords != 2 || p.DueNow != 1 {
+		t.Fatalf("second term's plan %+v; want wxa and wxb planned from their records, wxbad due", p)
+	}
 	for _, app := range []string{"wxa", "wxb"} {
-		if second[app].Token.Value != first[app].Token.Value || up.Stats(app).Minted != 1 {
+		if up.Stats(app).Minted != 1 {
 			t.Fatalf("%s: the second term fetched again (minted %d)", app, up.Stats(app).Minted)
 		}
 	}
-	// A new term checks every app, wxbad too; the cache's hold answers
-	// for it without asking WeChat again.
-	if r := second["wxbad"]; r.Class != scheduler.ClassConfig || up.Stats("wxbad").Refused != 1 {
-		t.Fatalf("wxbad in the second term: class %q, refused %d times upstream; want config, still once", r.Class, up.Stats("wxbad").Refused)
+	// The cache's hold answers for wxbad without asking WeChat again.
+	if r := second["wxbad"]; len(second) != 1 || r.Class != scheduler.ClassConfig || up.Stats("wxbad").Refused != 1 {
+		t.Fatalf("the second term refreshed %v; want only wxbad, config, refused upstream still once (%d)", second, up.Stats("wxbad").Refused)
+	}
+	for _, a := range s.Snapshot() {
+		if a.AppID == "wxbad" {
+			continue
+		}
+		if at := first[a.AppID].Token.RefreshAt; a.Next.Before(at) || a.Next.After(at.Add(scheduler.DefaultMaxJitter)) {
+			t.Fatalf("%s: planned at %v; want its record's RefreshAt %v plus at most the jitter", a.AppID, a.Next, at)
+		}
 	}
 
 	out := logs.String()

@@ -31,6 +31,31 @@ type Peeker interface {
 	Peek(ctx context.Context, appID string) (tok tokencache.Token, found bool, err error)
 }
 
+// BatchPeeker reads the records of many apps at once and never fetches;
+// *tokencache.Cache is one (pipelined GETs). When the Refresher is also a
+// BatchPeeker, Run starts by reading every app's record in batches and
+// plans each app at its record's RefreshAt: a new leader taking over a
+// warm Redis fetches nothing and costs a round trip per batch, not one
+// Refresh per app.
+type BatchPeeker interface {
+	PeekMany(ctx context.Context, appIDs []string) []tokencache.Peeked
+}
+
+// Plan is what Run's first pass found (Config.OnPlanned).
+type Plan struct {
+	Apps        int           // apps planned (stopped ones are not)
+	FromRecords int           // planned at their record's RefreshAt
+	DueNow      int           // without a usable, not yet due record (or unreadable): refreshed at once
+	Took        time.Duration // the pass's reads
+}
+
+// planChunk is how many apps one PeekMany call of the first pass reads,
+// each call bounded by CallTimeout; planParallel calls run at once.
+const (
+	planChunk    = 2000
+	planParallel = 4
+)
+
 // Defaults for the zero values in Config.
 const (
 	DefaultMaxJitter     = 5 * time.Second
@@ -103,6 +128,9 @@ type Config struct {
 	// ConfigRetry is the wait after a configuration error (default
 	// DefaultConfigRetry).
 	ConfigRetry time.Duration
+	// OnPlanned, if set, is called once per Run when every app is
+	// scheduled, before the first Refresh is dispatched.
+	OnPlanned func(Plan)
 }
 
 // Result is the outcome of one Refresh call.
@@ -170,7 +198,8 @@ var ErrRunning = errors.New("scheduler: already running")
 // Scheduler refreshes a fixed set of apps. Build it with New.
 type Scheduler struct {
 	refresher   Refresher
-	peeker      Peeker // nil if the Refresher is not one
+	peeker      Peeker      // nil if the Refresher is not one
+	batch       BatchPeeker // nil if the Refresher is not one
 	now         func() time.Time
 	log         *slog.Logger
 	maxJitter   time.Duration
@@ -178,6 +207,7 @@ type Scheduler struct {
 	callTimeout time.Duration
 	onResult    func(Result)
 	configRetry time.Duration
+	onPlanned   func(Plan)
 
 	running atomic.Bool
 
@@ -262,11 +292,13 @@ func New(cfg Config) (*Scheduler, error) {
 		callTimeout: cfg.CallTimeout,
 		onResult:    cfg.OnResult,
 		configRetry: cfg.ConfigRetry,
+		onPlanned:   cfg.OnPlanned,
 		kick:        make(chan struct{}, 1),
 		newWaker:    func() waker { return &timerWaker{} },
 		randN:       rand.Int64N,
 	}
 	s.peeker, _ = cfg.Refresher.(Peeker)
+	s.batch, _ = cfg.Refresher.(BatchPeeker)
 	if s.now == nil {
 		s.now = time.Now
 	}
@@ -311,30 +343,48 @@ type outcome struct {
 }
 
 // Run refreshes apps until ctx is done, then waits for the Refresh calls
-// under way (their context is cancelled too) and returns nil. Every app
-// that is not stopped is due at once when Run starts: a new leader checks
-// each app, which costs a Redis read for a token that is still fresh.
+// under way (their context is cancelled too) and returns nil. When Run
+// starts, a Refresher that is a BatchPeeker has every app's record read in
+// batches, and each app is planned at its record's RefreshAt (plus jitter);
+// apps without such a record, and every app of another Refresher, are due
+// at once (a Refresh reads the record and fetches only if needed). The
+// most urgent run first.
 func (s *Scheduler) Run(ctx context.Context) error {
 	if !s.running.CompareAndSwap(false, true) {
 		return ErrRunning
 	}
 	defer s.running.Store(false)
 
-	start := s.now()
 	s.mu.Lock()
 	s.due = s.due[:0]
 	s.pending = nil // every app is read at start anyway
+	var apps []*entry
 	for _, e := range s.entries {
 		e.running, e.index = false, -1
 		e.changed, e.queued, e.peeking = false, false, false
 		if !e.stopped {
-			e.next = start
-			e.index = len(s.due)
-			s.due = append(s.due, e)
+			apps = append(apps, e)
 		}
+	}
+	s.mu.Unlock()
+	plan := s.plan(ctx, apps)
+	if ctx.Err() != nil {
+		return nil
+	}
+	s.mu.Lock()
+	for _, e := range apps {
+		e.index = len(s.due)
+		s.due = append(s.due, e)
 	}
 	heap.Init(&s.due)
 	s.mu.Unlock()
+	if plan.Took > 0 || plan.FromRecords > 0 {
+		s.log.Info("scheduler: planned every app from its record", "apps", plan.Apps,
+			"from_records", plan.FromRecords, "due_now", plan.DueNow, "took", plan.Took)
+	}
+	if s.onPlanned != nil {
+		s.onPlanned(plan)
+	}
 
 	// Both channels hold maxConc: the loop never has more than maxConc
 	// calls queued or running, so neither side ever blocks on a send.
@@ -432,6 +482,86 @@ func (s *Scheduler) Run(ctx context.Context) error {
 	}
 }
 
+// plan sets the first next run of every app in apps (not yet queued, so
+// no lock is needed for next): from the records a BatchPeeker reads, or at
+// once.
+func (s *Scheduler) plan(ctx context.Context, apps []*entry) Plan {
+	p := Plan{Apps: len(apps)}
+	start := s.now()
+	for _, e := range apps {
+		e.next = start
+	}
+	if s.batch == nil {
+		p.DueNow = len(apps)
+		return p
+	}
+	// A few chunks at once: one chunk's round trips overlap another's
+	// decoding.
+	// A chunk Redis answered nothing of (down, or frozen until the call
+	// timeout) ends the pass: the apps left are due at once, and Refresh
+	// copes with Redis as it does at any time.
+	var (
+		mu     sync.Mutex
+		wg     sync.WaitGroup
+		sem    = make(chan struct{}, planParallel)
+		failed atomic.Bool
+	)
+	for from := 0; from < len(apps) && ctx.Err() == nil; from += planChunk {
+		chunk := apps[from:min(from+planChunk, len(apps))]
+		sem <- struct{}{}
+		if failed.Load() {
+			<-sem
+			break
+		}
+		wg.Go(func() {
+			defer func() { <-sem }()
+			ids := make([]string, len(chunk))
+			for i, e := range chunk {
+				ids[i] = e.app
+			}
+			cctx, cancel := context.WithTimeout(ctx, s.callTimeout)
+			got := s.batch.PeekMany(cctx, ids)
+			cancel()
+			now := s.now()
+			found, errs := 0, 0
+			for i := range got {
+				if got[i].Err != nil {
+					errs++
+				}
+			}
+			if errs == len(chunk) {
+				failed.Store(true)
+			}
+			mu.Lock() // for the jitter source
+			defer mu.Unlock()
+			for i, e := range chunk {
+				if i >= len(got) || got[i].AppID != e.app || got[i].Err != nil || !got[i].Found || !got[i].Token.RefreshAt.After(now) {
+					continue // due at once: Refresh decides
+				}
+				e.next = s.plannedAt(now, got[i].Token)
+				found++
+			}
+			p.FromRecords += found
+		})
+	}
+	wg.Wait()
+	p.DueNow = len(apps) - p.FromRecords
+	p.Took = s.now().Sub(start)
+	return p
+}
+
+// plannedAt is the next run for a record read (not refreshed) at now: its
+// RefreshAt plus jitter, as after a successful refresh, but never before
+// now.
+func (s *Scheduler) plannedAt(now time.Time, tok tokencache.Token) time.Time {
+	j := min(s.maxJitter, tok.UsableUntil.Sub(tok.RefreshAt)/10)
+	at := tok.RefreshAt.Add(s.jitter(j))
+	if at.Before(now) {
+		at = now
+	}
+	return at
+}
+
 // abandon drops a call's outcome: Run is ending.
 func (s *Scheduler) abandon(o outcome) {
 	s.mu.Lock()
@@ -513,10 +643,7 @@ func (s *Scheduler) replan(o outcome) {
 	prev := e.next
 	at := now
 	if o.err == nil && o.found {
-		j := min(s.maxJitter, o.tok.UsableUntil.Sub(o.tok.RefreshAt)/10)
-		if at = o.tok.RefreshAt.Add(s.jitter(j)); at.Before(now) {
-			at = now
-		}
+		at = s.plannedAt(now, o.tok)
 	}
 	e.next = at
 	heap.Fix(&s.due, e.index)

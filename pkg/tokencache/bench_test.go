@@ -24,7 +24,7 @@ import (
 type benchEnv struct {
 	redis *redistest.Server
 	fake  *wechattest.Server
-	src   *wechat.Source
+	src   tokencache.Source
 }
 
 func newBenchEnv(b *testing.B) *benchEnv {
@@ -366,14 +366,32 @@ func BenchmarkTokenLatencyDuringRotation(b *testing.B) {
 	for _, tc := range []struct {
 		name   string
 		oneWay time.Duration
-	}{{"redis-local", 0}, {"redis-5ms", 2500 * time.Microsecond}} {
+		// wechat delays every fetch of the rotator; nearMaxAge, if set, is
+		// the reader's, short so that a run crosses many revalidations.
+		wechat, nearMaxAge time.Duration
+	}{
+		{name: "redis-local"},
+		{name: "redis-5ms", oneWay: 2500 * time.Microsecond},
+		{name: "redis-5ms-wechat-200ms-near-100ms", oneWay: 2500 * time.Microsecond, wechat: 200 * time.Millisecond, nearMaxAge: 100 * time.Millisecond},
+	} {
 		b.Run(tc.name, func(b *testing.B) {
 			addr := e.redis.Addr()
 			if tc.oneWay > 0 {
 				addr = startDelayProxy(b, addr, tc.oneWay).Addr()
 			}
-			reader, _ := e.cacheOn(b, &redis.Options{Addr: addr}, nil)
-			rotator, _ := e.cacheOn(b, &redis.Options{Addr: addr}, nil, tokencache.WithPassiveRefreshLimit(0, time.Minute, 0))
+			var readerOpts []tokencache.Option
+			if tc.nearMaxAge > 0 {
+				readerOpts = append(readerOpts, tokencache.WithNearMaxAge(tc.nearMaxAge))
+			}
+			reader, _ := e.cacheOn(b, &redis.Options{Addr: addr}, nil, readerOpts...)
+			rotatorOpts := []tokencache.Option{tokencache.WithPassiveRefreshLimit(0, time.Minute, 0)}
+			rotatorEnv := e
+			if tc.wechat > 0 {
+				slow := *e
+				slow.src = slowSource{e.src, tc.wechat}
+				rotatorEnv = &slow
+			}
+			rotator, _ := rotatorEnv.cacheOn(b, &redis.Options{Addr: addr}, nil, rotatorOpts...)
 			ctx := context.Background()
 			stop, done := make(chan struct{}), make(chan struct{})
 			var rotations, rotateErrs atomic.Int64
@@ -508,6 +526,21 @@ func BenchmarkTokenAcrossRedisFreeze(b *testing.B) {
 			}
 		})
 	}
+}
+
+// slowSource is a WeChat that far away: every fetch waits delay first.
+type slowSource struct {
+	tokencache.Source
+	delay time.Duration
+}
+
+func (s slowSource) Fetch(ctx context.Context, appID string) (wechat.Token, error) {
+	select {
+	case <-time.After(s.delay):
+	case <-ctx.Done():
+		return wechat.Token{}, ctx.Err()
+	}
+	return s.Source.Fetch(ctx, appID)
 }
 
 func later(a, b time.Time) time.Time {

@@ -65,7 +65,7 @@ type appState struct {
 	holdUntil  atomic.Int64 // Unix ms; fetching is suspended before it
 
 	mu       sync.Mutex
-	changed  chan struct{} // closed and replaced whenever the app's record changes
+	changed  chan struct{} // closed whenever the app's record changes; made by the first waiter after that
 	holdErr  error
 	failures int
 }
@@ -468,7 +468,7 @@ func (c *Cache) addApp(appID string) (*appState, error) {
 	} else if ms, ok := c.src.(ModeSource); ok {
 		mode = ms.Mode(appID)
 	}
-	st := &appState{id: appID, mode: mode, keys: appKeys(c.opt.KeyPrefix, appID), changed: make(chan struct{})}
+	st := &appState{id: appID, mode: mode, keys: appKeys(c.opt.KeyPrefix, appID)}
 	got, _ := c.apps.LoadOrStore(appID, st)
 	return got.(*appState), nil
 }
@@ -570,13 +570,19 @@ func parseAnnouncement(s string) (announcement, bool) {
 func (st *appState) changedChan() <-chan struct{} {
 	st.mu.Lock()
 	defer st.mu.Unlock()
+	if st.changed == nil {
+		// Made on demand: most apps of a large fleet never have a waiter.
+		st.changed = make(chan struct{})
+	}
 	return st.changed
 }
 
 func (st *appState) notify() {
 	st.mu.Lock()
-	close(st.changed)
-	st.changed = make(chan struct{})
+	if st.changed != nil {
+		close(st.changed)
+		st.changed = nil
+	}
 	st.mu.Unlock()
 }
 

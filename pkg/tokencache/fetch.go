@@ -308,7 +308,7 @@ func (a *attempt) commit(ctx context.Context, up wechat.Token) (Token, error) {
 	took := c.opt.now().Sub(a.sendAt)
 	// A token's life counts from when we sent the request, on our clock:
 	// never later than WeChat's count.
-	tok := c.newToken(up, a.sendAt)
+	tok := c.newToken(st.id, up, a.sendAt)
 	sendCapUntil, sendCapRefresh := c.capAt(a.sendAt)
 	contended := tok
 	contended.UsableUntil = earliest(contended.UsableUntil, time.UnixMilli(sendCapUntil))
@@ -420,7 +420,7 @@ func (c *Cache) fetchUnlocked(ctx context.Context, st *appState) (Token, error) 
 			return Token{}, fmt.Errorf("tokencache: app %q: redis unavailable and stable fetch failed: %w", st.id, err)
 		}
 		fetchedAt := sendAt
-		tok := c.newToken(up, fetchedAt)
+		tok := c.newToken(st.id, up, fetchedAt)
 		st.near.keep(tok, fetchedAt, &c.opt)
 		c.emit(st, "ok", c.opt.now().Sub(sendAt), nil)
 		return tok, nil
@@ -544,12 +544,15 @@ func checkUpstream(t wechat.Token, mode wechat.Mode) error {
 	return nil
 }
 
-// newToken is the Token for a fetch sent at fetchedAt, with every time at
+// newToken is the Token of app for a fetch sent at fetchedAt, with every time at
 // the millisecond precision of the Redis record, so the copy a writer keeps
 // is identical to what its readers decode and its announcement names.
-func (c *Cache) newToken(up wechat.Token, fetchedAt time.Time) Token {
+func (c *Cache) newToken(app string, up wechat.Token, fetchedAt time.Time) Token {
 	ms := func(t time.Time) time.Time { return time.UnixMilli(t.UnixMilli()) }
 	refreshAt, usable := c.opt.Lifetimes(fetchedAt, up.ExpiresIn)
+	if c.opt.spread {
+		refreshAt = spreadRefresh(app, fetchedAt, refreshAt)
+	}
 	tok := Token{Value: up.Value, UsableUntil: ms(usable), RefreshAt: ms(refreshAt), ExpiresAt: ms(fetchedAt.Add(up.ExpiresIn)), FetchedAt: ms(fetchedAt)}
 	if !up.IssuedAt.IsZero() {
 		tok.IssuedAt = ms(up.IssuedAt)

@@ -1,6 +1,7 @@
 package tokencache
 
 import (
+	"strings"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -33,6 +34,9 @@ type nearCopy struct {
 	rev  int64  // the newest rev seen for the app: read, written or announced
 	gen  uint64 // bumped by every applied announcement and every gap
 	dead string // a token reported and verified dead: never served again
+	// newer is the last applied announcement, for Known: while it names a
+	// rev newer than the copy's, it is the newest the process knows.
+	newer struct{ rev, version, usableUntil, fetchedAt int64 } // times in Unix ms
 }
 
 type nearEntry struct {
@@ -63,6 +67,9 @@ func (n *nearCopy) adopt(tok Token, confirmedAt time.Time, gen uint64, o *option
 		return false
 	}
 	n.rev = tok.Rev
+	// A decoded token shares the memory of the whole record it was read
+	// from; the copy is kept for the app's life, so it keeps only the token.
+	tok.Value = strings.Clone(tok.Value)
 	e := &nearEntry{tok: tok, current: o.NearMaxAge > 0, confirmedAt: confirmedAt,
 		revalidateAt: confirmedAt.Add(o.NearMaxAge * 3 / 4), serveUntil: earliest(tok.UsableUntil, confirmedAt.Add(o.horizon()))}
 	if tok.Value == n.dead {
@@ -92,6 +99,8 @@ func (n *nearCopy) announced(a announcement, o *options) (applied bool) {
 		return false
 	}
 	n.rev = a.rev
+	n.newer.rev, n.newer.version = a.rev, a.version
+	n.newer.usableUntil, n.newer.fetchedAt = a.usableUntil.UnixMilli(), a.fetchedAt.UnixMilli()
 	e := n.cur.Load()
 	if e == nil {
 		return true

@@ -134,6 +134,7 @@ type options struct {
 	modes    map[string]wechat.Mode
 	hooks    Hooks
 	kind     string // a ticket cache's ticket kind; "" for access tokens
+	spread   bool   // WithRefreshSpread
 }
 
 func defaultOptions() options {
