@@ -12,7 +12,7 @@ import (
 // The README quotes the ACL rule for the default configuration; it must be
 // the one ACLSetUser builds.
 func TestREADMEQuotesTheACLRule(t *testing.T) {
-	cfg, err := config.Load(config.Options{File: "(test)", YAML: []byte("apps: [{id: wx1, secret: s}]\n"), Environ: []string{}})
+	cfg, err := config.Load(config.Options{File: "(test)", YAML: []byte("apps: [{id: wx0000000000000001, secret: s}]\n"), Environ: []string{}})
 	if err != nil {
 		t.Fatal(err)
 	}

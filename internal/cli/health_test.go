@@ -10,7 +10,7 @@ import (
 // TestHealthDefaultIsConfigDefault: without any configuration, health
 // probes where serve listens by default.
 func TestHealthDefaultIsConfigDefault(t *testing.T) {
-	cfg, err := config.Load(config.Options{File: "(test)", YAML: []byte("apps: [{id: wx1, secret: s}]\n"), Environ: []string{}})
+	cfg, err := config.Load(config.Options{File: "(test)", YAML: []byte("apps: [{id: wx0000000000000001, secret: s}]\n"), Environ: []string{}})
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -9,7 +9,7 @@ import (
 
 func TestTicketUsage(t *testing.T) {
 	file := filepath.Join(t.TempDir(), "c.yaml")
-	if err := os.WriteFile(file, []byte("redis: {addrs: [\"127.0.0.1:1\"]}\napps: [{id: wx1, secret: cli-ticket-secret-0123}]\n"), 0o600); err != nil {
+	if err := os.WriteFile(file, []byte("redis: {addrs: [\"127.0.0.1:1\"]}\napps: [{id: wx0000000000000001, secret: cli-ticket-secret-0123}]\n"), 0o600); err != nil {
 		t.Fatal(err)
 	}
 	for _, tc := range []struct {
@@ -17,8 +17,8 @@ func TestTicketUsage(t *testing.T) {
 		want string
 	}{
 		{[]string{"ticket"}, "ticket takes 2 argument(s), got 0"},
-		{[]string{"ticket", "wx1", "jsapi", "x"}, "ticket takes 2 argument(s), got 3"},
-		{[]string{"ticket", "wx1", "card", "--config", file}, `unknown ticket kind "card"`},
+		{[]string{"ticket", "wx0000000000000001", "jsapi", "x"}, "ticket takes 2 argument(s), got 3"},
+		{[]string{"ticket", "wx0000000000000001", "card", "--config", file}, `unknown ticket kind "card"`},
 		{[]string{"ticket", "wxnone", "--config", file}, "wxnone"},
 	} {
 		code, out, errOut := run(t, nil, tc.args...)

@@ -109,7 +109,7 @@ func TestRedisTLSOfAHandBuiltConfig(t *testing.T) {
 // included: a reload can tell whether the redis section changed.
 func TestRedisSectionLoadsEqualTwice(t *testing.T) {
 	p := redistest.NewPKI(t)
-	yaml := []byte(`apps: [{id: wx1, secret: s}]
+	yaml := []byte(`apps: [{id: wx0000000000000001, secret: s}]
 redis: {addrs: ["h:1"], tls: true, tls_ca_file: "` + p.CAFile + `", tls_cert_file: "` + p.ClientCertFile + `", tls_key_file: "` + p.ClientKey + `"}
 `)
 	load := func() *config.Config {

@@ -583,8 +583,10 @@ func newFetchID() string {
 // meets the same Redis anyway).
 
 // setFleetHold records err as the fleet's hold if WeChat answered it with a
-// configuration errcode. The record holds errcode, endpoint and the
-// cleaned errmsg (from which the client removed the secret).
+// configuration errcode. The record holds the hold's end (Unix ms, on the
+// writer's clock, as every time in a record is), errcode, endpoint and the
+// cleaned errmsg (from which the client removed the secret); the key's TTL
+// only cleans up.
 func (c *Cache) setFleetHold(ctx context.Context, st *appState, err error) {
 	var werr *wechat.Error
 	if !errors.As(err, &werr) || !errors.Is(werr, wechat.ErrConfig) {
@@ -592,7 +594,8 @@ func (c *Cache) setFleetHold(ctx context.Context, st *appState, err error) {
 	}
 	sctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), time.Second)
 	defer cancel()
-	val := strconv.Itoa(werr.Code) + "|" + werr.Endpoint + "|" + werr.Message
+	until := c.opt.now().Add(c.opt.ConfigHold).UnixMilli()
+	val := strconv.FormatInt(until, 10) + "|" + strconv.Itoa(werr.Code) + "|" + werr.Endpoint + "|" + werr.Message
 	if serr := c.client.Set(sctx, st.keys.hold, val, c.opt.ConfigHold).Err(); serr != nil {
 		c.log.Warn("tokencache: recording the fleet-wide configuration hold failed; other processes may try once each", "app", st.id, "err", serr)
 	}
@@ -601,20 +604,23 @@ func (c *Cache) setFleetHold(ctx context.Context, st *appState, err error) {
 // fleetHeld returns a *HeldError if the fleet holds the app, after holding
 // it in this process until the fleet's hold ends.
 func (c *Cache) fleetHeld(ctx context.Context, st *appState) error {
-	pipe := c.client.Pipeline()
-	get := pipe.Get(ctx, st.keys.hold)
-	ttl := pipe.PTTL(ctx, st.keys.hold)
-	if _, err := pipe.Exec(ctx); err != nil {
+	val, err := c.client.Get(ctx, st.keys.hold).Result()
+	if err != nil {
 		return nil // no hold (redis.Nil), or Redis cannot say: fail open
 	}
-	code, rest, ok := strings.Cut(get.Val(), "|")
-	endpoint, msg, ok2 := strings.Cut(rest, "|")
-	n, err := strconv.Atoi(code)
-	if !ok || !ok2 || err != nil || ttl.Val() <= 0 {
-		return nil // not ours, or without an expiry: ignored
+	endMs, rest, ok := strings.Cut(val, "|")
+	code, rest, ok2 := strings.Cut(rest, "|")
+	endpoint, msg, ok3 := strings.Cut(rest, "|")
+	end, err1 := strconv.ParseInt(endMs, 10, 64)
+	n, err2 := strconv.Atoi(code)
+	now := c.opt.now()
+	if !ok || !ok2 || !ok3 || err1 != nil || err2 != nil || end <= now.UnixMilli() {
+		return nil // not ours, or over: ignored
 	}
 	werr := &wechat.Error{Code: n, Endpoint: endpoint, Message: msg}
-	until := c.opt.now().Add(min(ttl.Val(), c.opt.ConfigHold))
+	// Never longer than one hold from now: a writer's clock far ahead must
+	// not hold the fleet for longer than the rule says.
+	until := time.UnixMilli(min(end, now.Add(c.opt.ConfigHold).UnixMilli()))
 	st.mu.Lock()
 	st.holdErr = werr
 	st.holdUntil.Store(until.UnixMilli())

@@ -3,6 +3,7 @@ package tokencache
 import (
 	"context"
 	"errors"
+	"strconv"
 	"strings"
 	"testing"
 	"time"
@@ -20,7 +21,8 @@ func TestConfigErrorHoldIsFleetWide(t *testing.T) {
 	if _, err := f.cache.Token(context.Background(), "wx1"); !errors.Is(err, wechat.ErrConfig) {
 		t.Fatalf("first fetch: %v, want ErrConfig", err)
 	}
-	if v, err := f.m.Get("tokenkeeper:{wx1}:hold"); err != nil || !strings.HasPrefix(v, "40164|/cgi-bin/token|") {
+	end := strconv.FormatInt(f.clock.Now().Add(5*time.Minute).UnixMilli(), 10) // the hold's end, on the writer's clock
+	if v, err := f.m.Get("tokenkeeper:{wx1}:hold"); err != nil || !strings.HasPrefix(v, end+"|40164|/cgi-bin/token|") {
 		t.Fatalf("hold key = %q (%v)", v, err)
 	}
 	_, err := other.Token(context.Background(), "wx1")
