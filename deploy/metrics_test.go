@@ -37,42 +37,53 @@ func (c *capture) Register(col prometheus.Collector) error {
 // metric this feeding does not bring out (then extend the feeding).
 func exported(t *testing.T) map[string]family {
 	t.Helper()
-	reg := &capture{Registry: prometheus.NewPedanticRegistry()}
-	m, err := metrics.New(reg)
-	if err != nil {
-		t.Fatal(err)
-	}
-	m.InitApps([]string{"wxa"})
-	m.SetAppSource(func() []metrics.AppGauge {
-		return []metrics.AppGauge{{AppID: "wxa", HasToken: true, UsableFor: time.Hour, Age: time.Minute, FetchesToday: 3}}
-	})
-	m.SetCacheStats(func() tokencache.Stats { return tokencache.Stats{} })
-	m.ObserveFetch(tokencache.FetchEvent{AppID: "wxa", Result: "ok", Duration: time.Second})
-	m.ObserveLockWait("wxa", time.Second)
-	m.ObserveKilledOutside("wxa")
-	m.ObserveRefresh("ok")
-	m.ObserveHTTP("/v1/apps/{appid}/token", 200, time.Millisecond)
-	m.SetLeader(true)
-
-	mfs, err := reg.Gather()
-	if err != nil {
-		t.Fatal(err)
-	}
 	out := map[string]family{}
-	for _, mf := range mfs {
-		f := family{typ: mf.GetType(), values: map[string][]string{}}
-		for _, mt := range mf.GetMetric() {
-			for _, lp := range mt.GetLabel() {
-				if !slices.Contains(f.labels, lp.GetName()) {
-					f.labels = append(f.labels, lp.GetName())
-				}
-				f.values[lp.GetName()] = append(f.values[lp.GetName()], lp.GetValue())
-			}
+	var collectors []prometheus.Collector
+	// Both series layouts: per app (small fleets) and aggregate (large
+	// ones: histograms and the worst apps).
+	for _, perApp := range []bool{true, false} {
+		reg := &capture{Registry: prometheus.NewPedanticRegistry()}
+		m, err := metrics.New(reg, metrics.WithPerApp(perApp))
+		if err != nil {
+			t.Fatal(err)
 		}
-		out[mf.GetName()] = f
+		m.InitApps([]string{"wxa"})
+		m.SetAppSource(func() []metrics.AppGauge {
+			return []metrics.AppGauge{{AppID: "wxa", HasToken: true, UsableFor: time.Hour, Age: time.Minute, FetchesToday: 3}}
+		})
+		m.SetCacheStats(func() tokencache.Stats { return tokencache.Stats{} })
+		m.ObserveFetch(tokencache.FetchEvent{AppID: "wxa", Result: "ok", Duration: time.Second})
+		m.ObserveLockWait("wxa", time.Second)
+		m.ObserveKilledOutside("wxa")
+		m.ObserveRefresh("ok")
+		m.ObserveHTTP("/v1/apps/{appid}/token", 200, time.Millisecond)
+		m.SetLeader(true)
+
+		mfs, err := reg.Gather()
+		if err != nil {
+			t.Fatal(err)
+		}
+		for _, mf := range mfs {
+			f, ok := out[mf.GetName()]
+			if !ok {
+				f = family{typ: mf.GetType(), values: map[string][]string{}}
+			}
+			for _, mt := range mf.GetMetric() {
+				for _, lp := range mt.GetLabel() {
+					if !slices.Contains(f.labels, lp.GetName()) {
+						f.labels = append(f.labels, lp.GetName())
+					}
+					if !slices.Contains(f.values[lp.GetName()], lp.GetValue()) {
+						f.values[lp.GetName()] = append(f.values[lp.GetName()], lp.GetValue())
+					}
+				}
+			}
+			out[mf.GetName()] = f
+		}
+		collectors = append(collectors, reg.collectors...)
 	}
 	fqName := regexp.MustCompile(`fqName: "([^"]+)"`)
-	for _, c := range reg.collectors {
+	for _, c := range collectors {
 		ch := make(chan *prometheus.Desc, 64)
 		go func() { c.Describe(ch); close(ch) }()
 		for d := range ch {
