@@ -55,8 +55,11 @@ bench: ensure-redis
 # The chaos run: real redis-server, fake WeChat, 3 refresher replicas, 10
 # reader processes, every fault once; CHAOS_FLAGS="--apps 1000 --duration 5m"
 # for the long variant.
-chaos: ensure-redis
+# Then the gateway's fault run: a real Node SDK (co-wechat-api) in several
+# processes through 3 replicas, leader kill, Redis restart, upstream faults.
+chaos: ensure-redis node-sdk
 	$(GO) run ./cmd/chaos $(CHAOS_FLAGS)
+	$(GO) test -count=1 -run '^TestNodeSDKThroughTheGateway$$' -v ./cmd/refresher
 
 # The scale run (internal/scale): one leader and 100,000 apps on a real
 # redis-server and a fake WeChat in a child process, loopback only: cold

@@ -4,6 +4,7 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
+	"io"
 	"net"
 	"net/http"
 	"net/http/httptest"
@@ -393,5 +394,51 @@ func TestGatewayServedOnItsOwnListener(t *testing.T) {
 		if strings.Contains(p.stderr.String()+p.stdout.String(), s) {
 			t.Errorf("the replica's output holds a secret or a token")
 		}
+	}
+}
+
+// With http.tls set, the gateway's listener speaks TLS with the same
+// certificate as the API's: an SDK pointed at https:// gets its token, and
+// plain HTTP is refused.
+func TestGatewayServedOverTLS(t *testing.T) {
+	rs := redistest.Start(t)
+	pki := redistest.NewPKI(t)
+	secret := fmt.Sprintf("sdk-secret-%d", time.Now().UnixNano())
+	fake := wechattest.NewHandler(wechattest.WithApp("wxa", secret))
+	t.Cleanup(fake.Close)
+	upstream := sdkUpstream(t, fake)
+	gw, admin := freeAddr(t), freeAddr(t)
+	path := filepath.Join(t.TempDir(), "g.yaml")
+	yaml := fmt.Sprintf(sdkReplicaYAML, "g1", rs.Addr(), upstream, secret, admin, testAPIKey, gw, sdkCredential)
+	yaml = strings.Replace(yaml, "http:\n  addr: "+fmt.Sprintf("%q", admin)+"\n", "http:\n  addr: "+fmt.Sprintf("%q", admin)+"\n  tls: {cert_file: "+fmt.Sprintf("%q", pki.ServerCertFile)+", key_file: "+fmt.Sprintf("%q", pki.ServerKey)+"}\n", 1)
+	if !strings.Contains(yaml, "tls: {cert_file") {
+		t.Fatalf("the test's config has no http.tls:\n%s", yaml)
+	}
+	if err := os.WriteFile(path, []byte(yaml), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	p := startProc(t, "g1", baseEnv(), "serve", "--config", path)
+	client := &http.Client{Timeout: 5 * time.Second, Transport: &http.Transport{TLSClientConfig: pki.ClientTLS()}}
+	tokenPath := "/cgi-bin/token?grant_type=client_credential&appid=wxa&secret=" + sdkCredential
+	var body string
+	if !pollUntil(15*time.Second, 50*time.Millisecond, func() bool {
+		resp, err := client.Get("https://" + gw + tokenPath)
+		if err != nil {
+			return false
+		}
+		defer resp.Body.Close()
+		var b strings.Builder
+		_, _ = io.Copy(&b, io.LimitReader(resp.Body, 1<<20))
+		body = b.String()
+		return strings.Contains(body, `"access_token":"`+fake.CurrentToken("wxa")+`"`)
+	}) {
+		t.Fatalf("no token from the gateway over TLS: %q", body)
+	}
+	if got := httpBody("http://" + gw + tokenPath); strings.Contains(got, "access_token") {
+		t.Errorf("plain HTTP to the TLS gateway answered a token: %q", got)
+	}
+	p.signal(t, syscall.SIGTERM)
+	if code := p.wait(t, 15*time.Second); code != 0 {
+		t.Errorf("exit code %d after SIGTERM, want 0", code)
 	}
 }

@@ -2,6 +2,7 @@ package cli
 
 import (
 	"context"
+	"crypto/tls"
 	"errors"
 	"fmt"
 	"log/slog"
@@ -44,6 +45,9 @@ func Serve(ctx context.Context, cfg *config.Config, log *slog.Logger, opts ...re
 		r.Close()
 		return err
 	}
+	if tc := r.TLSConfig(); tc != nil { // http.tls covers the gateway's listener too
+		ln = tls.NewListener(ln, tc)
+	}
 	srv := &http.Server{
 		Handler:           gw,
 		ReadHeaderTimeout: 5 * time.Second,
@@ -57,7 +61,7 @@ func Serve(ctx context.Context, cfg *config.Config, log *slog.Logger, opts ...re
 	defer stop(nil)
 	served := make(chan error, 1)
 	go func() { served <- srv.Serve(ln) }()
-	log.Info("gateway: WeChat-compatible API listening", "addr", ln.Addr().String(), "credentials", len(cfg.Gateway.Credentials))
+	log.Info("gateway: WeChat-compatible API listening", "addr", ln.Addr().String(), "tls", r.TLSConfig() != nil, "credentials", len(cfg.Gateway.Credentials))
 	go func() {
 		select {
 		case err := <-served:

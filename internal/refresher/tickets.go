@@ -2,6 +2,7 @@ package refresher
 
 import (
 	"context"
+	"crypto/tls"
 	"errors"
 	"log/slog"
 	"sync"
@@ -68,6 +69,16 @@ func (r *Replica) wireTickets(reg prometheus.Registerer) ([]*scheduler.Scheduler
 	scheds.Store(&out)
 	tm.SetSource(ticketGauges(r.tickets, byKind))
 	return out, nil
+}
+
+// TLSConfig is the server TLS configuration of the replica's listeners
+// (http.tls, its certificate re-read on every reload), nil without TLS.
+// The gateway's listener uses it too.
+func (r *Replica) TLSConfig() *tls.Config {
+	if r.cert == nil {
+		return nil
+	}
+	return r.cert.ServerConfig()
 }
 
 // Tickets is the replica's ticket caches, nil when none are built.
