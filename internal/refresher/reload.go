@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"os"
 	"reflect"
+	"slices"
 	"strings"
 	"sync/atomic"
 	"time"
@@ -162,16 +163,38 @@ func restartOnly(a, b *config.Config) []string {
 	diff("http.tls", a.HTTP.TLS, b.HTTP.TLS)
 	diff("metrics.addr", a.Metrics.Addr, b.Metrics.Addr)
 	diff("log", a.Log, b.Log)
-	modes := map[string]wechat.Mode{}
+	diff("metrics.per_app", a.Metrics.PerApp, b.Metrics.PerApp)
+	diff("scheduler", a.Scheduler, b.Scheduler)
+	diff("gateway", a.Gateway, b.Gateway)
+	old := map[string]config.App{}
 	for _, app := range a.Apps {
-		modes[app.ID] = app.Mode
+		old[app.ID] = app
 	}
 	for _, app := range b.Apps {
-		if m, ok := modes[app.ID]; ok && m != app.Mode {
+		was, ok := old[app.ID]
+		if ok && was.Mode != app.Mode {
 			out = append(out, "apps ("+app.ID+").mode")
 		}
+		// The ticket schedulers and the HTTP API's ticket routes are built
+		// at start.
+		if !slices.Equal(was.Tickets, app.Tickets) {
+			out = append(out, "apps ("+app.ID+").tickets")
+		}
+	}
+	// The gateway holds the apps and secrets it started with (it
+	// substitutes the secret on /sns calls): with it on, the app list and
+	// its secrets change only with a restart, rather than silently not at
+	// all.
+	if a.Gateway.Addr != "" && !sameAppsAndSecrets(a.Apps, b.Apps) {
+		out = append(out, "apps (with gateway.addr set: the gateway's apps and secrets)")
 	}
 	return out
+}
+
+func sameAppsAndSecrets(a, b []config.App) bool {
+	return slices.EqualFunc(a, b, func(x, y config.App) bool {
+		return x.ID == y.ID && x.Secret.Reveal() == y.Secret.Reveal()
+	})
 }
 
 // WithOnReload has Reload call f with its outcome (nil: applied).
