@@ -2,8 +2,6 @@ package tokencache
 
 import (
 	"context"
-	"errors"
-	"fmt"
 	"time"
 
 	"github.com/redis/go-redis/v9"
@@ -76,26 +74,12 @@ func (c *Cache) peekBatch(ctx context.Context, sts []*appState, idx []int, out [
 	}
 }
 
-// adoptRead is read's handling of one GET's answer, for a GET sent in a
-// pipeline at sentAt with the near copy at generation gen.
+// adoptRead is adoptAnswer for a GET sent in a pipeline; a GET that raced
+// an announcement is read again on its own.
 func (c *Cache) adoptRead(ctx context.Context, st *appState, cmd *redis.StringCmd, gen uint64, sentAt time.Time) (Token, bool, error) {
-	s, err := cmd.Result()
-	switch {
-	case errors.Is(err, redis.Nil):
-		st.near.stale(false)
-		return Token{}, false, nil
-	case err != nil:
-		return Token{}, false, fmt.Errorf("tokencache: read %q: %w", st.keys.record, err)
+	tok, found, raced, err := c.adoptAnswer(st, cmd, gen, sentAt)
+	if raced {
+		return c.read(ctx, st)
 	}
-	tok, err := DecodeRecord(st.keys.record, s)
-	if err != nil {
-		st.near.stale(false)
-		c.corrupt(st, err)
-		return Token{}, false, err
-	}
-	if st.near.adopt(tok, sentAt, gen, &c.opt) {
-		return tok, true, nil
-	}
-	// A newer change was announced while the pipeline was under way.
-	return c.read(ctx, st)
+	return tok, found, err
 }

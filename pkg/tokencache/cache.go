@@ -394,27 +394,39 @@ func (c *Cache) read(ctx context.Context, st *appState) (Token, bool, error) {
 	for range 3 {
 		gen := st.near.generation()
 		sentAt := c.opt.now()
-		s, err := c.client.Get(ctx, st.keys.record).Result()
-		if errors.Is(err, redis.Nil) {
-			st.near.stale(false)
-			return Token{}, false, nil
-		}
-		if err != nil {
-			return Token{}, false, fmt.Errorf("tokencache: read %q: %w", st.keys.record, err)
-		}
-		tok, err := DecodeRecord(st.keys.record, s)
-		if err != nil {
-			st.near.stale(false)
-			c.corrupt(st, err)
-			return Token{}, false, err
-		}
-		if st.near.adopt(tok, sentAt, gen, &c.opt) {
-			return tok, true, nil
+		tok, found, raced, err := c.adoptAnswer(st, c.client.Get(ctx, st.keys.record), gen, sentAt)
+		if !raced {
+			return tok, found, err
 		}
 		// A newer change was announced while the read was under way: what
 		// it brought may be gone already. Read again.
 	}
 	return Token{}, false, nil
+}
+
+// adoptAnswer hands what a GET of st's record answered (sent at sentAt,
+// with the near copy at generation gen) to the near copy: the one rule for
+// every read, alone or pipelined. A missing record marks the copy stale, a
+// corrupt one is counted and reported; raced is true when a newer change
+// was announced while the GET was under way, and the caller reads again.
+func (c *Cache) adoptAnswer(st *appState, cmd *redis.StringCmd, gen uint64, sentAt time.Time) (tok Token, found, raced bool, err error) {
+	s, err := cmd.Result()
+	switch {
+	case errors.Is(err, redis.Nil):
+		st.near.stale(false)
+		return Token{}, false, false, nil
+	case err != nil:
+		return Token{}, false, false, fmt.Errorf("tokencache: read %q: %w", st.keys.record, err)
+	}
+	if tok, err = DecodeRecord(st.keys.record, s); err != nil {
+		st.near.stale(false)
+		c.corrupt(st, err)
+		return Token{}, false, false, err
+	}
+	if !st.near.adopt(tok, sentAt, gen, &c.opt) {
+		return Token{}, false, true, nil
+	}
+	return tok, true, false, nil
 }
 
 // readShared is read, once for every caller of this process that needs the
