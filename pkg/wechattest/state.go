@@ -78,22 +78,29 @@ type TokenInfo struct {
 	GraceEndsAt time.Time
 }
 
-type tokenRecord struct {
-	appID       string
-	stable      bool
+// lifetime is when a credential WeChat minted (a token, a ticket) works:
+// from issuedAt until expiresAt, or until graceEndsAt once a newer one
+// replaced it. One rule for both.
+type lifetime struct {
 	issuedAt    time.Time
 	expiresAt   time.Time
 	graceEndsAt time.Time
 }
 
-func (t *tokenRecord) state(now time.Time) TokenState {
+func (l *lifetime) state(now time.Time) TokenState {
 	switch {
-	case !now.Before(t.expiresAt):
+	case !now.Before(l.expiresAt):
 		return Expired
-	case !t.graceEndsAt.IsZero() && !now.Before(t.graceEndsAt):
+	case !l.graceEndsAt.IsZero() && !now.Before(l.graceEndsAt):
 		return Superseded
 	}
 	return Live
+}
+
+type tokenRecord struct {
+	appID  string
+	stable bool
+	lifetime
 }
 
 type appState struct {
@@ -209,7 +216,7 @@ func (s *Server) chargeQuota(a *appState, now time.Time) bool {
 // mint creates a token for appID. Must hold s.mu.
 func (s *Server) mint(appID string, a *appState, stable bool, now time.Time) *tokenRecord {
 	value := newTokenValue()
-	t := &tokenRecord{appID: appID, stable: stable, issuedAt: now, expiresAt: now.Add(s.cfg.lifetime)}
+	t := &tokenRecord{appID: appID, stable: stable, lifetime: lifetime{issuedAt: now, expiresAt: now.Add(s.cfg.lifetime)}}
 	s.tokens[value] = t
 	a.stats.Minted++
 	if stable {

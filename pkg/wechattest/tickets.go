@@ -83,19 +83,7 @@ func WithTicketGrace(d time.Duration) Option { return func(c *config) { c.ticket
 
 type ticketRecord struct {
 	appID, kind string
-	issuedAt    time.Time
-	expiresAt   time.Time
-	graceEndsAt time.Time
-}
-
-func (t *ticketRecord) state(now time.Time) TokenState {
-	switch {
-	case !now.Before(t.expiresAt):
-		return Expired
-	case !t.graceEndsAt.IsZero() && !now.Before(t.graceEndsAt):
-		return Superseded
-	}
-	return Live
+	lifetime
 }
 
 // ticketKind is one app's tickets of one kind.
@@ -151,7 +139,7 @@ func (s *Server) ticket(appID, kind string) reply {
 	cur := s.tickets[k.current]
 	if s.cfg.tickets.refetch == TicketRotate || cur == nil || cur.state(now) != Live {
 		value := newTokenValue()[:86] // real tickets are 86 characters
-		s.tickets[value] = &ticketRecord{appID: appID, kind: kind, issuedAt: now, expiresAt: now.Add(s.cfg.tickets.lifetime)}
+		s.tickets[value] = &ticketRecord{appID: appID, kind: kind, lifetime: lifetime{issuedAt: now, expiresAt: now.Add(s.cfg.tickets.lifetime)}}
 		if cur != nil && cur.graceEndsAt.IsZero() {
 			cur.graceEndsAt = now.Add(s.cfg.tickets.grace)
 		}
