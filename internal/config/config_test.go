@@ -248,13 +248,13 @@ var envOnly = []string{
 }
 
 // envFiles are the files envOnly names.
-func envFiles() func(string) ([]byte, error) {
-	cert, key := testCert()
+func envFiles(t *testing.T) func(string) ([]byte, error) {
+	cert, key := testCert(t)
 	return files(map[string]string{"/secrets/redis": "redis-pw\n", "/secrets/wx0000000000000003": "env-secret-3", "/tls/cert.pem": cert, "/tls/key.pem": key})
 }
 
 func TestEnvOnly(t *testing.T) {
-	read := envFiles()
+	read := envFiles(t)
 	c, err := config.Load(config.Options{Environ: envOnly, ReadFile: read})
 	if err != nil {
 		t.Fatal(err)
@@ -402,7 +402,7 @@ func TestUnusedEnv(t *testing.T) {
 
 func TestPrintRedactsEverySecret(t *testing.T) {
 	env := append([]string{}, envOnly...)
-	read := envFiles()
+	read := envFiles(t)
 	c, err := config.Load(config.Options{Environ: env, ReadFile: read})
 	if err != nil {
 		t.Fatal(err)

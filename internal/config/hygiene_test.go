@@ -235,7 +235,7 @@ func TestNoAPIKeysBeyondLoopbackIsRefused(t *testing.T) {
 }
 
 func TestMetricsAddrAndTLSFiles(t *testing.T) {
-	cert, key := testCert()
+	cert, key := testCert(t)
 	read := files(map[string]string{"/c.pem": cert, "/k.pem": key, "/other.pem": cert})
 	loadWith := func(extra string) error {
 		_, err := config.Load(config.Options{YAML: []byte("apps: [{id: " + appA + ", secret: s}]\n" + extra), Environ: []string{}, ReadFile: read})

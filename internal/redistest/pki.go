@@ -191,3 +191,49 @@ func issue(ca *x509.Certificate, caKey *ecdsa.PrivateKey, tmpl *x509.Certificate
 func serial() (*big.Int, error) {
 	return rand.Int(rand.Reader, new(big.Int).Lsh(big.NewInt(1), 62))
 }
+
+// SelfSigned is a fresh self-signed certificate for 127.0.0.1 and
+// localhost named cn, and its key, both PEM, and the parsed certificate:
+// for a server (an HTTP listener) whose clients skip verification or trust
+// it directly. The one copy for every test that needs such a pair.
+func SelfSigned(tb testing.TB, cn string) (certPEM, keyPEM []byte, leaf *x509.Certificate) {
+	tb.Helper()
+	key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+	if err != nil {
+		tb.Fatal(err)
+	}
+	sn, err := serial()
+	if err != nil {
+		tb.Fatal(err)
+	}
+	tmpl := &x509.Certificate{SerialNumber: sn, Subject: pkix.Name{CommonName: cn},
+		NotBefore: time.Now().Add(-time.Hour), NotAfter: time.Now().Add(time.Hour),
+		IPAddresses: []net.IP{net.IPv4(127, 0, 0, 1)}, DNSNames: []string{"localhost"}}
+	der, err := x509.CreateCertificate(rand.Reader, tmpl, tmpl, &key.PublicKey, key)
+	if err != nil {
+		tb.Fatal(err)
+	}
+	kder, err := x509.MarshalPKCS8PrivateKey(key)
+	if err != nil {
+		tb.Fatal(err)
+	}
+	if leaf, err = x509.ParseCertificate(der); err != nil {
+		tb.Fatal(err)
+	}
+	return pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: der}), pem.EncodeToMemory(&pem.Block{Type: "PRIVATE KEY", Bytes: kder}), leaf
+}
+
+// WriteSelfSigned writes SelfSigned's pair into dir as cert.pem and
+// key.pem (replacing them: a reload test swaps the certificate in place).
+func WriteSelfSigned(tb testing.TB, dir, cn string) (certFile, keyFile string, leaf *x509.Certificate) {
+	tb.Helper()
+	certPEM, keyPEM, leaf := SelfSigned(tb, cn)
+	certFile, keyFile = filepath.Join(dir, "cert.pem"), filepath.Join(dir, "key.pem")
+	if err := os.WriteFile(certFile, certPEM, 0o600); err != nil {
+		tb.Fatal(err)
+	}
+	if err := os.WriteFile(keyFile, keyPEM, 0o600); err != nil {
+		tb.Fatal(err)
+	}
+	return certFile, keyFile, leaf
+}

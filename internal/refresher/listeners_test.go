@@ -2,21 +2,11 @@ package refresher_test
 
 import (
 	"context"
-	"crypto/ecdsa"
-	"crypto/elliptic"
-	"crypto/rand"
 	"crypto/tls"
-	"crypto/x509"
-	"crypto/x509/pkix"
-	"encoding/pem"
 	"fmt"
 	"io"
 	"log/slog"
-	"math/big"
-	"net"
 	"net/http"
-	"os"
-	"path/filepath"
 	"strings"
 	"testing"
 	"time"
@@ -24,35 +14,11 @@ import (
 	"github.com/alicebob/miniredis/v2"
 
 	"github.com/tokenkeeper/tokenkeeper/internal/config"
+	"github.com/tokenkeeper/tokenkeeper/internal/redistest"
 	"github.com/tokenkeeper/tokenkeeper/internal/refresher"
 	"github.com/tokenkeeper/tokenkeeper/internal/testlog"
 	"github.com/tokenkeeper/tokenkeeper/pkg/wechattest"
 )
-
-// writeCert writes a self-signed certificate for 127.0.0.1 named cn, and
-// its key, into dir.
-func writeCert(t *testing.T, dir, cn string) (certFile, keyFile string) {
-	t.Helper()
-	key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
-	if err != nil {
-		t.Fatal(err)
-	}
-	tmpl := &x509.Certificate{SerialNumber: big.NewInt(time.Now().UnixNano()), Subject: pkix.Name{CommonName: cn},
-		NotBefore: time.Now().Add(-time.Hour), NotAfter: time.Now().Add(time.Hour), IPAddresses: []net.IP{net.IPv4(127, 0, 0, 1)}}
-	der, err := x509.CreateCertificate(rand.Reader, tmpl, tmpl, &key.PublicKey, key)
-	if err != nil {
-		t.Fatal(err)
-	}
-	kder, _ := x509.MarshalPKCS8PrivateKey(key)
-	certFile, keyFile = filepath.Join(dir, "cert.pem"), filepath.Join(dir, "key.pem")
-	if err := os.WriteFile(certFile, pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: der}), 0o600); err != nil {
-		t.Fatal(err)
-	}
-	if err := os.WriteFile(keyFile, pem.EncodeToMemory(&pem.Block{Type: "PRIVATE KEY", Bytes: kder}), 0o600); err != nil {
-		t.Fatal(err)
-	}
-	return certFile, keyFile
-}
 
 // The API over TLS, its certificate replaced by a reload; /metrics on the
 // operations listener only.
@@ -60,7 +26,7 @@ func TestTLSAndOperationsListener(t *testing.T) {
 	mr := miniredis.RunT(t)
 	fake := wechattest.New(t, wechattest.WithApp("wx1", secret), wechattest.WithLifetime(time.Hour))
 	dir := t.TempDir()
-	certFile, keyFile := writeCert(t, dir, "first")
+	certFile, keyFile, _ := redistest.WriteSelfSigned(t, dir, "first")
 	yaml := fmt.Sprintf(`
 identity: rt1
 redis: {addrs: [%q]}
@@ -134,7 +100,7 @@ http:
 		t.Errorf("token route on the operations listener: %d, want 404", code)
 	}
 
-	writeCert(t, dir, "second")
+	redistest.WriteSelfSigned(t, dir, "second")
 	if err := r.Reload(ctx); err != nil {
 		t.Fatal(err)
 	}

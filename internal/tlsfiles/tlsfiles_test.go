@@ -1,49 +1,16 @@
 package tlsfiles_test
 
 import (
-	"crypto/ecdsa"
-	"crypto/elliptic"
-	"crypto/rand"
 	"crypto/tls"
-	"crypto/x509"
-	"crypto/x509/pkix"
-	"encoding/pem"
-	"math/big"
-	"net"
 	"net/http"
 	"os"
-	"path/filepath"
 	"strings"
 	"testing"
 	"time"
 
+	"github.com/tokenkeeper/tokenkeeper/internal/redistest"
 	"github.com/tokenkeeper/tokenkeeper/internal/tlsfiles"
 )
-
-// writePair writes a fresh self-signed pair for 127.0.0.1 named cn.
-func writePair(t *testing.T, dir, cn string) (certFile, keyFile string, leaf *x509.Certificate) {
-	t.Helper()
-	key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
-	if err != nil {
-		t.Fatal(err)
-	}
-	tmpl := &x509.Certificate{SerialNumber: big.NewInt(time.Now().UnixNano()), Subject: pkix.Name{CommonName: cn},
-		NotBefore: time.Now().Add(-time.Hour), NotAfter: time.Now().Add(time.Hour), IPAddresses: []net.IP{net.IPv4(127, 0, 0, 1)}}
-	der, err := x509.CreateCertificate(rand.Reader, tmpl, tmpl, &key.PublicKey, key)
-	if err != nil {
-		t.Fatal(err)
-	}
-	kder, _ := x509.MarshalPKCS8PrivateKey(key)
-	certFile, keyFile = filepath.Join(dir, "cert.pem"), filepath.Join(dir, "key.pem")
-	if err := os.WriteFile(certFile, pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: der}), 0o600); err != nil {
-		t.Fatal(err)
-	}
-	if err := os.WriteFile(keyFile, pem.EncodeToMemory(&pem.Block{Type: "PRIVATE KEY", Bytes: kder}), 0o600); err != nil {
-		t.Fatal(err)
-	}
-	leaf, _ = x509.ParseCertificate(der)
-	return certFile, keyFile, leaf
-}
 
 // servedCN is the CommonName of the certificate a handshake with addr gets.
 func servedCN(t *testing.T, addr string) string {
@@ -58,7 +25,7 @@ func servedCN(t *testing.T, addr string) string {
 
 func TestReloadSwapsTheServedCertificateAndAFailedReloadKeepsIt(t *testing.T) {
 	dir := t.TempDir()
-	certFile, keyFile, _ := writePair(t, dir, "first")
+	certFile, keyFile, _ := redistest.WriteSelfSigned(t, dir, "first")
 	c, err := tlsfiles.Load(certFile, keyFile)
 	if err != nil {
 		t.Fatal(err)
@@ -75,7 +42,7 @@ func TestReloadSwapsTheServedCertificateAndAFailedReloadKeepsIt(t *testing.T) {
 		t.Fatalf("served %q, want first", cn)
 	}
 
-	writePair(t, dir, "second")
+	redistest.WriteSelfSigned(t, dir, "second")
 	if err := c.Reload(); err != nil {
 		t.Fatal(err)
 	}
@@ -86,7 +53,7 @@ func TestReloadSwapsTheServedCertificateAndAFailedReloadKeepsIt(t *testing.T) {
 	// A key that does not match: refused, naming the files, the second
 	// certificate stays.
 	other := t.TempDir()
-	_, otherKey, _ := writePair(t, other, "third")
+	_, otherKey, _ := redistest.WriteSelfSigned(t, other, "third")
 	data, _ := os.ReadFile(otherKey)
 	if err := os.WriteFile(keyFile, data, 0o600); err != nil {
 		t.Fatal(err)
