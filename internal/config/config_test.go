@@ -7,6 +7,7 @@ import (
 	"io/fs"
 	"log/slog"
 	"path/filepath"
+	"runtime"
 	"strings"
 	"testing"
 	"time"
@@ -450,6 +451,14 @@ func TestConversions(t *testing.T) {
 	// A dead Redis must fail fast so the cache serves its near copy.
 	if ro.DialerRetries != 1 || ro.DialTimeout != time.Second || ro.ReadTimeout != time.Second {
 		t.Errorf("redis timeouts: dialer retries %d, dial %v, read %v", ro.DialerRetries, ro.DialTimeout, ro.ReadTimeout)
+	}
+	// The pool holds every refresh the scheduler may have under way.
+	if want := max(10*runtime.GOMAXPROCS(0), c.Scheduler.MaxConcurrent+16); ro.PoolSize != want {
+		t.Errorf("redis pool %d, want %d", ro.PoolSize, want)
+	}
+	c.Scheduler.MaxConcurrent = 400
+	if ro := c.RedisOptions(); ro.PoolSize < 400 {
+		t.Errorf("redis pool %d with scheduler.max_concurrent 400: refreshes would queue on the pool", ro.PoolSize)
 	}
 	mr := miniredis.RunT(t)
 	client := redis.NewUniversalClient(&redis.UniversalOptions{Addrs: []string{mr.Addr()}})

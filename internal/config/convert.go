@@ -3,6 +3,7 @@ package config
 import (
 	"log/slog"
 	"net/http"
+	"runtime"
 	"time"
 
 	"github.com/redis/go-redis/v9"
@@ -29,6 +30,7 @@ func (c *Config) RedisOptions() *redis.UniversalOptions {
 		DialTimeout:   time.Second,
 		ReadTimeout:   time.Second,
 		WriteTimeout:  time.Second,
+		PoolSize:      c.redisPoolSize(),
 	}
 	// A standalone server's certificate is checked against its host
 	// (or tls_server_name); Cluster nodes are named per node by go-redis.
@@ -40,6 +42,19 @@ func (c *Config) RedisOptions() *redis.UniversalOptions {
 	return o
 }
 
+// redisPoolSize is go-redis's default pool (10 per CPU) or, when larger,
+// one connection per refresh the scheduler may have under way plus a few
+// for the elector, the status writer and readers: a refresh takes a
+// connection for its lock and its write, and with fewer in the pool a
+// cold start of many apps would queue on the pool (and time out after
+// PoolTimeout) instead of on the upstream.
+func (c *Config) redisPoolSize() int {
+	return max(10*runtime.GOMAXPROCS(0), c.Scheduler.MaxConcurrent+redisPoolHeadroom)
+}
+
+// redisPoolHeadroom is the connections beyond the scheduler's refreshes.
+const redisPoolHeadroom = 16
+
 // LockOptions are the client options of each independent lock master
 // (redis.lock_addrs), nil if there are none. They share the credentials
 // and TLS settings of the redis section.
@@ -50,7 +65,7 @@ func (c *Config) LockOptions() []*redis.Options {
 		opts = append(opts, &redis.Options{
 			Addr: a, Username: u.Username, Password: u.Password, DB: c.Redis.DB,
 			TLSConfig:     c.Redis.tlsFor([]string{a}),
-			DialerRetries: u.DialerRetries, DialTimeout: u.DialTimeout, ReadTimeout: u.ReadTimeout, WriteTimeout: u.WriteTimeout,
+			DialerRetries: u.DialerRetries, DialTimeout: u.DialTimeout, ReadTimeout: u.ReadTimeout, WriteTimeout: u.WriteTimeout, PoolSize: u.PoolSize,
 		})
 	}
 	return opts
