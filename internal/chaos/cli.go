@@ -53,6 +53,7 @@ func Main(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 	fs.IntVar(&cfg.Goroutines, "goroutines", d.Goroutines, "goroutines per reader")
 	fs.DurationVar(&cfg.Interval, "interval", d.Interval, "pause between two business calls of one goroutine")
 	fs.IntVar(&cfg.Replicas, "replicas", d.Replicas, "refresher replicas (0: readers only)")
+	fs.IntVar(&cfg.GatewayGoroutines, "gateway-goroutines", d.GatewayGoroutines, "SDK-style goroutines per reader calling through the replicas' gateways (-1: none)")
 	noFaults := fs.Bool("no-faults", false, "inject nothing: fetches must equal the ideal")
 	fs.DurationVar(&cfg.StopFor, "stop-for", 0, "how long the fetch-lock holder stays frozen (default lock TTL + 1s)")
 	fs.DurationVar(&cfg.RedisOutage, "redis-outage", d.RedisOutage, "how long Redis is paused")

@@ -67,8 +67,12 @@ type Config struct {
 	Readers       int           // reader processes
 	Goroutines    int           // goroutines per reader
 	Interval      time.Duration // pause between two business calls of one goroutine
-	Replicas      int           // refresher replicas; 0 runs readers only
-	Faults        bool          // inject the fault schedule
+	// GatewayGoroutines is how many SDK-style goroutines per reader call
+	// through the replicas' gateways (sdk.go); -1: none. With no replicas
+	// there is no gateway and none run.
+	GatewayGoroutines int
+	Replicas          int  // refresher replicas; 0 runs readers only
+	Faults            bool // inject the fault schedule
 
 	// StopFor is how long the fetch-lock holder stays frozen (default:
 	// lock TTL + 1s, longer than the lock's expiry).
@@ -102,8 +106,10 @@ func DefaultConfig() Config {
 		Goroutines:    20,
 		Interval:      500 * time.Millisecond,
 		Replicas:      3,
-		Faults:        true,
-		RedisOutage:   3 * time.Second,
+
+		GatewayGoroutines: 5,
+		Faults:            true,
+		RedisOutage:       3 * time.Second,
 		Cache: CacheTimings{
 			RefreshAhead: 6 * time.Second,
 			Margin:       time.Second,
@@ -118,6 +124,14 @@ func DefaultConfig() Config {
 		},
 		KeyPrefix: "chaos:",
 	}
+}
+
+// gatewayGoroutines is how many SDK goroutines each reader runs.
+func (c *Config) gatewayGoroutines() int {
+	if c.Replicas == 0 || c.GatewayGoroutines < 0 {
+		return 0
+	}
+	return c.GatewayGoroutines
 }
 
 // AppID names the i-th app of a run.
@@ -147,6 +161,7 @@ func (c *Config) fillDefaults() {
 	setInt(&c.Apps, d.Apps)
 	setInt(&c.Readers, d.Readers)
 	setInt(&c.Goroutines, d.Goroutines)
+	setInt(&c.GatewayGoroutines, d.GatewayGoroutines)
 	setDur(&c.Duration, d.Duration)
 	setDur(&c.TokenLifetime, d.TokenLifetime)
 	setDur(&c.Grace, d.Grace)
@@ -179,6 +194,9 @@ func (c *Config) validate() error {
 	}
 	if c.Goroutines < 1 || c.Goroutines > 1000 {
 		errs = append(errs, fmt.Errorf("goroutines %d: must be 1..1000", c.Goroutines))
+	}
+	if c.GatewayGoroutines < -1 || c.GatewayGoroutines > 1000 {
+		errs = append(errs, fmt.Errorf("gateway goroutines %d: must be -1 (none) or 1..1000", c.GatewayGoroutines))
 	}
 	if c.Replicas < 0 || c.Replicas > 20 {
 		errs = append(errs, fmt.Errorf("replicas %d: must be 0..20", c.Replicas))

@@ -7,7 +7,11 @@
 // binary re-executed as "chaos reader"), each sharing the tokens through
 // pkg/tokencache exactly as an application would: take the token, call a
 // business API with it, and on 40001/40014/42001 report it with Invalidate
-// and retry once. Each reader reaches Redis through a TCP proxy of its own
+// and retry once. Each reader also runs gateway readers (sdk.go):
+// goroutines that behave like a WeChat SDK of another language pointed at
+// the replicas' WeChat-compatible gateways, each with a token cache of its
+// own, a gateway credential for a secret, and fail-over to the next
+// replica when one does not answer. Each reader reaches Redis through a TCP proxy of its own
 // in this process, so a fault can cut that one reader off.
 //
 // On a schedule it prints, it kills the leader (and restarts it), freezes
@@ -57,7 +61,8 @@
 //     fault_partition.go, fault_poison.go and fault_record.go (the
 //     malformed records), fault_proxy.go (the readers' Redis proxies),
 //     fault_sockets_*.go (which process sent a request);
-//   - reader: reader.go, the "chaos reader" process;
+//   - reader: reader.go, the "chaos reader" process, with signing.go (its
+//     page signers) and sdk.go (its gateway readers);
 //   - report: report.go, what the run saw and every invariant it checks.
 //
 // They are files, not packages, because all but the reader share one run:

@@ -39,6 +39,10 @@ type ReaderConfig struct {
 	KeyPrefix   string
 	Grace       time.Duration
 	Cache       CacheTimings
+	// Gateways are the replicas' gateway base URLs the SDK goroutines use
+	// (sdk.go); GatewayGoroutines of them run when Gateways is not empty.
+	Gateways          []string
+	GatewayGoroutines int
 }
 
 func (rc ReaderConfig) args() []string {
@@ -50,6 +54,7 @@ func (rc ReaderConfig) args() []string {
 		"--overlap", rc.Grace.String(), "--margin", rc.Cache.Margin.String(),
 		"--near-max-age", rc.Cache.NearMaxAge.String(), "--refresh-ahead", rc.Cache.RefreshAhead.String(),
 		"--lock-ttl", rc.Cache.LockTTL.String(), "--fetch-timeout", rc.Cache.FetchTimeout.String(),
+		"--gateways", strings.Join(rc.Gateways, ","), "--gateway-goroutines", fmt.Sprint(rc.GatewayGoroutines),
 	}
 }
 
@@ -74,8 +79,13 @@ func ParseReaderFlags(args []string, errOut io.Writer) (ReaderConfig, error) {
 	fs.DurationVar(&rc.Cache.RefreshAhead, "refresh-ahead", d.Cache.RefreshAhead, "tokencache refresh ahead")
 	fs.DurationVar(&rc.Cache.LockTTL, "lock-ttl", d.Cache.LockTTL, "tokencache lock TTL")
 	fs.DurationVar(&rc.Cache.FetchTimeout, "fetch-timeout", d.Cache.FetchTimeout, "tokencache fetch timeout")
+	gateways := fs.String("gateways", "", "comma-separated gateway base URLs (loopback) for the SDK goroutines; empty: none")
+	fs.IntVar(&rc.GatewayGoroutines, "gateway-goroutines", 0, "SDK-style goroutines calling through the gateways")
 	if err := fs.Parse(args); err != nil {
 		return rc, err
+	}
+	if *gateways != "" {
+		rc.Gateways = strings.Split(*gateways, ",")
 	}
 	switch {
 	case fs.NArg() > 0:
@@ -84,6 +94,8 @@ func ParseReaderFlags(args []string, errOut io.Writer) (ReaderConfig, error) {
 		return rc, errors.New("chaos reader: --redis and --upstream are required")
 	case rc.Apps < 1 || rc.Goroutines < 1 || rc.Interval <= 0 || rc.MaxDuration <= 0 || rc.ReportEvery <= 0:
 		return rc, errors.New("chaos reader: --apps and --goroutines must be positive, and every duration too")
+	case rc.GatewayGoroutines < 0 || (rc.GatewayGoroutines > 0) != (len(rc.Gateways) > 0):
+		return rc, errors.New("chaos reader: --gateway-goroutines must be positive exactly when --gateways is set")
 	}
 	return rc, nil
 }
@@ -116,6 +128,7 @@ type ReaderLine struct {
 	Dead          []DeadCall       `json:"dead,omitempty"`
 	Cache         tokencache.Stats `json:"cache"`
 	Signatures    SignatureCounts  `json:"signatures"` // signing.go
+	Gateway       GatewayCounts    `json:"gateway"`    // sdk.go
 }
 
 // Span is when something was first and last seen.
@@ -216,13 +229,30 @@ func (s *readerState) answer(app string, at tokencache.TransportAttempt, retry b
 	if a, ok := s.announced[app]; ok {
 		d.Announced = a.version + " at " + a.at.UTC().Format("15:04:05.000")
 	}
-	if len(s.dead) < 1000 {
-		s.dead = append(s.dead, d)
-	}
+	s.keepDead(d)
 	if s.log != nil {
 		s.log.Warn("chaos reader: business call refused the token", "app", app, "errcode", code, "token", d.Token,
 			"version", d.Version, "handed_out", d.HandedOut, "fetched_at", d.FetchedAt, "usable_until", d.UsableUntil, "retry", retry,
 			"last_announced", d.Announced)
+	}
+}
+
+// keepDead keeps d for the next line (at most 1000 per line); s.mu held.
+func (s *readerState) keepDead(d DeadCall) {
+	d.Reader = s.id
+	if len(s.dead) < 1000 {
+		s.dead = append(s.dead, d)
+	}
+}
+
+// deadCall records a dead-token answer an SDK goroutine saw (sdk.go).
+func (s *readerState) deadCall(d DeadCall) {
+	s.mu.Lock()
+	s.keepDead(d)
+	s.mu.Unlock()
+	if s.log != nil {
+		s.log.Warn("chaos reader: a business call through the gateway was answered with a dead token by the upstream",
+			"app", d.App, "errcode", d.Code, "token", d.Token)
 	}
 }
 
@@ -286,6 +316,11 @@ func RunReader(ctx context.Context, rc ReaderConfig, out io.Writer) error {
 		return fmt.Errorf("chaos reader: %w", err)
 	}
 	defer pages.close()
+	var sdk sdkState
+	gatewayKey := os.Getenv(GatewayKeyEnv)
+	if rc.GatewayGoroutines > 0 && gatewayKey == "" {
+		return fmt.Errorf("chaos reader: --gateway-goroutines set but $%s is empty", GatewayKeyEnv)
+	}
 
 	st := &readerState{id: rc.ID, log: logger, errors: make(map[string]int64), spans: make(map[string]Span),
 		announced: make(map[string]announcement)}
@@ -300,6 +335,7 @@ func RunReader(ctx context.Context, rc ReaderConfig, out io.Writer) error {
 	emit := func(final bool) {
 		l := st.line(rc.ID, cache, final)
 		l.Signatures = pages.counts()
+		l.Gateway = sdk.counts()
 		encMu.Lock()
 		defer encMu.Unlock()
 		_ = enc.Encode(l)
@@ -321,6 +357,14 @@ func RunReader(ctx context.Context, rc ReaderConfig, out io.Writer) error {
 			runCaller(ctx, business, apps, rng, rc.Interval, maxIter, st)
 		}()
 	}
+	for g := 0; g < rc.GatewayGoroutines; g++ {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			rng := rand.New(rand.NewPCG(uint64(os.Getpid()), uint64(1000+g)))
+			runCaller(ctx, newSDKCaller(rc.Gateways, rc.ID+g, gatewayKey, hc, &sdk, st), apps, rng, rc.Interval, maxIter, st)
+		}()
+	}
 	ticker := time.NewTicker(rc.ReportEvery)
 	defer ticker.Stop()
 	for ctx.Err() == nil {
@@ -335,8 +379,14 @@ func RunReader(ctx context.Context, rc ReaderConfig, out io.Writer) error {
 	return nil
 }
 
+// caller makes one business call for an app; ok means it was answered
+// with errcode 0, cause says why not.
+type caller interface {
+	call(ctx context.Context, app string) (ok bool, cause string)
+}
+
 // runCaller is one goroutine's loop: bounded by ctx and by maxIter.
-func runCaller(ctx context.Context, business *businessCaller, apps []string, rng *rand.Rand, interval time.Duration, maxIter int, st *readerState) {
+func runCaller(ctx context.Context, business caller, apps []string, rng *rand.Rand, interval time.Duration, maxIter int, st *readerState) {
 	var gapStart time.Time // when this goroutine last lost its token; zero while it has one
 	var gapApp, gapCause string
 	for i := 0; i < maxIter && ctx.Err() == nil; i++ {

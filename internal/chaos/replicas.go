@@ -21,6 +21,7 @@ type replica struct {
 	config   string
 	log      string
 	httpAddr string // its HTTP API, on loopback
+	gateway  string // its WeChat-compatible gateway's base URL, on loopback
 
 	mu   sync.Mutex // proc changes on a restart, while other faults look
 	proc *child
@@ -35,7 +36,7 @@ func (rep *replica) current() *child {
 // replicaConfigYAML is the refresher's config (notes/refresher-contract.md)
 // for one replica. Strings are written double-quoted: YAML accepts JSON's
 // escapes, and strconv.Quote only produces those for ASCII.
-func replicaConfigYAML(cfg *Config, identity, redisAddr, upstreamURL, secretEnv string, httpPort int) string {
+func replicaConfigYAML(cfg *Config, identity, redisAddr, upstreamURL, secretEnv string, httpPort, gatewayPort int) string {
 	q := strconv.Quote
 	var b strings.Builder
 	fmt.Fprintf(&b, "identity: %s\n", q(identity))
@@ -50,25 +51,32 @@ func replicaConfigYAML(cfg *Config, identity, redisAddr, upstreamURL, secretEnv 
 	fmt.Fprintf(&b, "lease:\n  name: %s\n  duration: %s\n  renew_deadline: %s\n  retry_period: %s\n",
 		q(leaseKey(cfg)), cfg.Lease.Duration, cfg.Lease.RenewDeadline, cfg.Lease.RetryPeriod)
 	fmt.Fprintf(&b, "http:\n  addr: %s\n", q("127.0.0.1:"+strconv.Itoa(httpPort)))
+	fmt.Fprintf(&b, "gateway:\n  addr: %s\n  credentials:\n    - name: chaos\n      key_env: %s\n      apps: [\"*\"]\n",
+		q("127.0.0.1:"+strconv.Itoa(gatewayPort)), q(GatewayKeyEnv))
 	b.WriteString("log:\n  level: info\n  format: text\n")
 	return b.String()
 }
 
 func leaseKey(cfg *Config) string { return cfg.KeyPrefix + "leader" }
 
-// writeReplicaConfig writes identity's config; it returns its path and
-// the address of the replica's HTTP API.
-func writeReplicaConfig(cfg *Config, dir, identity, redisAddr, upstreamURL string) (path, httpAddr string, err error) {
+// writeReplicaConfig writes rep's config and sets its path and the
+// addresses of the replica's HTTP API and gateway.
+func writeReplicaConfig(cfg *Config, dir string, rep *replica, redisAddr, upstreamURL string) error {
 	port, err := freePort()
 	if err != nil {
-		return "", "", err
+		return err
 	}
-	path = filepath.Join(dir, identity+".yaml")
-	y := replicaConfigYAML(cfg, identity, redisAddr, upstreamURL, SecretEnv, port)
+	gwPort, err := freePort()
+	if err != nil {
+		return err
+	}
+	path := filepath.Join(dir, rep.identity+".yaml")
+	y := replicaConfigYAML(cfg, rep.identity, redisAddr, upstreamURL, SecretEnv, port, gwPort)
 	if err := os.WriteFile(path, []byte(y), 0o600); err != nil {
-		return "", "", fmt.Errorf("write %s: %w", path, err)
+		return fmt.Errorf("write %s: %w", path, err)
 	}
-	return path, "127.0.0.1:" + strconv.Itoa(port), nil
+	rep.config, rep.httpAddr, rep.gateway = path, "127.0.0.1:"+strconv.Itoa(port), "http://127.0.0.1:"+strconv.Itoa(gwPort)
+	return nil
 }
 
 // Transition is a change of the lease holder, as polled from Redis.

@@ -17,6 +17,7 @@ type Report struct {
 	Readers         int           `json:"readers"`
 	Goroutines      int           `json:"goroutines_per_reader"`
 	Replicas        int           `json:"replicas"`
+	SDKGoroutines   int           `json:"gateway_goroutines_per_reader"`
 	TokenLifetime   time.Duration `json:"token_lifetime_ns"`
 	Grace           time.Duration `json:"grace_ns"`
 	RefreshInterval time.Duration `json:"refresh_interval_ns"`
@@ -129,6 +130,7 @@ type ReaderSummary struct {
 	FrozenGaps    int              `json:"gaps_of_frozen_readers"`
 	AllFinal      bool             `json:"all_final"`
 	Signatures    SignatureCounts  `json:"signatures"` // pages signed, and the upstream's verdict (signing.go)
+	Gateway       GatewayCounts    `json:"gateway"`    // the SDK goroutines' calls through the gateways (sdk.go)
 }
 
 // LeaderReport is the lease's history.
@@ -140,7 +142,7 @@ type LeaderReport struct {
 func (r *run) report(schedule []*FaultRecord, runOver, ended time.Time, readersFinal bool, interrupted bool) *Report {
 	cfg := r.cfg
 	rep := &Report{
-		Apps: cfg.Apps, Readers: cfg.Readers, Goroutines: cfg.Goroutines, Replicas: cfg.Replicas,
+		Apps: cfg.Apps, Readers: cfg.Readers, Goroutines: cfg.Goroutines, Replicas: cfg.Replicas, SDKGoroutines: cfg.gatewayGoroutines(),
 		TokenLifetime: cfg.TokenLifetime, Grace: cfg.Grace, RefreshInterval: cfg.RefreshInterval(),
 		UsableLife: cfg.UsableLife(),
 		Started:    r.started, Ended: ended, Interrupted: interrupted, WorkDir: cfg.WorkDir, Faults: schedule,
@@ -265,6 +267,7 @@ func (r *run) report(schedule []*FaultRecord, runOver, ended time.Time, readersF
 		rs.RetriedOK += l.RetriedOK
 		rs.Invalidations += l.Invalidations
 		rs.Signatures = rs.Signatures.add(l.Signatures)
+		rs.Gateway = rs.Gateway.add(l.Gateway)
 		for k, v := range l.Errors {
 			rs.Errors[k] += v
 		}
@@ -295,6 +298,7 @@ func (r *run) report(schedule []*FaultRecord, runOver, ended time.Time, readersF
 	rep.chargeWindows(calls, interval)
 	rep.Violations = append(rep.Violations, rep.check(cfg)...)
 	rep.Violations = append(rep.Violations, rs.Signatures.violations()...)
+	rep.Violations = append(rep.Violations, rs.Gateway.violations(rep.SDKGoroutines > 0)...)
 	return rep
 }
 
@@ -661,6 +665,9 @@ func (rep *Report) WriteText(w io.Writer) {
 	p("readers: ok %d, 40001 %d, 42001 %d, 40014 %d; invalidations %d, retries %d (ok %d); all final reports: %v",
 		rs.Calls.OK, rs.Calls.Superseded, rs.Calls.Expired, rs.Calls.Invalid, rs.Invalidations, rs.Retries, rs.RetriedOK, rs.AllFinal)
 	p("  %s", rs.Signatures)
+	if rep.SDKGoroutines > 0 {
+		p("  %s", rs.Gateway)
+	}
 	if rs.LongestGapAt != nil {
 		g := rs.LongestGapAt
 		p("  longest without a live token: %v (reader-%d, app %s, %s..%s, %s)", rs.LongestGap.Round(time.Millisecond),

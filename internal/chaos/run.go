@@ -107,7 +107,7 @@ func (r *run) run(ctx context.Context) (*Report, error) {
 	cfg := r.cfg
 	secret := newSecret()
 	r.secret = secret
-	r.env = append(os.Environ(), SecretEnv+"="+secret)
+	r.env = append(os.Environ(), SecretEnv+"="+secret, GatewayKeyEnv+"="+newSecret())
 
 	var err error
 	if r.redis, err = startRedis(cfg.RedisBin, cfg.WorkDir, &r.procs); err != nil {
@@ -145,7 +145,7 @@ func (r *run) run(ctx context.Context) (*Report, error) {
 
 	for i := 0; i < cfg.Replicas; i++ {
 		rep := &replica{identity: fmt.Sprintf("replica-%d", i+1)}
-		if rep.config, rep.httpAddr, err = writeReplicaConfig(cfg, cfg.WorkDir, rep.identity, r.redis.addr(), r.up.url); err != nil {
+		if err = writeReplicaConfig(cfg, cfg.WorkDir, rep, r.redis.addr(), r.up.url); err != nil {
 			return nil, err
 		}
 		rep.log = filepath.Join(cfg.WorkDir, rep.identity+".log")
@@ -289,6 +289,12 @@ func (r *run) startReader(id int) error {
 		ID: id, RedisAddr: proxy.addr(), UpstreamURL: r.up.url, Apps: r.cfg.Apps, Goroutines: r.cfg.Goroutines,
 		Interval: r.cfg.Interval, MaxDuration: r.cfg.Duration + 2*time.Minute, ReportEvery: time.Second,
 		KeyPrefix: r.cfg.KeyPrefix, Grace: r.cfg.Grace, Cache: r.cfg.Cache,
+	}
+	if n := r.cfg.gatewayGoroutines(); n > 0 {
+		rc.GatewayGoroutines = n
+		for _, rep := range r.replicas {
+			rc.Gateways = append(rc.Gateways, rep.gateway)
+		}
 	}
 	c, err := r.procs.start(name, r.cfg.ReaderBin, rc.args(), r.env, filepath.Join(r.cfg.WorkDir, name+".log"), pw)
 	_ = pw.Close() // the child has its own copy

@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"io"
 	"net/url"
+	"reflect"
 	"slices"
 	"strings"
 	"testing"
@@ -98,17 +99,18 @@ func TestPlanSpreadsWholeCyclesBeforeTheTail(t *testing.T) {
 
 func TestReplicaConfigYAMLCarriesNoSecret(t *testing.T) {
 	cfg := DefaultConfig()
-	y := replicaConfigYAML(&cfg, "replica-1", "127.0.0.1:1234", "http://127.0.0.1:5678", SecretEnv, 4321)
+	y := replicaConfigYAML(&cfg, "replica-1", "127.0.0.1:1234", "http://127.0.0.1:5678", SecretEnv, 4321, 4322)
 	for _, want := range []string{
 		`identity: "replica-1"`, `addrs: ["127.0.0.1:1234"]`, `base_url: "http://127.0.0.1:5678"`,
 		`- id: "wxchaos00002"`, `secret_env: "` + SecretEnv + `"`, `key_prefix: "chaos:"`, "overlap: 5s",
 		"lock_ttl: 3s", `name: "chaos:leader"`, `addr: "127.0.0.1:4321"`,
+		"gateway:\n  addr: \"127.0.0.1:4322\"", `key_env: "` + GatewayKeyEnv + `"`,
 	} {
 		if !strings.Contains(y, want) {
 			t.Errorf("config lacks %q:\n%s", want, y)
 		}
 	}
-	if strings.Contains(y, "secret:") {
+	if strings.Contains(y, "secret:") || strings.Contains(y, "key:") {
 		t.Errorf("config holds a secret inline:\n%s", y)
 	}
 }
@@ -164,7 +166,7 @@ func TestReaderFlagsRoundTrip(t *testing.T) {
 	d := DefaultConfig()
 	want := ReaderConfig{ID: 7, RedisAddr: "127.0.0.1:1", UpstreamURL: "http://127.0.0.1:2", Apps: 1000, Goroutines: 20,
 		Interval: 300 * time.Millisecond, MaxDuration: 3 * time.Minute, ReportEvery: time.Second, KeyPrefix: "x:",
-		Grace: d.Grace, Cache: d.Cache}
+		Grace: d.Grace, Cache: d.Cache, Gateways: []string{"http://127.0.0.1:3", "http://127.0.0.1:4"}, GatewayGoroutines: 2}
 	args := want.args()
 	if args[0] != "reader" {
 		t.Fatalf("args start with %q, want the reader subcommand", args[0])
@@ -173,8 +175,16 @@ func TestReaderFlagsRoundTrip(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if got != want {
+	if !reflect.DeepEqual(got, want) {
 		t.Fatalf("round trip: got %+v, want %+v", got, want)
+	}
+	want.Gateways, want.GatewayGoroutines = nil, 0
+	if got, err := ParseReaderFlags(want.args()[1:], io.Discard); err != nil || !reflect.DeepEqual(got, want) {
+		t.Fatalf("round trip without gateways: got %+v (%v), want %+v", got, err, want)
+	}
+	noGateway := append(want.args()[1:], "--gateway-goroutines", "3")
+	if _, err := ParseReaderFlags(noGateway, io.Discard); err == nil {
+		t.Fatal("SDK goroutines without --gateways were accepted")
 	}
 	if _, err := ParseReaderFlags([]string{"--redis", "127.0.0.1:1"}, io.Discard); err == nil {
 		t.Fatal("a reader without --upstream was accepted")

@@ -48,6 +48,9 @@ type DeadCall struct {
 	// Announced is the last change message the reader's own subscription
 	// saw for the app before the call ("<version> at <time>").
 	Announced string `json:"last_announced,omitempty"`
+	// Via is "gateway" for a call an SDK goroutine made through a
+	// replica's gateway (sdk.go), "" for the library's.
+	Via string `json:"via,omitempty"`
 }
 
 // tokenCall is one request to the token endpoint, as the fake's listener
