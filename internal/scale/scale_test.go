@@ -170,7 +170,10 @@ func (l *fetchLog) add(at time.Time) {
 func (l *fetchLog) windows(from, to time.Time) []int {
 	l.mu.Lock()
 	defer l.mu.Unlock()
-	a, b := int64(from.Sub(l.start)/time.Second), int64(to.Sub(l.start)/time.Second)
+	// from is rounded up: a window that began in the second before it
+	// would count the tail of what came before (after a cold start at
+	// 2,800 fetches/s, up to 2,800 fetches of the burst).
+	a, b := int64((from.Sub(l.start)+time.Second-1)/time.Second), int64(to.Sub(l.start)/time.Second)
 	var out []int
 	for s := a; s+5 <= b; s += 5 {
 		c := 0
@@ -556,5 +559,22 @@ func checkScrape(t *testing.T, body string, apps int) {
 	}
 	if zeros != 0 {
 		t.Errorf("scrape: %d apps at 0 s usable life; every app has a token", zeros)
+	}
+}
+
+// TestWindowsStartAfterFrom: the windows after a phase never count what
+// happened in the second before it began.
+func TestWindowsStartAfterFrom(t *testing.T) {
+	t0 := time.Now()
+	l := &fetchLog{start: t0, per: map[int64]int{}}
+	for i := 0; i < 900; i++ {
+		l.add(t0.Add(2*time.Second + 300*time.Millisecond)) // the tail of a burst, in second 2
+	}
+	for s := 3; s < 13; s++ {
+		l.add(t0.Add(time.Duration(s) * time.Second))
+	}
+	got := l.windows(t0.Add(2*time.Second+600*time.Millisecond), t0.Add(13*time.Second))
+	if len(got) != 2 || got[0] != 5 || got[1] != 5 {
+		t.Fatalf("windows %v, want [5 5]: the burst before from must not be counted", got)
 	}
 }
