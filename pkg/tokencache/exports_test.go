@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"runtime"
 	"strings"
 	"testing"
 	"time"
@@ -62,4 +63,27 @@ func TestLifetimesAreTheStoredOnes(t *testing.T) {
 	if !refresh.Equal(tok.RefreshAt) || !usable.Equal(tok.UsableUntil) {
 		t.Fatalf("Lifetimes = %v, %v; stored %v, %v", refresh, usable, tok.RefreshAt, tok.UsableUntil)
 	}
+}
+
+// An app's key names are kept for every app of a fleet (100,000 at
+// scale): they take one buffer of their exact length, not a doubled one.
+func TestAppKeysTakeTheirLengthOnly(t *testing.T) {
+	const n = 2000
+	k := appKeys("tokenkeeper:", "wx0123456789abcdef")
+	text := len(k.record) + len(k.intents) + len(k.version) + len(k.rev) + len(k.lock) + len(k.budget) +
+		len(k.passive) + len(k.verdicts) + len(k.seen) + len(k.pending) + len(k.hold)
+	kept := make([]keys, n)
+	var before, after runtime.MemStats
+	runtime.GC()
+	runtime.ReadMemStats(&before)
+	for i := range kept {
+		kept[i] = appKeys("tokenkeeper:", "wx0123456789abcdef")
+	}
+	runtime.ReadMemStats(&after)
+	perApp := float64(after.TotalAlloc-before.TotalAlloc) / n
+	// The names' text, the base they are built from, and size-class rounding.
+	if limit := 1.5 * float64(text+len(appKeyBase("tokenkeeper:", "wx0123456789abcdef"))); perApp > limit {
+		t.Fatalf("appKeys allocates %.0f B per app for %d B of names (limit %.0f)", perApp, text, limit)
+	}
+	runtime.KeepAlive(kept)
 }
