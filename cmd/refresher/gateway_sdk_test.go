@@ -360,8 +360,10 @@ func TestGatewayServedOnItsOwnListener(t *testing.T) {
 		AccessToken string `json:"access_token"`
 		ExpiresIn   int    `json:"expires_in"`
 	}
-	if err := json.Unmarshal([]byte(body), &tok); err != nil || tok.AccessToken != fake.CurrentToken("wxa") || tok.ExpiresIn <= 0 {
-		t.Fatalf("token reply %q: want the fake's current token", body)
+	// The gateway's own token: WeChat's never leaves the refresher.
+	if err := json.Unmarshal([]byte(body), &tok); err != nil || !strings.HasPrefix(tok.AccessToken, "tkgw_") ||
+		strings.Contains(body, fake.CurrentToken("wxa")) || tok.ExpiresIn <= 0 {
+		t.Fatalf("token reply %q: want a token of the gateway's own, never the fake's", body)
 	}
 	if got := httpBody("http://" + gw + "/cgi-bin/getcallbackip?access_token=" + tok.AccessToken); !strings.Contains(got, "ip_list") {
 		t.Fatalf("business call through the gateway: %q", got)
@@ -430,7 +432,7 @@ func TestGatewayServedOverTLS(t *testing.T) {
 		var b strings.Builder
 		_, _ = io.Copy(&b, io.LimitReader(resp.Body, 1<<20))
 		body = b.String()
-		return strings.Contains(body, `"access_token":"`+fake.CurrentToken("wxa")+`"`)
+		return strings.Contains(body, `"access_token":"tkgw_`)
 	}) {
 		t.Fatalf("no token from the gateway over TLS: %q", body)
 	}
@@ -440,5 +442,69 @@ func TestGatewayServedOverTLS(t *testing.T) {
 	p.signal(t, syscall.SIGTERM)
 	if code := p.wait(t, 15*time.Second); code != 0 {
 		t.Errorf("exit code %d after SIGTERM, want 0", code)
+	}
+}
+
+// TestReloadRevokesAGatewayCredential: a SIGHUP that removes a gateway
+// credential cuts off the tokens it already holds at once (40001 from the
+// gateway, never forwarded), and leaves another credential's working.
+func TestReloadRevokesAGatewayCredential(t *testing.T) {
+	rs := redistest.Start(t)
+	secret := fmt.Sprintf("sdk-secret-%d", time.Now().UnixNano())
+	fake := wechattest.NewHandler(wechattest.WithApp("wxa", secret))
+	t.Cleanup(fake.Close)
+	upstream := sdkUpstream(t, fake)
+	gw, admin := freeAddr(t), freeAddr(t)
+	const other = "second-gateway-credential-4567"
+	path := filepath.Join(t.TempDir(), "g.yaml")
+	base := fmt.Sprintf(sdkReplicaYAML, "g1", rs.Addr(), upstream, secret, admin, testAPIKey, gw, sdkCredential)
+	both := strings.Replace(base, "  credentials:\n", "  credentials:\n    - {name: other, key: \""+other+"\", apps: [wxa]}\n", 1)
+	if both == base {
+		t.Fatal("could not add a second credential to the config")
+	}
+	if err := os.WriteFile(path, []byte(both), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	p := startProc(t, "g1", baseEnv(), "serve", "--config", path)
+	token := func(cred string) string {
+		var tok struct {
+			AccessToken string `json:"access_token"`
+		}
+		var body string
+		if !pollUntil(15*time.Second, 50*time.Millisecond, func() bool {
+			body = httpBody("http://" + gw + "/cgi-bin/token?grant_type=client_credential&appid=wxa&secret=" + cred)
+			return json.Unmarshal([]byte(body), &tok) == nil && tok.AccessToken != ""
+		}) {
+			t.Fatalf("no token for a credential: %q", body)
+		}
+		return tok.AccessToken
+	}
+	call := func(tok string) string {
+		return httpBody("http://" + gw + "/cgi-bin/getcallbackip?access_token=" + tok)
+	}
+	revoked, kept := token(sdkCredential), token(other)
+	if !strings.Contains(call(revoked), "ip_list") || !strings.Contains(call(kept), "ip_list") {
+		t.Fatal("the credentials' tokens should work before the reload")
+	}
+	if err := os.WriteFile(path, []byte(strings.Replace(both, "    - {name: node-sdk, key: \""+sdkCredential+"\", apps: [wxa]}\n", "", 1)), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	p.signal(t, syscall.SIGHUP)
+	var got string
+	if !pollUntil(10*time.Second, 50*time.Millisecond, func() bool {
+		got = call(revoked)
+		return strings.Contains(got, `"errcode":40001`)
+	}) {
+		t.Fatalf("after the reload the revoked credential's token still answers %q", got)
+	}
+	okBefore := fake.Stats("wxa").BusinessOK
+	if !strings.Contains(call(revoked), `"errcode":40001`) || !strings.Contains(call(kept), "ip_list") {
+		t.Fatal("after the reload the revoked token works again, or the other credential's token stopped working")
+	}
+	if n := fake.Stats("wxa").BusinessOK - okBefore; n != 1 {
+		t.Errorf("%d business calls reached WeChat after the reload, want 1 (the kept credential's): a revoked token was forwarded", n)
+	}
+	if body := httpBody("http://" + gw + "/cgi-bin/token?grant_type=client_credential&appid=wxa&secret=" + sdkCredential); !strings.Contains(body, "40125") {
+		t.Errorf("a token fetch with the revoked credential: %q, want 40125", body)
 	}
 }

@@ -45,6 +45,9 @@ func Serve(ctx context.Context, cfg *config.Config, log *slog.Logger, opts ...re
 		r.Close()
 		return err
 	}
+	// Credentials change with a reload (revoking one cuts off its tokens);
+	// the rest of the gateway only with a restart.
+	r.AddReloadStep(func(next *config.Config) error { return gw.SetCredentials(gatewayCredentials(next)) })
 	if tc := r.TLSConfig(); tc != nil { // http.tls covers the gateway's listener too
 		ln = tls.NewListener(ln, tc)
 	}
@@ -99,10 +102,6 @@ func newGateway(cfg *config.Config, r *refresher.Replica, log *slog.Logger) (*ga
 	for i, a := range cfg.Apps {
 		apps[i] = gateway.App{ID: a.ID, Secret: a.Secret}
 	}
-	creds := make([]gateway.Credential, len(cfg.Gateway.Credentials))
-	for i, k := range cfg.Gateway.Credentials {
-		creds[i] = gateway.Credential{Name: k.Name, Key: k.Key, Apps: k.Apps}
-	}
 	g := cfg.Gateway
 	var tickets gateway.Tickets
 	if t := r.Tickets(); t != nil { // a nil *Tickets must not become a non-nil interface
@@ -112,7 +111,7 @@ func newGateway(cfg *config.Config, r *refresher.Replica, log *slog.Logger) (*ga
 		Tokens:          r.Cache(),
 		Tickets:         tickets,
 		Apps:            apps,
-		Credentials:     creds,
+		Credentials:     gatewayCredentials(cfg),
 		AcceptAppSecret: g.AcceptAppSecret,
 		UpstreamURL:     cfg.WeChat.BaseURL,
 		Ledger:          gateway.RedisLedger(r.Redis(), cfg.Cache.KeyPrefix),
@@ -124,4 +123,14 @@ func newGateway(cfg *config.Config, r *refresher.Replica, log *slog.Logger) (*ga
 		Logger:          log.With("component", "gateway", "identity", cfg.Identity),
 		AccessLog:       g.AccessLog,
 	})
+}
+
+// gatewayCredentials are cfg's gateway credentials, as the gateway takes
+// them.
+func gatewayCredentials(cfg *config.Config) []gateway.Credential {
+	creds := make([]gateway.Credential, len(cfg.Gateway.Credentials))
+	for i, k := range cfg.Gateway.Credentials {
+		creds[i] = gateway.Credential{Name: k.Name, Key: k.Key, Apps: k.Apps}
+	}
+	return creds
 }

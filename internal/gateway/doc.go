@@ -13,8 +13,11 @@
 //   - GET /cgi-bin/token?grant_type=client_credential&appid=A&secret=S and
 //     POST /cgi-bin/stable_token answer {"access_token","expires_in"} from
 //     the cache (Tokens.Token: the near copy in steady state; upstream only
-//     on a true miss, and then once for the fleet). expires_in is the
-//     token's usable life left, rounded down. S is a gateway credential
+//     on a true miss, and then once for the fleet). The access_token is the
+//     gateway's own for that credential ("tkgw_" and an HMAC of WeChat's
+//     token under the credential's key: the same on every replica, a new
+//     one when WeChat's changes); WeChat's token never leaves the gateway.
+//     expires_in is the token's usable life left, rounded down. S is a gateway credential
 //     allowed for A (or A's real AppSecret when Config.AcceptAppSecret is
 //     set), compared in constant time against every credential; a wrong one
 //     answers 40125, an unknown appid 40013. force_refresh=true is never
@@ -63,9 +66,10 @@
 // # Recognising the tokens it handed out, across replicas
 //
 // Each gateway keeps a bounded map from the SHA-256 of every token it
-// handed out to the app and the time until which it honours it: the
-// token's usable end as it was when handed out (the life the SDK was told)
-// plus Config.HonourGrace. Replicas share these through a Ledger (in Redis,
+// handed out to the app, the credential, the version of WeChat's token it
+// stood for, and the time until which it honours it: the token's usable
+// end as it was when handed out (the life the SDK was told) plus
+// Config.HonourGrace. Replicas share these through a Ledger (in Redis,
 // next to the token record: RedisLedger), written before the token is
 // handed out, so a token handed out by replica 1 is recognised by replica 2
 // on its first use (one Redis GET, then remembered locally). With no
@@ -78,8 +82,20 @@
 // negative cache: a token is refused until it is found), within
 // MaxConcurrent.
 //
-// What is not guaranteed: revoking a gateway credential stops it fetching
-// tokens at once, but tokens it already obtained stay honoured until their
-// honour time ends (at most the token's usable life plus HonourGrace), as
-// WeChat itself would honour a token it issued.
+// # Revoking a credential
+//
+// Each credential's tokens are its own, and the record of a handed-out
+// token names its credential. A credential removed by SetCredentials (a
+// reload), or no longer allowed an app, is refused from the next request
+// on: its token fetches answer 40125, and the tokens it already holds
+// answer 40001 here and are not forwarded, on every replica that has the
+// new list. The other credentials' tokens are untouched. Renaming a
+// credential revokes its tokens too (the record holds the name). A caller
+// that authenticated with the AppSecret holds tokens of the name
+// "app-secret", cut off when AcceptAppSecret is turned off.
+//
+// What is not guaranteed: a token an SDK holds works only through a
+// gateway; an SDK calling WeChat directly with it (a host left at
+// api.weixin.qq.com) gets 40001. Point every API host of the SDK at the
+// gateway.
 package gateway

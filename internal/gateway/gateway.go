@@ -11,6 +11,7 @@ import (
 	"path"
 	"strconv"
 	"strings"
+	"sync/atomic"
 	"time"
 
 	"github.com/tokenkeeper/tokenkeeper/pkg/tokencache"
@@ -121,7 +122,7 @@ type Gateway struct {
 	tokens        Tokens
 	tickets       Tickets
 	apps          map[string]*appEntry
-	creds         []credential
+	creds         atomic.Pointer[[]credential] // replaced whole by SetCredentials
 	acceptSecret  bool
 	upstream      *url.URL
 	transport     http.RoundTripper
@@ -147,9 +148,83 @@ type appEntry struct {
 type credential struct {
 	name string
 	hash [sha256.Size]byte
+	key  []byte // signs the tokens handed out to it (handle)
 	all  bool
 	apps map[string]bool
 }
+
+// allows reports whether c may act for app.
+func (c *credential) allows(app string) bool { return c.all || c.apps[app] }
+
+// buildCredentials checks list against the apps, as New and SetCredentials
+// do; its errors name the credential, never its key.
+func buildCredentials(list []Credential, apps map[string]*appEntry) ([]credential, []error) {
+	var errs []error
+	bad := func(format string, args ...any) { errs = append(errs, fmt.Errorf(format, args...)) }
+	var out []credential
+	names := map[string]bool{}
+	hashes := map[[sha256.Size]byte]bool{}
+	for i, c := range list {
+		where := fmt.Sprintf("Credentials[%d] (%q)", i, c.Name)
+		switch {
+		case c.Name == "":
+			bad("Credentials[%d]: empty name", i)
+		case names[c.Name]:
+			bad("%s: name used twice", where)
+		case c.Name == appSecretName:
+			bad("%s: the name is reserved for callers using the AppSecret", where)
+		}
+		names[c.Name] = true
+		if c.Key == "" {
+			bad("%s: empty key", where)
+		}
+		cr := credential{name: c.Name, hash: sha256.Sum256([]byte(c.Key.Reveal())), key: []byte(c.Key.Reveal()), apps: map[string]bool{}}
+		if hashes[cr.hash] {
+			bad("%s: same key as an earlier credential", where)
+		}
+		hashes[cr.hash] = true
+		for _, e := range apps {
+			if e.secret != "" && e.secretHash == cr.hash {
+				bad("%s: the key is app %q's AppSecret: give a credential of its own", where, e.id)
+			}
+		}
+		if len(c.Apps) == 0 {
+			bad("%s: lists no apps (use \"*\" for all)", where)
+		}
+		for _, app := range c.Apps {
+			switch {
+			case app == "*":
+				cr.all = true
+			case apps[app] == nil:
+				bad("%s: app %q is not configured", where, app)
+			default:
+				cr.apps[app] = true
+			}
+		}
+		out = append(out, cr)
+	}
+	return out, errs
+}
+
+// SetCredentials replaces the gateway credentials (a reload): a credential
+// no longer listed, or no longer allowed an app, is refused from the next
+// request on, and so are the tokens handed out to it. list is checked as
+// New checks it; on error nothing changes. Without credentials the
+// AppSecret must still be accepted (Config.AcceptAppSecret), as in New.
+func (g *Gateway) SetCredentials(list []Credential) error {
+	creds, errs := buildCredentials(list, g.apps)
+	if len(list) == 0 && !g.acceptSecret {
+		errs = append(errs, errors.New("Credentials: none configured, and AcceptAppSecret is off: no caller could authenticate"))
+	}
+	if len(errs) > 0 {
+		return fmt.Errorf("gateway: invalid credentials: %w", errors.Join(errs...))
+	}
+	g.creds.Store(&creds)
+	return nil
+}
+
+// credentials are the credentials in force.
+func (g *Gateway) credentials() []credential { return *g.creds.Load() }
 
 // New validates cfg and builds the Gateway. Its errors name the field and
 // never hold a secret.
@@ -193,45 +268,9 @@ func New(cfg Config) (*Gateway, error) {
 		}
 		g.apps[a.ID] = e
 	}
-	names := map[string]bool{}
-	hashes := map[[sha256.Size]byte]bool{}
-	for i, c := range cfg.Credentials {
-		where := fmt.Sprintf("Credentials[%d] (%q)", i, c.Name)
-		switch {
-		case c.Name == "":
-			bad("Credentials[%d]: empty name", i)
-		case names[c.Name]:
-			bad("%s: name used twice", where)
-		}
-		names[c.Name] = true
-		if c.Key == "" {
-			bad("%s: empty key", where)
-		}
-		cr := credential{name: c.Name, hash: sha256.Sum256([]byte(c.Key.Reveal())), apps: map[string]bool{}}
-		if hashes[cr.hash] {
-			bad("%s: same key as an earlier credential", where)
-		}
-		hashes[cr.hash] = true
-		for _, e := range g.apps {
-			if e.secret != "" && e.secretHash == cr.hash {
-				bad("%s: the key is app %q's AppSecret: give a credential of its own", where, e.id)
-			}
-		}
-		if len(c.Apps) == 0 {
-			bad("%s: lists no apps (use \"*\" for all)", where)
-		}
-		for _, app := range c.Apps {
-			switch {
-			case app == "*":
-				cr.all = true
-			case g.apps[app] == nil:
-				bad("%s: app %q is not configured", where, app)
-			default:
-				cr.apps[app] = true
-			}
-		}
-		g.creds = append(g.creds, cr)
-	}
+	creds, cerrs := buildCredentials(cfg.Credentials, g.apps)
+	errs = append(errs, cerrs...)
+	g.creds.Store(&creds)
 	if len(cfg.Credentials) == 0 && !cfg.AcceptAppSecret {
 		bad("Credentials: none configured, and AcceptAppSecret is off: no caller could authenticate")
 	}

@@ -26,16 +26,22 @@ func TestTokenEndpointAnswersTheCachesTokenWithItsUsableLife(t *testing.T) {
 	rp := s.replica(nil)
 	r := rp.token(t, app1, credA)
 	tok := r.str("access_token")
-	if r.status != 200 || tok == "" || tok != s.up.fake.CurrentToken(app1) {
-		t.Fatalf("got %d %s, want the fake's current token", r.status, r.body)
+	cur := s.up.fake.CurrentToken(app1)
+	// The gateway's own token for credA, standing for WeChat's current one;
+	// WeChat's never leaves the gateway.
+	if r.status != 200 || tok == "" || tok != handleOf(credA, app1, cur) || strings.Contains(string(r.body), cur) {
+		t.Fatalf("got %d %s, want the handle of the fake's current token", r.status, r.body)
 	}
 	cached, _ := rp.cache.Token(context.Background(), app1)
 	exp := r.fields["expires_in"].(float64)
 	if life := cached.ExpiresIn(time.Now()).Seconds(); exp <= 0 || exp > life+1 || exp < life-5 {
 		t.Fatalf("expires_in %v, want the usable life left (%v s)", exp, life)
 	}
-	if again := rp.mustToken(t, app1, credAll); again != tok {
+	if again := rp.mustToken(t, app1, credA); again != tok {
 		t.Fatal("a second fetch got another token: the gateway must serve the cache's token")
+	}
+	if other := rp.mustToken(t, app1, credAll); other == tok || other != handleOf(credAll, app1, cur) {
+		t.Fatal("another credential got the same token: each credential's tokens must be its own")
 	}
 	if m := s.up.fake.Stats(app1).Minted; m != 1 {
 		t.Fatalf("fake minted %d tokens, want 1 (served from the cache)", m)
@@ -101,7 +107,7 @@ func TestStableTokenForceRefreshIsAVerifiedReportNeverSentUpstream(t *testing.T)
 	rp := s.replica(nil)
 	u := rp.srv.URL + "/cgi-bin/stable_token"
 	first := postJSON(t, u, stableBody(app1, credA, false)).str("access_token")
-	if first == "" || first != s.up.fake.CurrentToken(app1) {
+	if first == "" || first != handleOf(credA, app1, s.up.fake.CurrentToken(app1)) {
 		t.Fatal("stable_token did not answer the cache's token")
 	}
 	// A live token reported: WeChat is asked (a check, no mint) and the
@@ -114,10 +120,10 @@ func TestStableTokenForceRefreshIsAVerifiedReportNeverSentUpstream(t *testing.T)
 		t.Fatalf("after force_refresh of a live token: minted %d, checks %d; want 1 and 1", st.Minted, st.Checks)
 	}
 	// A dead token reported: one fetch, the new token answered.
-	s.up.fake.Revoke(app1, first)
+	s.up.fake.Revoke(app1, s.up.fake.CurrentToken(app1))
 	s.mr.FastForward(2 * time.Second) // the fleet trusts "alive" for a second
 	second := postJSON(t, u, stableBody(app1, credA, true)).str("access_token")
-	if second == "" || second == first || second != s.up.fake.CurrentToken(app1) {
+	if second == "" || second == first || second != handleOf(credA, app1, s.up.fake.CurrentToken(app1)) {
 		t.Fatal("force_refresh of a dead token did not give the new current token")
 	}
 	if s.up.fake.CurrentStableToken(app1) != "" {
@@ -157,10 +163,11 @@ func TestStaleTokenIsReplacedOnTheWay(t *testing.T) {
 	if got := testutil.ToFloat64(m.stale); got != 1 {
 		t.Fatalf("stale_replaced_total = %v, want 1", got)
 	}
-	if cur := rp.mustToken(t, app1, credA); cur != fresh {
+	cur := rp.mustToken(t, app1, credA)
+	if cur != handleOf(credA, app1, fresh) {
 		t.Fatal("the gateway did not hand out the current token")
 	}
-	if r := get(t, rp.srv.URL+"/cgi-bin/get_api_domain_ip?access_token="+url.QueryEscape(fresh)); r.errcode() != 0 {
+	if r := get(t, rp.srv.URL+"/cgi-bin/get_api_domain_ip?access_token="+url.QueryEscape(cur)); r.errcode() != 0 {
 		t.Fatalf("current token: %s", r.body)
 	}
 	if got := testutil.ToFloat64(m.stale); got != 1 {
@@ -193,11 +200,12 @@ func TestUnknownTokenIsRefusedLocally(t *testing.T) {
 func TestUpstream40001IsReportedAndRetriedWithTheNewToken(t *testing.T) {
 	s := newSetup(t)
 	rp := s.replica(nil)
-	tok := rp.mustToken(t, app1, credA)
+	handed := rp.mustToken(t, app1, credA)
+	tok := s.up.fake.CurrentToken(app1)
 	// WeChat kills the current token behind the cache's back.
 	s.up.fake.Revoke(app1, tok)
 	payload := bytes.Repeat([]byte("m"), 100<<10)
-	req, _ := http.NewRequest(http.MethodPost, rp.srv.URL+"/cgi-bin/media/upload?type=image&access_token="+url.QueryEscape(tok), bytes.NewReader(payload))
+	req, _ := http.NewRequest(http.MethodPost, rp.srv.URL+"/cgi-bin/media/upload?type=image&access_token="+url.QueryEscape(handed), bytes.NewReader(payload))
 	r := do(t, req)
 	if r.errcode() != 0 || r.fields["size"].(float64) != float64(len(payload)) {
 		t.Fatalf("got %s, want the upload to succeed on the retry with its whole body", r.body)
@@ -219,7 +227,7 @@ func TestBodyOverTheRetryBufferIsStreamedAndNotRetried(t *testing.T) {
 	s := newSetup(t)
 	rp := s.replica(func(c *Config) { c.RetryBuffer = 1 << 10 })
 	tok := rp.mustToken(t, app1, credA)
-	s.up.fake.Revoke(app1, tok)
+	s.up.fake.Revoke(app1, s.up.fake.CurrentToken(app1))
 	payload := bytes.Repeat([]byte("b"), 8<<10)
 	for _, chunked := range []bool{false, true} {
 		var body = bytes.NewReader(payload)
@@ -441,6 +449,7 @@ func TestTokensHandedOutByOneReplicaAreHonouredByAnother(t *testing.T) {
 	s := newSetup(t)
 	one, two := s.replica(nil), s.replica(nil)
 	tok := one.mustToken(t, app1, credA)
+	first := s.up.fake.CurrentToken(app1)
 	if r := get(t, two.srv.URL+"/cgi-bin/get_api_domain_ip?access_token="+url.QueryEscape(tok)); r.errcode() != 0 {
 		t.Fatalf("replica 2, current token from replica 1: got %s", r.body)
 	}
@@ -451,7 +460,7 @@ func TestTokensHandedOutByOneReplicaAreHonouredByAnother(t *testing.T) {
 		t.Fatalf("a new replica, superseded token from replica 1: got %s", r.body)
 	}
 	for _, c := range s.up.recorded() {
-		if c.token != s.up.fake.CurrentToken(app1) && c.token != tok {
+		if c.token != s.up.fake.CurrentToken(app1) && c.token != first {
 			t.Fatalf("upstream got a token the cache never held")
 		}
 	}
@@ -571,13 +580,14 @@ func TestLogsAndMetricsHoldOnlyFingerprints(t *testing.T) {
 	}
 	rp := s.replica(func(c *Config) { c.Metrics = m })
 	tok := rp.mustToken(t, app1, credA)
-	s.up.fake.Revoke(app1, tok)
+	wechatTok := s.up.fake.CurrentToken(app1)
+	s.up.fake.Revoke(app1, wechatTok)
 	get(t, rp.srv.URL+"/cgi-bin/get_api_domain_ip?access_token="+url.QueryEscape(tok)) // refused, retried
 	get(t, rp.srv.URL+"/cgi-bin/get_api_domain_ip?access_token=junk-token-value")
 	rp.token(t, app1, "wrong-credential-value")
 	fresh := s.up.fake.CurrentToken(app1)
 	logs := rp.logs.String()
-	for _, v := range []string{tok, fresh, credA, secret1, "junk-token-value", "wrong-credential-value"} {
+	for _, v := range []string{tok, wechatTok, fresh, credA, secret1, "junk-token-value", "wrong-credential-value"} {
 		assertNoSecret(t, logs, v)
 	}
 	if !strings.Contains(logs, wechat.Fingerprint(tok)) || !strings.Contains(logs, "credential=team-a") {
@@ -635,14 +645,14 @@ func TestQueryRewriteDropsEveryFormOfTheParameter(t *testing.T) {
 // brokenLedger is a Ledger whose Redis is down.
 type brokenLedger struct{ records, finds int }
 
-func (l *brokenLedger) Record(context.Context, string, string, time.Time) error {
+func (l *brokenLedger) Record(context.Context, string, HandedOut) error {
 	l.records++
 	return errors.New("redis: connection refused")
 }
 
-func (l *brokenLedger) Find(context.Context, string) (string, time.Time, bool, error) {
+func (l *brokenLedger) Find(context.Context, string) (HandedOut, bool, error) {
 	l.finds++
-	return "", time.Time{}, false, errors.New("redis: connection refused")
+	return HandedOut{}, false, errors.New("redis: connection refused")
 }
 
 func TestALedgerOutageCostsARoundTripNeverADeadCall(t *testing.T) {
@@ -680,22 +690,22 @@ func TestKnownTokensStayBounded(t *testing.T) {
 	now := time.Now()
 	ctx := context.Background()
 	for i := range 100 {
-		tok := tokencache.Token{Value: fmt.Sprintf("token-%d", i), UsableUntil: now.Add(time.Hour)}
-		k.remember(ctx, app1, tok, now)
+		h := fmt.Sprintf("tkgw_token-%d", i)
+		k.remember(ctx, app1, "a", h, tokencache.Token{Value: "wechat", UsableUntil: now.Add(time.Hour)}, now)
 		if len(k.m) > 8 {
 			t.Fatalf("%d entries after %d hand-outs, want at most 8", len(k.m), i+1)
 		}
-		if app, ok, _ := k.lookup(ctx, tok.Value, now); !ok || app != app1 {
-			t.Fatalf("the token just handed out is not recognised")
+		if got, ok, _ := k.lookup(ctx, h, now); !ok || got.App != app1 || got.Credential != "a" {
+			t.Fatalf("the token just handed out is not recognised: %+v %v", got, ok)
 		}
 	}
 	// Expired entries go first.
 	k = newKnown(4, 0, nil, slog.New(slog.DiscardHandler))
 	for i := range 3 {
-		k.remember(ctx, app1, tokencache.Token{Value: fmt.Sprint("old-", i), UsableUntil: now.Add(-time.Second)}, now)
+		k.remember(ctx, app1, "a", fmt.Sprint("old-", i), tokencache.Token{UsableUntil: now.Add(-time.Second)}, now)
 	}
-	k.remember(ctx, app1, tokencache.Token{Value: "live", UsableUntil: now.Add(time.Hour)}, now)
-	k.remember(ctx, app1, tokencache.Token{Value: "live2", UsableUntil: now.Add(time.Hour)}, now)
+	k.remember(ctx, app1, "a", "live", tokencache.Token{UsableUntil: now.Add(time.Hour)}, now)
+	k.remember(ctx, app1, "a", "live2", tokencache.Token{UsableUntil: now.Add(time.Hour)}, now)
 	for _, v := range []string{"live", "live2"} {
 		if _, ok, _ := k.lookup(ctx, v, now); !ok {
 			t.Fatalf("%s was evicted while expired entries were kept", v)
@@ -717,5 +727,83 @@ func TestForceRefreshFloodCostsNoMint(t *testing.T) {
 	st := s.up.fake.Stats(app1)
 	if st.Minted != 1 || st.Checks > 1 {
 		t.Fatalf("50 forced refreshes of a live token: minted %d, checks %d; want 1 mint and at most 1 check (the verdict is shared)", st.Minted, st.Checks)
+	}
+}
+
+// Revoking a credential (SetCredentials, which a reload calls) cuts off
+// the tokens it already holds on every replica that has the new list, at
+// once: each credential's tokens are its own, so the others keep working.
+func TestRevokingACredentialCutsOffTheTokensItHolds(t *testing.T) {
+	s := newSetup(t)
+	one, two := s.replica(nil), s.replica(nil)
+	a := one.mustToken(t, app1, credA)
+	all := one.mustToken(t, app1, credAll)
+	call := func(rp *replica, tok string) reply {
+		return get(t, rp.srv.URL+"/cgi-bin/get_api_domain_ip?access_token="+url.QueryEscape(tok))
+	}
+	for _, rp := range []*replica{one, two} {
+		if call(rp, a).errcode() != 0 || call(rp, all).errcode() != 0 {
+			t.Fatal("the tokens of both credentials should work before the revocation")
+		}
+	}
+	before := len(s.up.recorded())
+	keep := []Credential{{Name: "ops", Key: credAll, Apps: []string{"*"}}, {Name: "team-b", Key: credB, Apps: []string{app2}}}
+	for _, rp := range []*replica{one, two} {
+		if err := rp.gw.SetCredentials(keep); err != nil {
+			t.Fatal(err)
+		}
+		if r := call(rp, a); r.errcode() != 40001 || r.header.Get(HeaderGateway) != "revoked_credential" {
+			t.Fatalf("the revoked credential's token: got %s (%s), want 40001 from the gateway", r.body, r.header.Get(HeaderGateway))
+		}
+		if r := call(rp, all); r.errcode() != 0 {
+			t.Fatalf("another credential's token after the revocation: got %s", r.body)
+		}
+		if r := rp.token(t, app1, credA); r.errcode() != 40125 {
+			t.Fatalf("a token fetch with the revoked credential: got %s, want 40125", r.body)
+		}
+	}
+	if n := len(s.up.recorded()) - before; n != 2 {
+		t.Fatalf("%d calls relayed after the revocation, want 2 (the other credential's): the revoked token was forwarded", n)
+	}
+	// Narrowing a credential's apps cuts its tokens for the apps it lost.
+	if err := one.gw.SetCredentials([]Credential{{Name: "ops", Key: credAll, Apps: []string{app2}}}); err != nil {
+		t.Fatal(err)
+	}
+	if r := call(one, all); r.errcode() != 40001 || r.header.Get(HeaderGateway) != "revoked_credential" {
+		t.Fatalf("a credential no longer allowed the app: got %s", r.body)
+	}
+	// A bad list changes nothing.
+	if err := one.gw.SetCredentials([]Credential{{Name: "x", Key: credAll, Apps: []string{"wxnotconfigured00"}}}); err == nil || strings.Contains(err.Error(), credAll) {
+		t.Fatalf("SetCredentials of an unknown app: err %v, want a refusal that does not quote the key", err)
+	}
+	if err := one.gw.SetCredentials(nil); err == nil {
+		t.Fatal("SetCredentials(nil) with the AppSecret not accepted: nobody could authenticate, yet it was accepted")
+	}
+	if r := call(one, all); r.errcode() != 40001 {
+		t.Fatalf("a refused SetCredentials changed the credentials: %s", r.body)
+	}
+	// A token of the right shape that no replica handed out is unknown.
+	if r := call(two, handleOf("not-a-credential-of-this-gateway", app1, s.up.fake.CurrentToken(app1))); r.errcode() != 40001 || r.header.Get(HeaderGateway) != "unknown_token" {
+		t.Fatalf("a forged token: got %s", r.body)
+	}
+}
+
+// The token the gateway hands out is its own: WeChat's never leaves it,
+// neither in the token reply nor through the Ledger (which holds hashes).
+func TestWeChatsTokenNeverLeavesTheGateway(t *testing.T) {
+	s := newSetup(t)
+	rp := s.replica(nil)
+	r := rp.token(t, app1, credA)
+	st := postJSON(t, rp.srv.URL+"/cgi-bin/stable_token", stableBody(app1, credA, false))
+	cur := s.up.fake.CurrentToken(app1)
+	for _, body := range [][]byte{r.body, st.body} {
+		if strings.Contains(string(body), cur) {
+			t.Fatalf("a token reply carries WeChat's token: %s", body)
+		}
+	}
+	for _, k := range s.mr.Keys() {
+		if v, err := s.mr.Get(k); err == nil && strings.Contains(v, r.str("access_token")) {
+			t.Fatalf("Redis key %s holds the handed-out token itself", k)
+		}
 	}
 }

@@ -334,6 +334,12 @@ func (rp *replica) mustToken(t testing.TB, app, secret string) string {
 
 // rotate makes the fake and the cache move to a new token for app: the
 // old one is revoked at the fake, reported, and replaced.
+// handleOf is the token the gateway hands the credential key for app's
+// WeChat token wechatToken.
+func handleOf(key, app, wechatToken string) string {
+	return handle(&credential{key: []byte(key)}, app, wechatToken)
+}
+
 func (s *setup) rotate(t testing.TB, rp *replica, app string) (old, fresh string) {
 	t.Helper()
 	ctx := context.Background()

@@ -18,15 +18,24 @@ import (
 )
 
 // Ledger shares the tokens a gateway handed out with the other replicas.
-// It holds the SHA-256 of each token (hex), never the token. RedisLedger
-// is one.
+// It holds the SHA-256 of each handed-out token (hex), never a token.
+// RedisLedger is one.
 type Ledger interface {
-	// Record says the token of hash was handed out for appID and is
-	// honoured until until.
-	Record(ctx context.Context, hash, appID string, until time.Time) error
+	// Record says the token of hash was handed out as e.
+	Record(ctx context.Context, hash string, e HandedOut) error
 	// Find returns what Record stored for hash; found is false if nothing
 	// (or it expired).
-	Find(ctx context.Context, hash string) (appID string, until time.Time, found bool, err error)
+	Find(ctx context.Context, hash string) (e HandedOut, found bool, err error)
+}
+
+// HandedOut is what a gateway knows of a token it handed out: for which
+// app, to which credential (by name), which of the app's WeChat tokens it
+// stood for (its wechat.Fingerprint), and until when it is honoured.
+type HandedOut struct {
+	App        string
+	Credential string
+	StoodFor   string
+	Until      time.Time
 }
 
 // ledgerTimeout bounds one Ledger call: while Redis is slow or down, a
@@ -35,8 +44,9 @@ type Ledger interface {
 const ledgerTimeout = 500 * time.Millisecond
 
 // known is the bounded map of the tokens this gateway honours: SHA-256 of
-// the token → app and honour time. Lookups of tokens it handed out never
-// leave the process; others are asked of the Ledger once and remembered.
+// the token → what it was handed out as. Lookups of tokens it handed out
+// never leave the process; others are asked of the Ledger once and
+// remembered.
 type known struct {
 	mu     sync.RWMutex
 	m      map[[sha256.Size]byte]knownEntry
@@ -47,38 +57,38 @@ type known struct {
 }
 
 type knownEntry struct {
-	app    string
-	until  time.Time
-	shared bool // in the Ledger, until until
+	HandedOut
+	shared bool // in the Ledger, until Until
 }
 
 func newKnown(max int, grace time.Duration, ledger Ledger, log *slog.Logger) *known {
 	return &known{m: make(map[[sha256.Size]byte]knownEntry), max: max, grace: grace, ledger: ledger, log: log}
 }
 
-// remember records tok as handed out for app, honoured until its usable end
-// plus the grace. A token not yet in the Ledger until then is written there
-// first, so another replica knows it by the time the caller can use it.
-func (k *known) remember(ctx context.Context, app string, tok tokencache.Token, now time.Time) {
-	h := sha256.Sum256([]byte(tok.Value))
-	until := tok.UsableUntil.Add(k.grace)
-	if !k.put(h, knownEntry{app: app, until: until, shared: k.ledger == nil}, now) {
+// remember records handle as handed out to cred for app's token tok,
+// honoured until the token's usable end plus the grace. A handle not yet in
+// the Ledger until then is written there first, so another replica knows it
+// by the time the caller can use it.
+func (k *known) remember(ctx context.Context, app, cred, handle string, tok tokencache.Token, now time.Time) {
+	h := sha256.Sum256([]byte(handle))
+	e := HandedOut{App: app, Credential: cred, StoodFor: wechat.Fingerprint(tok.Value), Until: tok.UsableUntil.Add(k.grace)}
+	if !k.put(h, knownEntry{HandedOut: e, shared: k.ledger == nil}, now) {
 		return
 	}
 	lctx, cancel := context.WithTimeout(ctx, ledgerTimeout)
 	defer cancel()
-	if err := k.ledger.Record(lctx, hex.EncodeToString(h[:]), app, until); err != nil {
+	if err := k.ledger.Record(lctx, hex.EncodeToString(h[:]), e); err != nil {
 		// The caller still gets its token, and this replica honours it;
 		// another replica that does not find it answers 40001 and the SDK
 		// fetches again there. The next hand-out tries again.
 		k.log.Warn("gateway: could not share a handed-out token with the other replicas", "app", app,
-			"token", wechat.Fingerprint(tok.Value), "err", err)
+			"token", wechat.Fingerprint(handle), "err", err)
 		return
 	}
 	k.mu.Lock()
-	if e, ok := k.m[h]; ok && e.app == app && !e.until.After(until) {
-		e.shared = true
-		k.m[h] = e
+	if old, ok := k.m[h]; ok && old.App == app && !old.Until.After(e.Until) {
+		old.shared = true
+		k.m[h] = old
 	}
 	k.mu.Unlock()
 }
@@ -91,13 +101,13 @@ func (k *known) put(h [sha256.Size]byte, e knownEntry, now time.Time) (share boo
 	k.mu.RLock()
 	old, ok := k.m[h]
 	k.mu.RUnlock()
-	if ok && old.app == e.app && !old.until.Before(e.until) && old.shared {
+	if ok && old.App == e.App && !old.Until.Before(e.Until) && old.shared {
 		return false
 	}
 	k.mu.Lock()
 	defer k.mu.Unlock()
-	if old, ok := k.m[h]; ok && old.app == e.app {
-		if !old.until.Before(e.until) {
+	if old, ok := k.m[h]; ok && old.App == e.App {
+		if !old.Until.Before(e.Until) {
 			return !old.shared
 		}
 	} else if len(k.m) >= k.max {
@@ -111,7 +121,7 @@ func (k *known) put(h [sha256.Size]byte, e knownEntry, now time.Time) (share boo
 // map at random (Go's map order), which the Ledger can give back.
 func (k *known) evictLocked(now time.Time) {
 	for h, e := range k.m {
-		if !now.Before(e.until) {
+		if !now.Before(e.Until) {
 			delete(k.m, h)
 		}
 	}
@@ -127,32 +137,33 @@ func (k *known) evictLocked(now time.Time) {
 	}
 }
 
-// lookup returns the app value was handed out for, if it is still
-// honoured at now.
-func (k *known) lookup(ctx context.Context, value string, now time.Time) (string, bool, error) {
+// lookup returns what value was handed out as, if it is still honoured
+// at now.
+func (k *known) lookup(ctx context.Context, value string, now time.Time) (HandedOut, bool, error) {
 	h := sha256.Sum256([]byte(value))
 	k.mu.RLock()
 	e, ok := k.m[h]
 	k.mu.RUnlock()
 	if ok {
-		return e.app, now.Before(e.until), nil
+		return e.HandedOut, now.Before(e.Until), nil
 	}
 	if k.ledger == nil {
-		return "", false, nil
+		return HandedOut{}, false, nil
 	}
 	lctx, cancel := context.WithTimeout(ctx, ledgerTimeout)
 	defer cancel()
-	app, until, found, err := k.ledger.Find(lctx, hex.EncodeToString(h[:]))
-	if err != nil || !found {
-		return "", false, err
+	found, ok, err := k.ledger.Find(lctx, hex.EncodeToString(h[:]))
+	if err != nil || !ok {
+		return HandedOut{}, false, err
 	}
-	k.put(h, knownEntry{app: app, until: until, shared: true}, now)
-	return app, now.Before(until), nil
+	k.put(h, knownEntry{HandedOut: found, shared: true}, now)
+	return found, now.Before(found.Until), nil
 }
 
-// RedisLedger is a Ledger in Redis: one key per token, named by
+// RedisLedger is a Ledger in Redis: one key per handed-out token, named by
 // tokencache.GatewayTokenKey under the cache's key prefix, holding
-// "<appid>|<until Unix ms>" and expiring at until.
+// "<appid>|<until Unix ms>|<fingerprint>|<credential name>" and expiring at
+// until.
 func RedisLedger(client redis.UniversalClient, prefix string) Ledger {
 	return &redisLedger{client: client, prefix: prefix}
 }
@@ -162,26 +173,35 @@ type redisLedger struct {
 	prefix string
 }
 
-func (l *redisLedger) Record(ctx context.Context, hash, appID string, until time.Time) error {
-	ttl := time.Until(until)
+func (l *redisLedger) Record(ctx context.Context, hash string, e HandedOut) error {
+	ttl := time.Until(e.Until)
 	if ttl <= 0 {
 		return nil
 	}
-	return l.client.Set(ctx, tokencache.GatewayTokenKey(l.prefix, hash), appID+"|"+strconv.FormatInt(until.UnixMilli(), 10), ttl).Err()
+	v := e.App + "|" + strconv.FormatInt(e.Until.UnixMilli(), 10) + "|" + e.StoodFor + "|" + e.Credential
+	return l.client.Set(ctx, tokencache.GatewayTokenKey(l.prefix, hash), v, ttl).Err()
 }
 
-func (l *redisLedger) Find(ctx context.Context, hash string) (string, time.Time, bool, error) {
+// errCorruptLedger: an entry that is not Record's layout (an older
+// release's, or written by something else). The token is not honoured;
+// the SDK fetches a new one.
+var errCorruptLedger = errors.New("gateway: corrupt ledger entry")
+
+func (l *redisLedger) Find(ctx context.Context, hash string) (HandedOut, bool, error) {
 	s, err := l.client.Get(ctx, tokencache.GatewayTokenKey(l.prefix, hash)).Result()
 	if errors.Is(err, redis.Nil) {
-		return "", time.Time{}, false, nil
+		return HandedOut{}, false, nil
 	}
 	if err != nil {
-		return "", time.Time{}, false, err
+		return HandedOut{}, false, err
 	}
-	app, ms, ok := strings.Cut(s, "|")
-	n, perr := strconv.ParseInt(ms, 10, 64)
-	if !ok || perr != nil || tokencache.AppIDProblem(app) != "" {
-		return "", time.Time{}, false, errors.New("gateway: corrupt ledger entry")
+	f := strings.SplitN(s, "|", 4)
+	if len(f) != 4 || tokencache.AppIDProblem(f[0]) != "" || f[2] == "" || f[3] == "" {
+		return HandedOut{}, false, errCorruptLedger
 	}
-	return app, time.UnixMilli(n), true, nil
+	ms, err := strconv.ParseInt(f[1], 10, 64)
+	if err != nil {
+		return HandedOut{}, false, errCorruptLedger
+	}
+	return HandedOut{App: f[0], Until: time.UnixMilli(ms), StoodFor: f[2], Credential: f[3]}, true, nil
 }

@@ -24,30 +24,38 @@ func (g *Gateway) serveBusiness(w http.ResponseWriter, r *http.Request, ex *exch
 		g.fail(w, ex, 41001, "no_token", "access_token missing")
 		return
 	}
-	app, ok := g.recognise(r.Context(), ex, t)
+	held, ok := g.recognise(w, r.Context(), ex, t)
 	if !ok {
-		g.fail(w, ex, 40001, "unknown_token", "invalid credential, access_token is invalid or not latest: not a token this gateway handed out (fetch one through the gateway)")
 		return
 	}
-	g.relay(w, r, ex, app, t, r.URL.Path, r.URL.RawPath)
+	g.relay(w, r, ex, held.App, held.StoodFor, r.URL.Path, r.URL.RawPath)
 }
 
-// recognise returns the app a caller's token was handed out for, if the
-// gateway still honours it.
-func (g *Gateway) recognise(ctx context.Context, ex *exchange, t string) (string, bool) {
+// recognise returns what a caller's token was handed out as, if the
+// gateway still honours it and the credential it was handed out to is
+// still in force (allowed this app); otherwise it answers 40001 (the SDK
+// fetches again and retries).
+func (g *Gateway) recognise(w http.ResponseWriter, ctx context.Context, ex *exchange, t string) (HandedOut, bool) {
 	ex.token = t
-	if t == "" || len(t) > wechat.MaxTokenBytes {
-		return "", false
+	var held HandedOut
+	var ok bool
+	if t != "" && len(t) <= wechat.MaxTokenBytes && strings.HasPrefix(t, handlePrefix) {
+		var err error
+		held, ok, err = g.known.lookup(ctx, t, g.now())
+		if err != nil {
+			g.log.Warn("gateway: could not read the shared record of handed-out tokens", "token", wechat.Fingerprint(t), "err", err)
+		}
 	}
-	app, ok, err := g.known.lookup(ctx, t, g.now())
-	if err != nil {
-		g.log.Warn("gateway: could not read the shared record of handed-out tokens", "token", wechat.Fingerprint(t), "err", err)
+	if !ok || g.apps[held.App] == nil {
+		g.fail(w, ex, 40001, "unknown_token", "invalid credential, access_token is invalid or not latest: not a token this gateway handed out (fetch one through the gateway)")
+		return HandedOut{}, false
 	}
-	if !ok || g.apps[app] == nil {
-		return "", false
+	ex.app, ex.cred = held.App, held.Credential
+	if g.credentialNamed(held.Credential, held.App) == nil {
+		g.fail(w, ex, 40001, "revoked_credential", "invalid credential, access_token is invalid or not latest: the gateway credential it was handed out to is revoked")
+		return HandedOut{}, false
 	}
-	ex.app = app
-	return app, true
+	return held, true
 }
 
 // serveBearer is /apps/{appid}/<API path> with Authorization: Bearer.
@@ -72,7 +80,7 @@ func (g *Gateway) serveBearer(w http.ResponseWriter, r *http.Request, ex *exchan
 		return
 	}
 	c := g.credentialByKey(key)
-	if c == nil || !c.all && !c.apps[app.id] {
+	if c == nil || !c.allows(app.id) {
 		g.fail(w, ex, 40125, "bad_credential", "invalid credential: not a gateway credential allowed for this appid")
 		return
 	}
@@ -93,11 +101,11 @@ func (g *Gateway) serveTicket(w http.ResponseWriter, r *http.Request, ex *exchan
 		g.fail(w, ex, 41001, "no_token", "access_token missing")
 		return
 	}
-	app, ok := g.recognise(r.Context(), ex, t)
+	held, ok := g.recognise(w, r.Context(), ex, t)
 	if !ok {
-		g.fail(w, ex, 40001, "unknown_token", "invalid credential, access_token is invalid or not latest: not a token this gateway handed out (fetch one through the gateway)")
 		return
 	}
+	app := held.App
 	kind := r.URL.Query().Get("type")
 	if kind != "jsapi" && kind != "wx_card" {
 		g.fail(w, ex, 40097, "bad_type", "invalid args: type must be jsapi or wx_card")
@@ -165,7 +173,9 @@ func (g *Gateway) readBody(w http.ResponseWriter, r *http.Request) (*body, error
 }
 
 // relay sends the request upstream for app with its current token (in
-// place of the caller's, "" for a Bearer call) and copies the reply back;
+// place of the caller's, which stood for the WeChat token of fingerprint
+// callers; "" for a Bearer call, which sends none) and copies the reply
+// back;
 // on 40001/40014/42001 it reports the token and, with a buffered body,
 // sends once more with the replacement.
 func (g *Gateway) relay(w http.ResponseWriter, r *http.Request, ex *exchange, app, callers, path, rawPath string) {
@@ -175,7 +185,7 @@ func (g *Gateway) relay(w http.ResponseWriter, r *http.Request, ex *exchange, ap
 		g.tokenFailure(w, ex, err)
 		return
 	}
-	if callers != "" && callers != tok.Value {
+	if callers != "" && callers != wechat.Fingerprint(tok.Value) {
 		g.metrics.staleReplaced()
 	}
 	b, err := g.readBody(w, r)

@@ -24,7 +24,7 @@ func (g *Gateway) serveSNS(w http.ResponseWriter, r *http.Request, ex *exchange)
 		return
 	}
 	q := r.URL.Query()
-	app, ok := g.authorize(w, ex, "", q.Get("appid"), q.Get("secret"), false)
+	app, _, ok := g.authorize(w, ex, "", q.Get("appid"), q.Get("secret"), false)
 	if !ok {
 		return
 	}

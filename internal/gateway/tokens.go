@@ -1,8 +1,10 @@
 package gateway
 
 import (
+	"crypto/hmac"
 	"crypto/sha256"
 	"crypto/subtle"
+	"encoding/base64"
 	"encoding/json"
 	"io"
 	"net/http"
@@ -19,70 +21,116 @@ const maxStableBody = 64 << 10
 // authorize checks the credential secret presents for appID, in WeChat's
 // order and with WeChat's codes: 40002 bad grant_type, 41002 no appid,
 // 41004 no secret, 40013 unknown appid, 40125 wrong secret. It returns the
-// app, or false after answering.
-func (g *Gateway) authorize(w http.ResponseWriter, ex *exchange, grantType, appID, secret string, needGrant bool) (*appEntry, bool) {
+// app and the credential, or false after answering.
+func (g *Gateway) authorize(w http.ResponseWriter, ex *exchange, grantType, appID, secret string, needGrant bool) (*appEntry, *credential, bool) {
 	switch {
 	case needGrant && grantType != "client_credential":
 		g.fail(w, ex, 40002, "bad_grant_type", "invalid grant_type")
-		return nil, false
+		return nil, nil, false
 	case appID == "":
 		g.fail(w, ex, 41002, "no_appid", "appid missing")
-		return nil, false
+		return nil, nil, false
 	case secret == "":
 		g.fail(w, ex, 41004, "no_secret", "appsecret missing")
-		return nil, false
+		return nil, nil, false
 	}
 	app := g.apps[appID]
 	if app == nil {
 		g.fail(w, ex, 40013, "unknown_appid", "invalid appid")
-		return nil, false
+		return nil, nil, false
 	}
 	ex.app = app.id
-	name, ok := g.credentialFor(app, secret)
-	if !ok {
+	c := g.credentialFor(app, secret)
+	if c == nil {
 		g.fail(w, ex, 40125, "bad_credential", "invalid appsecret: not a gateway credential allowed for this appid")
-		return nil, false
+		return nil, nil, false
 	}
-	ex.cred = name
-	return app, true
+	ex.cred = c.name
+	return app, c, true
 }
+
+// appSecretName is the credential name of callers that authenticated with
+// the real AppSecret (Config.AcceptAppSecret).
+const appSecretName = "app-secret"
 
 // credentialFor finds the credential secret is, allowed for app, comparing
 // against every credential (and the AppSecret when accepted) whatever
 // matched, in constant time, so timing says nothing about which matched or
-// how much of it did.
-func (g *Gateway) credentialFor(app *appEntry, secret string) (name string, ok bool) {
+// how much of it did. The AppSecret is a credential of app alone.
+func (g *Gateway) credentialFor(app *appEntry, secret string) *credential {
 	h := sha256.Sum256([]byte(secret))
+	creds := g.credentials()
 	match := -1
-	for i := range g.creds {
-		if subtle.ConstantTimeCompare(h[:], g.creds[i].hash[:]) == 1 {
+	for i := range creds {
+		if subtle.ConstantTimeCompare(h[:], creds[i].hash[:]) == 1 {
 			match = i
 		}
 	}
 	isSecret := app.secret != "" && subtle.ConstantTimeCompare(h[:], app.secretHash[:]) == 1
 	switch {
-	case match >= 0:
-		c := &g.creds[match]
-		return c.name, c.all || c.apps[app.id]
-	case isSecret && g.acceptSecret:
-		return "app-secret", true
+	case match >= 0 && creds[match].allows(app.id):
+		return &creds[match]
+	case match < 0 && isSecret && g.acceptSecret:
+		return g.appSecretCredential(app)
 	}
-	return "", false
+	return nil
+}
+
+// appSecretCredential is the credential of a caller using app's AppSecret.
+func (g *Gateway) appSecretCredential(app *appEntry) *credential {
+	return &credential{name: appSecretName, key: []byte(app.secret.Reveal()), apps: map[string]bool{app.id: true}}
 }
 
 // credentialByKey finds the credential a Bearer key is (any app).
 func (g *Gateway) credentialByKey(key string) *credential {
 	h := sha256.Sum256([]byte(key))
+	creds := g.credentials()
 	match := -1
-	for i := range g.creds {
-		if subtle.ConstantTimeCompare(h[:], g.creds[i].hash[:]) == 1 {
+	for i := range creds {
+		if subtle.ConstantTimeCompare(h[:], creds[i].hash[:]) == 1 {
 			match = i
 		}
 	}
 	if match < 0 {
 		return nil
 	}
-	return &g.creds[match]
+	return &creds[match]
+}
+
+// credentialNamed is the credential in force named name, allowed for app
+// (the AppSecret's while it is accepted); nil if it was revoked.
+func (g *Gateway) credentialNamed(name, app string) *credential {
+	if name == appSecretName {
+		if e := g.apps[app]; e != nil && e.secret != "" && g.acceptSecret {
+			return g.appSecretCredential(e)
+		}
+		return nil
+	}
+	creds := g.credentials()
+	for i := range creds {
+		if creds[i].name == name && creds[i].allows(app) {
+			return &creds[i]
+		}
+	}
+	return nil
+}
+
+// handlePrefix starts every token the gateway hands out.
+const handlePrefix = "tkgw_"
+
+// handle is the token the gateway hands cred for app's WeChat token: an
+// HMAC of that token under the credential's key. It is the same on every
+// replica (they share the keys), so a handle one replica gave is the one
+// the others give; nobody without the key can make one; and each
+// credential's handles are its own, so revoking a credential cuts off
+// exactly the tokens it holds. WeChat's token never leaves the gateway: a
+// handle is good for nothing but calls through it.
+func handle(cred *credential, app, token string) string {
+	m := hmac.New(sha256.New, cred.key)
+	m.Write([]byte(app))
+	m.Write([]byte{0})
+	m.Write([]byte(token))
+	return handlePrefix + base64.RawURLEncoding.EncodeToString(m.Sum(nil))
 }
 
 // serveToken is GET /cgi-bin/token.
@@ -92,7 +140,7 @@ func (g *Gateway) serveToken(w http.ResponseWriter, r *http.Request, ex *exchang
 		return
 	}
 	q := r.URL.Query()
-	app, ok := g.authorize(w, ex, q.Get("grant_type"), q.Get("appid"), q.Get("secret"), true)
+	app, cred, ok := g.authorize(w, ex, q.Get("grant_type"), q.Get("appid"), q.Get("secret"), true)
 	if !ok {
 		return
 	}
@@ -101,7 +149,7 @@ func (g *Gateway) serveToken(w http.ResponseWriter, r *http.Request, ex *exchang
 		g.tokenFailure(w, ex, err)
 		return
 	}
-	g.handOut(w, r, ex, app.id, tok)
+	g.handOut(w, r, ex, app.id, cred, tok)
 }
 
 type stableRequest struct {
@@ -126,7 +174,7 @@ func (g *Gateway) serveStableToken(w http.ResponseWriter, r *http.Request, ex *e
 		g.fail(w, ex, 47001, "bad_body", "data format error: want a JSON object of at most 64 KiB")
 		return
 	}
-	app, ok := g.authorize(w, ex, req.GrantType, req.AppID, req.Secret, true)
+	app, cred, ok := g.authorize(w, ex, req.GrantType, req.AppID, req.Secret, true)
 	if !ok {
 		return
 	}
@@ -144,19 +192,21 @@ func (g *Gateway) serveStableToken(w http.ResponseWriter, r *http.Request, ex *e
 		}
 		tok = fresh
 	}
-	g.handOut(w, r, ex, app.id, tok)
+	g.handOut(w, r, ex, app.id, cred, tok)
 }
 
-// handOut remembers tok as handed out for appID (locally and in the
-// Ledger, before the caller can use it) and answers WeChat's token reply.
-func (g *Gateway) handOut(w http.ResponseWriter, r *http.Request, ex *exchange, appID string, tok tokencache.Token) {
+// handOut hands cred the handle of tok: remembered for appID and cred
+// (locally and in the Ledger, before the caller can use it), in WeChat's
+// token reply.
+func (g *Gateway) handOut(w http.ResponseWriter, r *http.Request, ex *exchange, appID string, cred *credential, tok tokencache.Token) {
 	now := g.now()
-	ex.token = tok.Value
-	g.known.remember(r.Context(), appID, tok, now)
+	h := handle(cred, appID, tok.Value)
+	ex.token = h
+	g.known.remember(r.Context(), appID, cred.name, h, tok, now)
 	secs := int64(tok.ExpiresIn(now) / time.Second)
 	if secs < 1 {
 		secs = 1
 	}
 	ex.errcode, ex.coded = 0, true
-	writeJSON(w, `{"access_token":`+strconv.Quote(tok.Value)+`,"expires_in":`+strconv.FormatInt(secs, 10)+`}`)
+	writeJSON(w, `{"access_token":`+strconv.Quote(h)+`,"expires_in":`+strconv.FormatInt(secs, 10)+`}`)
 }

@@ -93,8 +93,16 @@ func (r *Replica) reload() error {
 			return err
 		}
 	}
-	// The handler checks apps and keys as New did; it is the last step
-	// that can refuse, so everything after it applies.
+	// The steps of the parts built around the replica (the gateway's
+	// credentials) and the handler check what they take as their
+	// constructors did; the handler is the last step that can refuse, so
+	// everything after it applies. config.Load checked all of it already:
+	// a refusal here is not expected.
+	for _, step := range r.reloadSteps {
+		if err := step(next); err != nil {
+			return backend.Configf(err)
+		}
+	}
 	if err := r.api.Update(next.AppIDs(), apiKeys(next)); err != nil {
 		return backend.Configf(err)
 	}
@@ -165,7 +173,11 @@ func restartOnly(a, b *config.Config) []string {
 	diff("log", a.Log, b.Log)
 	diff("metrics.per_app", a.Metrics.PerApp, b.Metrics.PerApp)
 	diff("scheduler", a.Scheduler, b.Scheduler)
-	diff("gateway", a.Gateway, b.Gateway)
+	// The gateway's credentials are a reload step (AddReloadStep); the
+	// rest of it is built at start.
+	ga, gb := a.Gateway, b.Gateway
+	ga.Credentials, gb.Credentials = nil, nil
+	diff("gateway", ga, gb)
 	old := map[string]config.App{}
 	for _, app := range a.Apps {
 		old[app.ID] = app
@@ -195,6 +207,17 @@ func sameAppsAndSecrets(a, b []config.App) bool {
 	return slices.EqualFunc(a, b, func(x, y config.App) bool {
 		return x.ID == y.ID && x.Secret.Reveal() == y.Secret.Reveal()
 	})
+}
+
+// AddReloadStep has every Reload call step with the new configuration,
+// after it passed restartOnly and before it is applied: a part built
+// around the replica (the gateway) takes what it can change live. A step
+// that returns an error refuses the reload; the steps run in the order
+// added, so a step should refuse before it changes anything.
+func (r *Replica) AddReloadStep(step func(next *config.Config) error) {
+	r.reloadMu.Lock()
+	defer r.reloadMu.Unlock()
+	r.reloadSteps = append(r.reloadSteps, step)
 }
 
 // WithOnReload has Reload call f with its outcome (nil: applied).

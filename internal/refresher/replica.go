@@ -60,6 +60,7 @@ type Replica struct {
 	loader         func() (*config.Config, error)
 	reloadSignal   <-chan os.Signal
 	onReload       func(error)
+	reloadSteps    []func(next *config.Config) error // AddReloadStep
 	onOpsListening func(addr string)
 	reloadMu       sync.Mutex // one reload at a time; guards cfg's replacement
 	src            *liveSource

@@ -42,6 +42,12 @@ func TestRestartOnlyNamesWhatAReloadCannotApply(t *testing.T) {
 			t.Errorf("%s: restartOnly shows a secret: %q", tc.name, got)
 		}
 	}
+	// The gateway's credentials change live (a reload step revokes).
+	g := base()
+	g.Gateway.Credentials = []config.APIKey{{Name: "team-a", Key: "credential-of-team-a-0123", Apps: []string{"*"}}}
+	if got := restartOnly(base(), g); len(got) != 0 {
+		t.Errorf("a change of the gateway's credentials is refused: %v", got)
+	}
 	// Without the gateway, apps and secrets change live.
 	a, b := base(), base()
 	a.Gateway, b.Gateway = config.Gateway{}, config.Gateway{}
