@@ -257,10 +257,9 @@ func (g *Gateway) send(ctx context.Context, r *http.Request, path, rawPath, toke
 	if b.buffered {
 		out.ContentLength = int64(len(b.buf))
 	}
-	copyHeader(out.Header, r.Header)
-	out.Header.Del("Authorization") // the caller's Bearer credential stays here
-	// A compressed reply could not be read for its errcode.
-	out.Header.Del("Accept-Encoding")
+	// The caller's Bearer credential stays here; without Accept-Encoding
+	// the reply comes uncompressed, so it can be read for its errcode.
+	copyHeader(out.Header, r.Header, "Authorization", "Accept-Encoding")
 	return g.transport.RoundTrip(out.WithContext(ctx))
 }
 
@@ -365,6 +364,9 @@ func queryToken(raw string) (string, bool) {
 		var part string
 		part, raw, _ = strings.Cut(raw, "&")
 		if k, v, _ := strings.Cut(part, "="); paramIs(k, "access_token") {
+			if strings.IndexByte(v, '%') < 0 && strings.IndexByte(v, '+') < 0 {
+				return v, v != "" // what QueryUnescape would give, without its byte-by-byte scan
+			}
 			t, err := url.QueryUnescape(v)
 			return t, err == nil && t != ""
 		}
@@ -392,8 +394,9 @@ func withToken(raw, token string) string { return withParam(raw, "access_token",
 // hopHeaders are the hop-by-hop headers (RFC 9110 7.6.1), never forwarded.
 var hopHeaders = []string{"Connection", "Proxy-Connection", "Keep-Alive", "Proxy-Authenticate", "Proxy-Authorization", "Te", "Trailer", "Transfer-Encoding", "Upgrade"}
 
-// copyHeader copies src's end-to-end headers into dst.
-func copyHeader(dst, src http.Header) {
+// copyHeader copies src's end-to-end headers into dst, except those named
+// in drop (canonical names).
+func copyHeader(dst, src http.Header, drop ...string) {
 	var named []string // listed in Connection: hop-by-hop too
 	for _, v := range src["Connection"] {
 		for _, f := range strings.Split(v, ",") {
@@ -410,6 +413,11 @@ next:
 			}
 		}
 		for _, h := range named {
+			if k == h {
+				continue next
+			}
+		}
+		for _, h := range drop {
 			if k == h {
 				continue next
 			}
