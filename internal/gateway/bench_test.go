@@ -1,16 +1,24 @@
 package gateway
 
 import (
+	"bytes"
 	"context"
+	"encoding/json"
+	"errors"
 	"io"
+	"log/slog"
+	"maps"
 	"net/http"
+	"net/http/httptest"
 	"net/url"
 	"slices"
+	"strings"
 	"syscall"
 	"testing"
 	"time"
 
 	"github.com/alicebob/miniredis/v2"
+	"github.com/prometheus/client_golang/prometheus"
 	"github.com/redis/go-redis/v9"
 
 	"github.com/tokenkeeper/tokenkeeper/pkg/tokencache"
@@ -19,11 +27,15 @@ import (
 )
 
 // BenchmarkGateway compares, in one run, a business call made directly to
-// the fake with the same call through the gateway (the token a stale SDK
-// holds recognised, the current one put in its place), and /cgi-bin/token
-// served from the near copy. Each op is timed on its own: p99-µs is the
-// 99th percentile latency, cpu-µs/op the process's CPU time (user + sys:
-// client, gateway and fake together, all in this process) per op.
+// the fake with the same call through the gateway (the token it handed out
+// recognised, the app's current token put in its place), and /cgi-bin/token
+// served from the near copy. The gateway is wired as refresher serve wires
+// it: metrics on, a logger that formats, the access log off (the default).
+// Each op is timed on its own: p99-µs is the 99th percentile latency,
+// cpu-µs/op the process's CPU time (user + sys: client, gateway and fake
+// together, all in this process) per op. The interleaved sub-benchmark is
+// the comparison the issue's targets are about (added p99 ≤ 1 ms, CPU ≤ 2x
+// the direct call's).
 //
 //	go test -run '^$' -bench BenchmarkGateway -benchmem ./internal/gateway/
 func BenchmarkGateway(b *testing.B) {
@@ -40,12 +52,18 @@ func BenchmarkGateway(b *testing.B) {
 		b.Fatal(err)
 	}
 	b.Cleanup(func() { cache.Close() })
+	m, err := NewMetrics(prometheus.NewRegistry())
+	if err != nil {
+		b.Fatal(err)
+	}
 	gw, err := New(Config{
 		Tokens:      cache,
 		Apps:        []App{{ID: app1, Secret: secret1}},
 		Credentials: []Credential{{Name: "bench", Key: credA, Apps: []string{app1}}},
 		UpstreamURL: fake.URL(),
 		Ledger:      RedisLedger(client, keyPrefix),
+		Metrics:     m,
+		Logger:      slog.New(slog.NewTextHandler(io.Discard, nil)),
 	})
 	if err != nil {
 		b.Fatal(err)
@@ -75,17 +93,7 @@ func BenchmarkGateway(b *testing.B) {
 		{"token-from-near-copy", tokenURL},
 	} {
 		b.Run(c.name, func(b *testing.B) {
-			call := func() {
-				resp, err := hc.Get(c.url)
-				if err != nil {
-					b.Fatal(err)
-				}
-				_, _ = io.Copy(io.Discard, resp.Body)
-				resp.Body.Close()
-				if resp.StatusCode != http.StatusOK {
-					b.Fatalf("HTTP %d", resp.StatusCode)
-				}
-			}
+			call := func() { mustGet(b, hc, c.url) }
 			for range 50 {
 				call() // warm the connections
 			}
@@ -106,23 +114,33 @@ func BenchmarkGateway(b *testing.B) {
 			b.ReportMetric(float64(cpu.Microseconds())/float64(len(took)), "cpu-µs/op")
 		})
 	}
-	// The same two calls interleaved in blocks of 20, so both meet the same
-	// load on a shared machine: the fair comparison of latency and CPU.
+	// The same two calls side by side in one run, in alternating blocks of
+	// blocksOf (direct, then through the gateway), so both meet the same
+	// load on a shared machine: the figures the issue's targets are about.
+	// An op is one block of each (ns/op, B/op and allocs/op are for its
+	// 2 x blocksOf calls; the per-call figures are the sub-benchmarks
+	// above). Reported per call: the CPU of each arm (the process's CPU
+	// over that arm's blocks / its calls), cpu-ratio = through / direct and
+	// added-cpu-ratio = (through - direct) / direct; p50 and p99 of each arm
+	// and added-p99-µs = gateway p99 - direct p99.
 	b.Run("interleaved", func(b *testing.B) {
+		const blocksOf = 20
+		urls := [2]string{direct, through}
+		for _, u := range urls {
+			for range 50 {
+				mustGet(b, hc, u) // warm the connections
+			}
+		}
 		var took [2][]time.Duration
 		var cpu [2]time.Duration
-		urls := [2]string{direct, through}
+		b.ReportAllocs()
+		b.ResetTimer()
 		for b.Loop() {
-			for k := range 2 {
+			for k, u := range urls {
 				c0 := cpuTime(b)
-				for range 20 {
+				for range blocksOf {
 					t0 := time.Now()
-					resp, err := hc.Get(urls[k])
-					if err != nil {
-						b.Fatal(err)
-					}
-					_, _ = io.Copy(io.Discard, resp.Body)
-					resp.Body.Close()
+					mustGet(b, hc, u)
 					took[k] = append(took[k], time.Since(t0))
 				}
 				cpu[k] += cpuTime(b) - c0
@@ -133,15 +151,33 @@ func BenchmarkGateway(b *testing.B) {
 			slices.Sort(d)
 			return float64(d[len(d)*q/100].Microseconds())
 		}
+		perCall := func(k int) float64 { return float64(cpu[k].Microseconds()) / float64(len(took[k])) }
 		b.ReportMetric(p(took[0], 50), "direct-p50-µs")
 		b.ReportMetric(p(took[1], 50), "gateway-p50-µs")
 		b.ReportMetric(p(took[0], 99), "direct-p99-µs")
 		b.ReportMetric(p(took[1], 99), "gateway-p99-µs")
 		b.ReportMetric(p(took[1], 99)-p(took[0], 99), "added-p99-µs")
+		b.ReportMetric(perCall(0), "direct-cpu-µs/call")
+		b.ReportMetric(perCall(1), "gateway-cpu-µs/call")
 		b.ReportMetric(float64(cpu[1])/float64(cpu[0]), "cpu-ratio")
+		b.ReportMetric(float64(cpu[1]-cpu[0])/float64(cpu[0]), "added-cpu-ratio")
 	})
 	if st := fake.Stats(app1); st.BusinessSuperseded+st.BusinessExpired+st.BusinessInvalid != 0 {
 		b.Fatalf("dead calls during the benchmark: %+v", st)
+	}
+}
+
+// mustGet makes one call and reads its reply to the end (the connection
+// goes back to the pool).
+func mustGet(b *testing.B, hc *http.Client, u string) {
+	resp, err := hc.Get(u)
+	if err != nil {
+		b.Fatal(err)
+	}
+	_, _ = io.Copy(io.Discard, resp.Body)
+	resp.Body.Close()
+	if resp.StatusCode != http.StatusOK {
+		b.Fatalf("HTTP %d", resp.StatusCode)
 	}
 }
 
@@ -152,3 +188,129 @@ func cpuTime(b *testing.B) time.Duration {
 	}
 	return time.Duration(ru.Utime.Nano() + ru.Stime.Nano())
 }
+
+// BenchmarkGatewayHandler is the gateway's own cost of a business call,
+// without the network, so that it can be compared across versions without
+// the noise of a shared machine's loopback: ServeHTTP on one reused request
+// (with a cancellable context, as a server gives) and response writer, the
+// upstream a RoundTripper answering from memory what the fake answered to
+// the same call. upstream-only, the baseline in the same run, is that
+// RoundTripper alone; through-handler minus it is the gateway's work:
+// recognising the token, the near copy, building the upstream request,
+// reading the reply for its errcode, copying it back, the metrics.
+//
+//	go test -run '^$' -bench BenchmarkGatewayHandler -benchmem ./internal/gateway/
+func BenchmarkGatewayHandler(b *testing.B) {
+	fake := wechattest.New(b, wechattest.WithApp(app1, secret1))
+	mr := miniredis.RunT(b)
+	client := redis.NewClient(&redis.Options{Addr: mr.Addr()})
+	b.Cleanup(func() { client.Close() })
+	src, err := wechat.NewSource(wechat.NewClient(wechat.WithBaseURL(fake.URL())), wechat.App{ID: app1, Secret: secret1})
+	if err != nil {
+		b.Fatal(err)
+	}
+	cache, err := tokencache.New(client, src, tokencache.WithKeyPrefix(keyPrefix))
+	if err != nil {
+		b.Fatal(err)
+	}
+	b.Cleanup(func() { cache.Close() })
+	cur, err := cache.Token(context.Background(), app1)
+	if err != nil {
+		b.Fatal(err)
+	}
+	// What the fake answers to the call, replayed from memory.
+	resp, err := http.Get(fake.URL() + wechat.EndpointDomainIP + "?access_token=" + url.QueryEscape(cur.Value))
+	if err != nil {
+		b.Fatal(err)
+	}
+	body, err := io.ReadAll(resp.Body)
+	resp.Body.Close()
+	if err != nil || resp.StatusCode != http.StatusOK || bytes.Contains(body, []byte(`"errcode"`)) {
+		b.Fatalf("the fake's reply: %d %s %v", resp.StatusCode, body, err)
+	}
+	up := &cannedUpstream{want: "access_token=" + url.QueryEscape(cur.Value), body: body, header: resp.Header.Clone()}
+
+	m, err := NewMetrics(prometheus.NewRegistry())
+	if err != nil {
+		b.Fatal(err)
+	}
+	gw, err := New(Config{
+		Tokens:      cache,
+		Apps:        []App{{ID: app1, Secret: secret1}},
+		Credentials: []Credential{{Name: "bench", Key: credA, Apps: []string{app1}}},
+		UpstreamURL: fake.URL(),
+		Transport:   up,
+		Ledger:      RedisLedger(client, keyPrefix),
+		Metrics:     m,
+		Logger:      slog.New(slog.NewTextHandler(io.Discard, nil)),
+	})
+	if err != nil {
+		b.Fatal(err)
+	}
+	rec := httptest.NewRecorder()
+	gw.ServeHTTP(rec, httptest.NewRequest(http.MethodGet, "/cgi-bin/token?grant_type=client_credential&appid="+app1+"&secret="+credA, nil))
+	var handed struct {
+		AccessToken string `json:"access_token"`
+	}
+	if err := json.Unmarshal(rec.Body.Bytes(), &handed); err != nil || handed.AccessToken == "" {
+		b.Fatalf("no token handed out: %s", rec.Body.Bytes())
+	}
+
+	ctx, cancel := context.WithCancel(context.Background())
+	b.Cleanup(cancel)
+	req := httptest.NewRequest(http.MethodGet, wechat.EndpointDomainIP+"?access_token="+url.QueryEscape(handed.AccessToken), nil).WithContext(ctx)
+	req.Header.Set("User-Agent", "Go-http-client/1.1") // what a Go SDK sends
+	req.Header.Set("Accept-Encoding", "gzip")
+	w := &discardWriter{h: http.Header{}}
+
+	b.Run("upstream-only", func(b *testing.B) {
+		out := httptest.NewRequest(http.MethodGet, fake.URL()+wechat.EndpointDomainIP+"?"+up.want, nil)
+		b.ReportAllocs()
+		for b.Loop() {
+			resp, err := up.RoundTrip(out)
+			if err != nil {
+				b.Fatal(err)
+			}
+			_, _ = io.Copy(w, resp.Body)
+			resp.Body.Close()
+		}
+	})
+	b.Run("through-handler", func(b *testing.B) {
+		b.ReportAllocs()
+		for b.Loop() {
+			clear(w.h)
+			w.code = 0
+			gw.ServeHTTP(w, req)
+			if w.code != http.StatusOK || w.h[HeaderGateway] != nil {
+				b.Fatalf("HTTP %d, answered by the gateway: %v", w.code, w.h[HeaderGateway])
+			}
+		}
+	})
+}
+
+// cannedUpstream answers every request with body and header, after
+// checking the gateway sent the token it should.
+type cannedUpstream struct {
+	want   string // the access_token parameter the gateway must send
+	body   []byte
+	header http.Header
+}
+
+func (u *cannedUpstream) RoundTrip(r *http.Request) (*http.Response, error) {
+	if !strings.HasSuffix(r.URL.RawQuery, u.want) {
+		return nil, errors.New("cannedUpstream: not the current token: " + wechat.Fingerprint(r.URL.RawQuery))
+	}
+	return &http.Response{StatusCode: http.StatusOK, Header: maps.Clone(u.header), ContentLength: int64(len(u.body)),
+		Body: io.NopCloser(bytes.NewReader(u.body)), Request: r}, nil
+}
+
+// discardWriter is a ResponseWriter that keeps the header and status and
+// discards the body.
+type discardWriter struct {
+	h    http.Header
+	code int
+}
+
+func (w *discardWriter) Header() http.Header         { return w.h }
+func (w *discardWriter) Write(p []byte) (int, error) { return len(p), nil }
+func (w *discardWriter) WriteHeader(code int)        { w.code = code }

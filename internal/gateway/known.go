@@ -70,7 +70,7 @@ func newKnown(max int, grace time.Duration, ledger Ledger, log *slog.Logger) *kn
 // the Ledger until then is written there first, so another replica knows it
 // by the time the caller can use it.
 func (k *known) remember(ctx context.Context, app, cred, handle string, tok tokencache.Token, now time.Time) {
-	h := sha256.Sum256([]byte(handle))
+	h := tokenHash(handle)
 	e := HandedOut{App: app, Credential: cred, StoodFor: wechat.Fingerprint(tok.Value), Until: tok.UsableUntil.Add(k.grace)}
 	if !k.put(h, knownEntry{HandedOut: e, shared: k.ledger == nil}, now) {
 		return
@@ -140,7 +140,7 @@ func (k *known) evictLocked(now time.Time) {
 // lookup returns what value was handed out as, if it is still honoured
 // at now.
 func (k *known) lookup(ctx context.Context, value string, now time.Time) (HandedOut, bool, error) {
-	h := sha256.Sum256([]byte(value))
+	h := tokenHash(value)
 	k.mu.RLock()
 	e, ok := k.m[h]
 	k.mu.RUnlock()
@@ -158,6 +158,17 @@ func (k *known) lookup(ctx context.Context, value string, now time.Time) (Handed
 	}
 	k.put(h, knownEntry{HandedOut: found, shared: true}, now)
 	return found, now.Before(found.Until), nil
+}
+
+// tokenHash is the SHA-256 of a token. One of up to 512 bytes (the room
+// WeChat asks to reserve for a token) is copied to the stack for hashing:
+// []byte(value) would copy it to the heap on every request.
+func tokenHash(value string) [sha256.Size]byte {
+	var buf [512]byte
+	if len(value) <= len(buf) {
+		return sha256.Sum256(append(buf[:0], value...))
+	}
+	return sha256.Sum256([]byte(value))
 }
 
 // RedisLedger is a Ledger in Redis: one key per handed-out token, named by

@@ -2,7 +2,10 @@ package gateway
 
 import (
 	"errors"
+	"maps"
 	"strconv"
+	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
@@ -29,19 +32,33 @@ import (
 type Metrics struct {
 	requests *prometheus.CounterVec
 	duration *prometheus.HistogramVec
-	inFlight prometheus.Gauge
-	rejected prometheus.Counter
-	forced   *prometheus.CounterVec
-	stale    prometheus.Counter
+	// The children of requests and duration by label set, so that a
+	// request costs a map read instead of WithLabelValues' validation,
+	// hashing and locking.
+	requestsBy children[requestLabels, prometheus.Counter]
+	durationBy children[string, prometheus.Observer]
+	inFlight   prometheus.Gauge
+	rejected   prometheus.Counter
+	forced     *prometheus.CounterVec
+	stale      prometheus.Counter
 }
 
-// errcodeLabels are the errcodes with a label of their own: the ones the
-// gateway answers itself and the token and quota classes.
-var errcodeLabels = map[int]bool{
-	0: true, -1: true, 40001: true, 40002: true, 40013: true, 40014: true, 40066: true, 40097: true, 40125: true,
-	40164: true, 41001: true, 41002: true, 41004: true, 42001: true, 43001: true, 43002: true, 44002: true,
-	45001: true, 45009: true, 45011: true, 47001: true, 89503: true, 40029: true, 40163: true,
-}
+// requestLabels are the labels of requests_total.
+type requestLabels struct{ class, errcode, retry string }
+
+// errcodeLabels are the errcodes with a label of their own (the ones the
+// gateway answers itself and the token and quota classes), each with its
+// label.
+var errcodeLabels = func() map[int]string {
+	m := map[int]string{}
+	for _, code := range []int{
+		0, -1, 40001, 40002, 40013, 40014, 40066, 40097, 40125, 40164, 41001, 41002, 41004, 42001,
+		43001, 43002, 44002, 45001, 45009, 45011, 47001, 89503, 40029, 40163,
+	} {
+		m[code] = strconv.Itoa(code)
+	}
+	return m
+}()
 
 // NewMetrics creates the collectors and registers them on reg.
 func NewMetrics(reg prometheus.Registerer) (*Metrics, error) {
@@ -63,6 +80,10 @@ func NewMetrics(reg prometheus.Registerer) (*Metrics, error) {
 		stale: prometheus.NewCounter(prometheus.CounterOpts{Namespace: ns, Subsystem: "gateway", Name: "stale_replaced_total",
 			Help: "Business calls whose caller held an earlier token, sent upstream with the current one instead."}),
 	}
+	m.requestsBy.newChild = func(l requestLabels) prometheus.Counter {
+		return m.requests.WithLabelValues(l.class, l.errcode, l.retry)
+	}
+	m.durationBy.newChild = func(class string) prometheus.Observer { return m.duration.WithLabelValues(class) }
 	for _, c := range []prometheus.Collector{m.requests, m.duration, m.inFlight, m.rejected, m.forced, m.stale} {
 		if err := reg.Register(c); err != nil {
 			return nil, errors.New("gateway: register metrics: " + err.Error())
@@ -76,15 +97,49 @@ func (m *Metrics) observe(ex *exchange, took time.Duration) {
 		return
 	}
 	code := "none"
-	switch {
-	case !ex.coded:
-	case errcodeLabels[ex.errcode]:
-		code = strconv.Itoa(ex.errcode)
-	default:
-		code = "other"
+	if ex.coded {
+		var ok bool
+		if code, ok = errcodeLabels[ex.errcode]; !ok {
+			code = "other"
+		}
 	}
-	m.requests.WithLabelValues(ex.class, code, ex.retry).Inc()
-	m.duration.WithLabelValues(ex.class).Observe(took.Seconds())
+	m.requestsBy.get(requestLabels{ex.class, code, ex.retry}).Inc()
+	m.durationBy.get(ex.class).Observe(took.Seconds())
+}
+
+// children holds the children of a metric vector by label set, read with
+// one atomic load and a map read. It is for label sets drawn from fixed,
+// small sets (the classes, errcode labels and retry outcomes here), so it
+// stays small; a child is made on first use, so /metrics still shows only
+// the series that happened.
+type children[K comparable, V any] struct {
+	m        atomic.Pointer[map[K]V] // never modified once stored
+	mu       sync.Mutex              // serialises adding
+	newChild func(K) V
+}
+
+func (c *children[K, V]) get(k K) V {
+	if m := c.m.Load(); m != nil {
+		if v, ok := (*m)[k]; ok {
+			return v
+		}
+	}
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	old := c.m.Load()
+	if old != nil {
+		if v, ok := (*old)[k]; ok {
+			return v
+		}
+	}
+	next := make(map[K]V, 1)
+	if old != nil {
+		next = maps.Clone(*old)
+	}
+	v := c.newChild(k)
+	next[k] = v
+	c.m.Store(&next)
+	return v
 }
 
 func (m *Metrics) inFlightAdd(d float64) {

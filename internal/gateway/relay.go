@@ -146,16 +146,16 @@ func (b *body) reader() io.ReadCloser {
 // readBody buffers up to RetryBuffer bytes of r's body; a larger body is
 // streamed (what was read first, then the rest). The whole body is capped
 // at MaxBody.
-func (g *Gateway) readBody(w http.ResponseWriter, r *http.Request) (*body, error) {
+func (g *Gateway) readBody(w http.ResponseWriter, r *http.Request) (body, error) {
 	if r.Body == nil || r.Body == http.NoBody || r.ContentLength == 0 {
-		return &body{buffered: true, length: 0}, nil
+		return body{buffered: true, length: 0}, nil
 	}
 	if r.ContentLength > g.maxBody {
-		return nil, &http.MaxBytesError{Limit: g.maxBody}
+		return body{}, &http.MaxBytesError{Limit: g.maxBody}
 	}
 	src := http.MaxBytesReader(w, r.Body, g.maxBody)
 	if r.ContentLength > g.retryBuffer {
-		return &body{stream: src, length: r.ContentLength}, nil
+		return body{stream: src, length: r.ContentLength}, nil
 	}
 	var buf []byte
 	if r.ContentLength > 0 {
@@ -164,12 +164,12 @@ func (g *Gateway) readBody(w http.ResponseWriter, r *http.Request) (*body, error
 	bb := bytes.NewBuffer(buf)
 	n, err := bb.ReadFrom(io.LimitReader(src, g.retryBuffer+1))
 	if err != nil {
-		return nil, err
+		return body{}, err
 	}
 	if n <= g.retryBuffer {
-		return &body{buf: bb.Bytes(), length: n, buffered: true}, nil
+		return body{buf: bb.Bytes(), length: n, buffered: true}, nil
 	}
-	return &body{stream: io.MultiReader(bb, src), length: r.ContentLength}, nil
+	return body{stream: io.MultiReader(bb, src), length: r.ContentLength}, nil
 }
 
 // relay sends the request upstream for app with its current token (in
@@ -196,12 +196,12 @@ func (g *Gateway) relay(w http.ResponseWriter, r *http.Request, ex *exchange, ap
 	if !b.buffered {
 		w.Header().Set(HeaderRetry, "disabled: request body over "+strconv.FormatInt(g.retryBuffer, 10)+" bytes (gateway.retry_buffer) was streamed")
 	}
-	resp, err := g.send(ctx, r, path, rawPath, tok.Value, b)
+	resp, err := g.send(ctx, r, path, rawPath, tok.Value, &b)
 	if err != nil {
 		g.upstreamFailure(w, ex, err, tok.Value)
 		return
 	}
-	code, refused, read := inspect(path, resp)
+	code, refused, read, held := inspect(path, resp)
 	ex.errcode, ex.coded = code, read
 	if refused {
 		var fresh tokencache.Token
@@ -216,12 +216,12 @@ func (g *Gateway) relay(w http.ResponseWriter, r *http.Request, ex *exchange, ap
 		default:
 			resp.Body.Close()
 			ex.retry = RetryDone
-			resp, err = g.send(ctx, r, path, rawPath, fresh.Value, b)
+			resp, err = g.send(ctx, r, path, rawPath, fresh.Value, &b)
 			if err != nil {
 				g.upstreamFailure(w, ex, err, fresh.Value)
 				return
 			}
-			code, _, read = inspect(path, resp)
+			code, _, read, held = inspect(path, resp)
 			ex.errcode, ex.coded = code, read
 			w.Header().Set(HeaderRetry, "retried once with a new token after errcode 40001/40014/42001")
 		}
@@ -229,9 +229,14 @@ func (g *Gateway) relay(w http.ResponseWriter, r *http.Request, ex *exchange, ap
 	defer resp.Body.Close()
 	copyHeader(w.Header(), resp.Header)
 	w.WriteHeader(resp.StatusCode)
-	buf := copyBuffers.Get().(*[]byte)
-	defer copyBuffers.Put(buf)
-	if _, err := io.CopyBuffer(w, resp.Body, *buf); err != nil && ex.err == nil {
+	if held != nil {
+		_, err = w.Write(held)
+	} else {
+		buf := copyBuffers.Get().(*[]byte)
+		_, err = io.CopyBuffer(w, resp.Body, *buf)
+		copyBuffers.Put(buf)
+	}
+	if err != nil && ex.err == nil {
 		ex.err = fmt.Errorf("copying the reply: %s", scrub(err.Error(), tok.Value))
 	}
 }
@@ -248,7 +253,7 @@ func (g *Gateway) send(ctx context.Context, r *http.Request, path, rawPath, toke
 		u.RawPath = g.upstream.Path + rawPath
 	}
 	u.RawQuery = withToken(r.URL.RawQuery, token)
-	out := &http.Request{
+	out := http.Request{ // not escaping: WithContext below copies it
 		Method:        r.Method,
 		URL:           &u,
 		Proto:         "HTTP/1.1",
@@ -262,20 +267,19 @@ func (g *Gateway) send(ctx context.Context, r *http.Request, path, rawPath, toke
 	if b.buffered {
 		out.ContentLength = int64(len(b.buf))
 	}
-	copyHeader(out.Header, r.Header)
-	out.Header.Del("Authorization") // the caller's Bearer credential stays here
-	// A compressed reply could not be read for its errcode.
-	out.Header.Del("Accept-Encoding")
-	out = out.WithContext(ctx)
-	return g.transport.RoundTrip(out)
+	// The caller's Bearer credential stays here; without Accept-Encoding
+	// the reply comes uncompressed, so it can be read for its errcode.
+	copyHeader(out.Header, r.Header, "Authorization", "Accept-Encoding")
+	return g.transport.RoundTrip(out.WithContext(ctx))
 }
 
-// inspect reads a JSON reply of bounded size for its errcode, puts the
-// body back, and reports whether WeChat refused the token. Larger or
-// non-JSON replies (media) are not read.
-func inspect(path string, resp *http.Response) (code int, refused, read bool) {
+// inspect reads a JSON reply of bounded size for its errcode and reports
+// whether WeChat refused the token. held is the body when it was read to
+// its end (resp.Body is then empty); otherwise resp.Body still gives the
+// whole body. Larger or non-JSON replies (media) are not read.
+func inspect(path string, resp *http.Response) (code int, refused, read bool, held []byte) {
 	if resp.StatusCode != http.StatusOK || resp.ContentLength > wechat.MaxReplyBytes || !looksJSON(resp.Header.Get("Content-Type")) {
-		return 0, false, false
+		return 0, false, false, nil
 	}
 	var data []byte
 	var err error
@@ -292,21 +296,22 @@ func inspect(path string, resp *http.Response) (code int, refused, read bool) {
 			io.Reader
 			io.Closer
 		}{io.MultiReader(bytes.NewReader(data), &errOr{r: rest, err: err}), rest}
-		return 0, false, false
+		return 0, false, false, nil
 	}
 	resp.Body.Close() // read to its end: the connection goes back to the pool
-	resp.Body = io.NopCloser(bytes.NewReader(data))
+	// data (never nil: make and io.ReadAll both give a slice) holds it now.
+	resp.Body = http.NoBody
 	if !bytes.Contains(data, []byte(`"errcode"`)) {
-		return 0, false, true // most successful replies carry no errcode: skip the decode
+		return 0, false, true, data // most successful replies carry no errcode: skip the decode
 	}
 	var apiErr *wechat.Error
 	switch e := wechat.CheckBusinessReply(path, data); {
 	case errors.As(e, &apiErr):
-		return apiErr.Code, errors.Is(e, wechat.ErrTokenInvalid), true
+		return apiErr.Code, errors.Is(e, wechat.ErrTokenInvalid), true, data
 	case e != nil:
-		return 0, false, false // not a WeChat reply
+		return 0, false, false, data // not a WeChat reply
 	}
-	return 0, false, true
+	return 0, false, true, data
 }
 
 // errOr reads r, or fails with err if reading the start already failed.
@@ -369,6 +374,9 @@ func queryToken(raw string) (string, bool) {
 		var part string
 		part, raw, _ = strings.Cut(raw, "&")
 		if k, v, _ := strings.Cut(part, "="); paramIs(k, "access_token") {
+			if strings.IndexByte(v, '%') < 0 && strings.IndexByte(v, '+') < 0 {
+				return v, v != "" // what QueryUnescape would give, without its byte-by-byte scan
+			}
 			t, err := url.QueryUnescape(v)
 			return t, err == nil && t != ""
 		}
@@ -396,8 +404,9 @@ func withToken(raw, token string) string { return withParam(raw, "access_token",
 // hopHeaders are the hop-by-hop headers (RFC 9110 7.6.1), never forwarded.
 var hopHeaders = []string{"Connection", "Proxy-Connection", "Keep-Alive", "Proxy-Authenticate", "Proxy-Authorization", "Te", "Trailer", "Transfer-Encoding", "Upgrade"}
 
-// copyHeader copies src's end-to-end headers into dst.
-func copyHeader(dst, src http.Header) {
+// copyHeader copies src's end-to-end headers into dst, except those named
+// in drop (canonical names).
+func copyHeader(dst, src http.Header, drop ...string) {
 	var named []string // listed in Connection: hop-by-hop too
 	for _, v := range src["Connection"] {
 		for _, f := range strings.Split(v, ",") {
@@ -414,6 +423,11 @@ next:
 			}
 		}
 		for _, h := range named {
+			if k == h {
+				continue next
+			}
+		}
+		for _, h := range drop {
 			if k == h {
 				continue next
 			}

@@ -95,7 +95,9 @@ func scrubBytes(b []byte, secret string) []byte {
 // withParam is raw with every name parameter dropped and name=value
 // appended.
 func withParam(raw, name, value string) string {
+	esc := url.QueryEscape(value)
 	var b strings.Builder
+	b.Grow(len(raw) + 1 + len(name) + 1 + len(esc)) // one allocation
 	for raw != "" {
 		var part string
 		part, raw, _ = strings.Cut(raw, "&")
@@ -105,6 +107,8 @@ func withParam(raw, name, value string) string {
 		b.WriteString(part)
 		b.WriteByte('&')
 	}
-	b.WriteString(name + "=" + url.QueryEscape(value))
+	b.WriteString(name)
+	b.WriteByte('=')
+	b.WriteString(esc)
 	return b.String()
 }
