@@ -118,8 +118,9 @@ func nodeSDK(t *testing.T) string {
 }
 
 // TestNodeSDKThroughTheGateway runs a real Node WeChat SDK (co-wechat-api,
-// unmodified, configured only by its own api.prefix and a gateway
-// credential in place of the AppSecret) in several processes against 3
+// unmodified, configured only by its own API hosts (api.prefix and the
+// other *Prefix properties) and a gateway credential in place of the
+// AppSecret) in several processes against 3
 // replicas' gateways and the fake, through an upstream fault, the
 // leader's kill and a Redis restart. The fake must count no business call
 // on a dead token, and no more mints than the ideal plus one per fault.

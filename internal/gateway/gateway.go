@@ -52,7 +52,7 @@ type Credential struct {
 
 // DefaultPrefixes are the API path prefixes relayed as business calls.
 var DefaultPrefixes = []string{
-	"/cgi-bin/", "/wxa/", "/wxaapi/", "/datacube/", "/card/", "/merchant/", "/customservice/",
+	"/cgi-bin/", "/wxa/", "/wxaapi/", "/datacube/", "/card/", "/merchant/", "/customservice/", "/pay/",
 	"/shakearound/", "/semantic/", "/union/", "/product/", "/channels/", "/tcb/", "/wxopen/",
 }
 

@@ -2,9 +2,9 @@
 // One SDK process of cmd/refresher's TestNodeSDKThroughTheGateway.
 //
 // co-wechat-api is used unmodified. Its whole configuration for the
-// gateway is one setting: api.prefix, the base of every /cgi-bin/ URL,
-// set to a gateway replica; the "appsecret" it is given is a gateway
-// credential, never the AppSecret. The process runs one API object per
+// gateway is its own API hosts (api.prefix, the base of every /cgi-bin/
+// URL, and the other *Prefix properties), set to a gateway replica; the
+// "appsecret" it is given is a gateway credential, never the AppSecret. The process runs one API object per
 // replica, sharing one token through the SDK's own getToken/saveToken
 // hooks, and calls them in turn: a token fetched from one replica is used
 // on the others, as a fleet of business servers behind a load balancer
@@ -32,7 +32,16 @@ const apis = bases.map((base) => {
       if (token) result.fetches++;
       shared = token;
     });
-  api.prefix = base.replace(/\/$/, '') + '/cgi-bin/';
+  // Every API host the SDK knows, as the README's recipe says: a token
+  // the gateway hands out works only through it.
+  const gw = base.replace(/\/$/, '') + '/';
+  api.prefix = gw + 'cgi-bin/';
+  api.fileServerPrefix = gw + 'cgi-bin/';
+  api.snsPrefix = gw + 'sns/';
+  api.wxaPrefix = gw + 'wxa/';
+  api.merchantPrefix = gw + 'merchant/';
+  api.customservicePrefix = gw + 'customservice/';
+  api.payPrefix = gw + 'pay/';
   api.setOpts({ timeout: 5000 });
   return api;
 });
