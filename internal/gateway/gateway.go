@@ -214,7 +214,7 @@ func buildCredentials(list []Credential, apps map[string]*appEntry) ([]credentia
 func (g *Gateway) SetCredentials(list []Credential) error {
 	creds, errs := buildCredentials(list, g.apps)
 	if len(list) == 0 && !g.acceptSecret {
-		errs = append(errs, errors.New("Credentials: none configured, and AcceptAppSecret is off: no caller could authenticate"))
+		errs = append(errs, errors.New("no credentials, and AcceptAppSecret is off: no caller could authenticate"))
 	}
 	if len(errs) > 0 {
 		return fmt.Errorf("gateway: invalid credentials: %w", errors.Join(errs...))
