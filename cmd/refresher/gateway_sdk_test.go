@@ -337,17 +337,7 @@ func sdkUpstream(t *testing.T, fake *wechattest.Server) string {
 // replica serves WeChat's API on gateway.addr only, its metrics on the
 // admin listener, and logs neither the credential nor the AppSecret.
 func TestGatewayServedOnItsOwnListener(t *testing.T) {
-	rs := redistest.Start(t)
-	secret := fmt.Sprintf("sdk-secret-%d", time.Now().UnixNano())
-	fake := wechattest.NewHandler(wechattest.WithApp("wxa", secret))
-	t.Cleanup(fake.Close)
-	upstream := sdkUpstream(t, fake)
-	gw, admin := freeAddr(t), freeAddr(t)
-	path := filepath.Join(t.TempDir(), "g.yaml")
-	yaml := fmt.Sprintf(sdkReplicaYAML, "g1", rs.Addr(), upstream, secret, admin, testAPIKey, gw, sdkCredential)
-	if err := os.WriteFile(path, []byte(yaml), 0o600); err != nil {
-		t.Fatal(err)
-	}
+	fake, secret, gw, admin, path := gatewayReplica(t, nil)
 	p := startProc(t, "g1", baseEnv(), "serve", "--config", path)
 	tokenPath := "/cgi-bin/token?grant_type=client_credential&appid=wxa&secret=" + sdkCredential
 	var body string
@@ -404,22 +394,14 @@ func TestGatewayServedOnItsOwnListener(t *testing.T) {
 // certificate as the API's: an SDK pointed at https:// gets its token, and
 // plain HTTP is refused.
 func TestGatewayServedOverTLS(t *testing.T) {
-	rs := redistest.Start(t)
 	pki := redistest.NewPKI(t)
-	secret := fmt.Sprintf("sdk-secret-%d", time.Now().UnixNano())
-	fake := wechattest.NewHandler(wechattest.WithApp("wxa", secret))
-	t.Cleanup(fake.Close)
-	upstream := sdkUpstream(t, fake)
-	gw, admin := freeAddr(t), freeAddr(t)
-	path := filepath.Join(t.TempDir(), "g.yaml")
-	yaml := fmt.Sprintf(sdkReplicaYAML, "g1", rs.Addr(), upstream, secret, admin, testAPIKey, gw, sdkCredential)
-	yaml = strings.Replace(yaml, "http:\n  addr: "+fmt.Sprintf("%q", admin)+"\n", "http:\n  addr: "+fmt.Sprintf("%q", admin)+"\n  tls: {cert_file: "+fmt.Sprintf("%q", pki.ServerCertFile)+", key_file: "+fmt.Sprintf("%q", pki.ServerKey)+"}\n", 1)
-	if !strings.Contains(yaml, "tls: {cert_file") {
-		t.Fatalf("the test's config has no http.tls:\n%s", yaml)
-	}
-	if err := os.WriteFile(path, []byte(yaml), 0o600); err != nil {
-		t.Fatal(err)
-	}
+	_, _, gw, _, path := gatewayReplica(t, func(yaml, admin string) string {
+		yaml = strings.Replace(yaml, "http:\n  addr: "+fmt.Sprintf("%q", admin)+"\n", "http:\n  addr: "+fmt.Sprintf("%q", admin)+"\n  tls: {cert_file: "+fmt.Sprintf("%q", pki.ServerCertFile)+", key_file: "+fmt.Sprintf("%q", pki.ServerKey)+"}\n", 1)
+		if !strings.Contains(yaml, "tls: {cert_file") {
+			t.Fatalf("the test's config has no http.tls:\n%s", yaml)
+		}
+		return yaml
+	})
 	p := startProc(t, "g1", baseEnv(), "serve", "--config", path)
 	client := &http.Client{Timeout: 5 * time.Second, Transport: &http.Transport{TLSClientConfig: pki.ClientTLS()}}
 	tokenPath := "/cgi-bin/token?grant_type=client_credential&appid=wxa&secret=" + sdkCredential
@@ -450,22 +432,15 @@ func TestGatewayServedOverTLS(t *testing.T) {
 // credential cuts off the tokens it already holds at once (40001 from the
 // gateway, never forwarded), and leaves another credential's working.
 func TestReloadRevokesAGatewayCredential(t *testing.T) {
-	rs := redistest.Start(t)
-	secret := fmt.Sprintf("sdk-secret-%d", time.Now().UnixNano())
-	fake := wechattest.NewHandler(wechattest.WithApp("wxa", secret))
-	t.Cleanup(fake.Close)
-	upstream := sdkUpstream(t, fake)
-	gw, admin := freeAddr(t), freeAddr(t)
 	const other = "second-gateway-credential-4567"
-	path := filepath.Join(t.TempDir(), "g.yaml")
-	base := fmt.Sprintf(sdkReplicaYAML, "g1", rs.Addr(), upstream, secret, admin, testAPIKey, gw, sdkCredential)
-	both := strings.Replace(base, "  credentials:\n", "  credentials:\n    - {name: other, key: \""+other+"\", apps: [wxa]}\n", 1)
-	if both == base {
-		t.Fatal("could not add a second credential to the config")
-	}
-	if err := os.WriteFile(path, []byte(both), 0o600); err != nil {
-		t.Fatal(err)
-	}
+	var both string
+	fake, _, gw, _, path := gatewayReplica(t, func(base, _ string) string {
+		both = strings.Replace(base, "  credentials:\n", "  credentials:\n    - {name: other, key: \""+other+"\", apps: [wxa]}\n", 1)
+		if both == base {
+			t.Fatal("could not add a second credential to the config")
+		}
+		return both
+	})
 	p := startProc(t, "g1", baseEnv(), "serve", "--config", path)
 	token := func(cred string) string {
 		var tok struct {
@@ -508,4 +483,29 @@ func TestReloadRevokesAGatewayCredential(t *testing.T) {
 	if body := httpBody("http://" + gw + "/cgi-bin/token?grant_type=client_credential&appid=wxa&secret=" + sdkCredential); !strings.Contains(body, "40125") {
 		t.Errorf("a token fetch with the revoked credential: %q, want 40125", body)
 	}
+}
+
+// gatewayReplica writes the config of one replica, g1, with the gateway on
+// (sdkReplicaYAML, changed by edit, which is told the admin listener's
+// address, when it is not nil), against a fresh
+// redis-server and a fake that knows app wxa. It returns the fake, wxa's
+// AppSecret, the gateway's and the admin listener's addresses, and the
+// config's path.
+func gatewayReplica(t *testing.T, edit func(yaml, admin string) string) (fake *wechattest.Server, secret, gw, admin, path string) {
+	t.Helper()
+	rs := redistest.Start(t)
+	secret = fmt.Sprintf("sdk-secret-%d", time.Now().UnixNano())
+	fake = wechattest.NewHandler(wechattest.WithApp("wxa", secret))
+	t.Cleanup(fake.Close)
+	upstream := sdkUpstream(t, fake)
+	gw, admin = freeAddr(t), freeAddr(t)
+	path = filepath.Join(t.TempDir(), "g.yaml")
+	yaml := fmt.Sprintf(sdkReplicaYAML, "g1", rs.Addr(), upstream, secret, admin, testAPIKey, gw, sdkCredential)
+	if edit != nil {
+		yaml = edit(yaml, admin)
+	}
+	if err := os.WriteFile(path, []byte(yaml), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	return fake, secret, gw, admin, path
 }

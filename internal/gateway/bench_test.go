@@ -39,19 +39,7 @@ import (
 //
 //	go test -run '^$' -bench BenchmarkGateway -benchmem ./internal/gateway/
 func BenchmarkGateway(b *testing.B) {
-	fake := wechattest.New(b, wechattest.WithApp(app1, secret1))
-	mr := miniredis.RunT(b)
-	client := redis.NewClient(&redis.Options{Addr: mr.Addr()})
-	b.Cleanup(func() { client.Close() })
-	src, err := wechat.NewSource(wechat.NewClient(wechat.WithBaseURL(fake.URL())), wechat.App{ID: app1, Secret: secret1})
-	if err != nil {
-		b.Fatal(err)
-	}
-	cache, err := tokencache.New(client, src, tokencache.WithKeyPrefix(keyPrefix))
-	if err != nil {
-		b.Fatal(err)
-	}
-	b.Cleanup(func() { cache.Close() })
+	fake, client, cache := benchCache(b)
 	m, err := NewMetrics(prometheus.NewRegistry())
 	if err != nil {
 		b.Fatal(err)
@@ -201,19 +189,7 @@ func cpuTime(b *testing.B) time.Duration {
 //
 //	go test -run '^$' -bench BenchmarkGatewayHandler -benchmem ./internal/gateway/
 func BenchmarkGatewayHandler(b *testing.B) {
-	fake := wechattest.New(b, wechattest.WithApp(app1, secret1))
-	mr := miniredis.RunT(b)
-	client := redis.NewClient(&redis.Options{Addr: mr.Addr()})
-	b.Cleanup(func() { client.Close() })
-	src, err := wechat.NewSource(wechat.NewClient(wechat.WithBaseURL(fake.URL())), wechat.App{ID: app1, Secret: secret1})
-	if err != nil {
-		b.Fatal(err)
-	}
-	cache, err := tokencache.New(client, src, tokencache.WithKeyPrefix(keyPrefix))
-	if err != nil {
-		b.Fatal(err)
-	}
-	b.Cleanup(func() { cache.Close() })
+	fake, client, cache := benchCache(b)
 	cur, err := cache.Token(context.Background(), app1)
 	if err != nil {
 		b.Fatal(err)
@@ -314,3 +290,23 @@ type discardWriter struct {
 func (w *discardWriter) Header() http.Header         { return w.h }
 func (w *discardWriter) Write(p []byte) (int, error) { return len(p), nil }
 func (w *discardWriter) WriteHeader(code int)        { w.code = code }
+
+// benchCache is the fake WeChat knowing app1, a miniredis and a token
+// cache on them, for the benchmarks.
+func benchCache(b *testing.B) (*wechattest.Server, *redis.Client, *tokencache.Cache) {
+	b.Helper()
+	fake := wechattest.New(b, wechattest.WithApp(app1, secret1))
+	mr := miniredis.RunT(b)
+	client := redis.NewClient(&redis.Options{Addr: mr.Addr()})
+	b.Cleanup(func() { client.Close() })
+	src, err := wechat.NewSource(wechat.NewClient(wechat.WithBaseURL(fake.URL())), wechat.App{ID: app1, Secret: secret1})
+	if err != nil {
+		b.Fatal(err)
+	}
+	cache, err := tokencache.New(client, src, tokencache.WithKeyPrefix(keyPrefix))
+	if err != nil {
+		b.Fatal(err)
+	}
+	b.Cleanup(func() { cache.Close() })
+	return fake, client, cache
+}
