@@ -3,7 +3,7 @@
 // (miniredis) and an embedded fake WeChat (pkg/wechattest) with two apps
 // whose tokens live a minute. `make run` starts it:
 //
-//	go run ./cmd/refresher-demo serve --demo [--http-addr ADDR] [--print-config]
+//	go run ./cmd/refresher-demo serve --demo [--http-addr ADDR] [--gateway-addr ADDR] [--print-config]
 //
 // Every other subcommand and flag is the refresher's (package
 // internal/cli). It links test code, so it is never the production
@@ -36,5 +36,5 @@ func runDemo(ctx context.Context, fs *pflag.FlagSet, printConfig bool, stdout, s
 	log := cli.NewLogger(env.Config, stderr)
 	log.Info("demo: embedded Redis and fake WeChat started", "redis", env.RedisAddr, "wechat", env.WeChatURL,
 		"token_lifetime", demo.Lifetime, "overlap", demo.Grace)
-	return cli.Serve(ctx, env.Config, log, refresher.WithOnListening(func(addr string) { env.WriteHelp(stdout, addr) }))
+	return cli.Serve(ctx, env.Config, log, refresher.WithOnListening(func(addr string) { env.WriteHelp(stdout, addr, env.Config.Gateway.Addr) }))
 }

@@ -6,7 +6,7 @@
 //
 // Defaults < YAML file (--config, or TOKENKEEPER_CONFIG) < environment <
 // flags (RegisterFlags: --identity, --redis-addrs, --wechat-base-url,
-// --http-addr, --log-level, --log-format). Every key works from the
+// --http-addr, --gateway-addr, --log-level, --log-format). Every key works from the
 // environment alone, so a container needs no file at all. A key the file
 // misspells is an error, not silently ignored, that names the key in full
 // and suggests the valid key of its section it is a near miss of (an unknown

@@ -52,13 +52,14 @@ var flagKeys = map[string]string{
 	"redis-addrs":     "redis.addrs",
 	"wechat-base-url": "wechat.base_url",
 	"http-addr":       "http.addr",
+	"gateway-addr":    "gateway.addr",
 	"log-level":       "log.level",
 	"log-format":      "log.format",
 }
 
 // RegisterFlags defines the flags Load applies on top of the file and the
 // environment: --identity, --redis-addrs (comma-separated), --wechat-base-url,
-// --http-addr, --log-level, --log-format.
+// --http-addr, --gateway-addr, --log-level, --log-format.
 func RegisterFlags(fs *pflag.FlagSet) {
 	names := make([]string, 0, len(flagKeys))
 	for name := range flagKeys {

@@ -56,6 +56,12 @@ http:
     - name: demo
       key: %q
       apps: ["*"]
+gateway:
+  addr: "127.0.0.1:8090"
+  credentials:
+    - name: demo-sdk
+      key: %q
+      apps: ["*"]
 `
 
 // Env is a running demo backend. Close it when the replica has stopped.
@@ -65,7 +71,11 @@ type Env struct {
 	// not, so a stray TOKENKEEPER_ variable cannot break the demo.
 	Config *config.Config
 	// APIKey reads every app's token.
-	APIKey    string
+	APIKey string
+	// GatewayCredential is what an SDK sends as its secret to the
+	// WeChat-compatible gateway (Config.Gateway.Addr), for every app.
+	GatewayCredential string
+
 	RedisAddr string
 	WeChatURL string
 
@@ -91,8 +101,8 @@ func Start(flags *pflag.FlagSet) (*Env, error) {
 		wechattest.WithGrace(Grace),
 		wechattest.WithTicketLifetime(Lifetime),
 	)
-	e := &Env{APIKey: "demo-" + randomHex(16), RedisAddr: mr.Addr(), WeChatURL: fake.URL(), redis: mr, fake: fake}
-	yaml := fmt.Sprintf(configYAML, mr.Addr(), fake.URL(), secret1, secret2, e.APIKey)
+	e := &Env{APIKey: "demo-" + randomHex(16), GatewayCredential: "sdk-" + randomHex(16), RedisAddr: mr.Addr(), WeChatURL: fake.URL(), redis: mr, fake: fake}
+	yaml := fmt.Sprintf(configYAML, mr.Addr(), fake.URL(), secret1, secret2, e.APIKey, e.GatewayCredential)
 	cfg, err := config.Load(config.Options{File: "(demo)", YAML: []byte(yaml), Environ: []string{}, Flags: flags})
 	if err != nil {
 		e.Close()
@@ -114,14 +124,11 @@ func randomHex(n int) string {
 	return hex.EncodeToString(b)
 }
 
-// WriteHelp prints what to try against a replica listening on addr: curl
-// lines with the API key, and how to run `refresher status`.
-func (e *Env) WriteHelp(w io.Writer, addr string) {
-	host, port, _ := net.SplitHostPort(addr)
-	if ip := net.ParseIP(host); ip == nil || ip.IsUnspecified() {
-		host = "127.0.0.1"
-	}
-	base := "http://" + net.JoinHostPort(host, port)
+// WriteHelp prints what to try against a replica listening on addr (and
+// its gateway on gatewayAddr): curl lines with the API key and the gateway
+// credential, and how to run `refresher status`.
+func (e *Env) WriteHelp(w io.Writer, addr, gatewayAddr string) {
+	base, gw := baseURL(addr), baseURL(gatewayAddr)
 	fmt.Fprintf(w, `
 tokenkeeper demo is running: one replica, an embedded Redis, a fake WeChat
 whose tokens live %v (a refresh every ~35 s; watch for "fetched and stored a new token").
@@ -138,6 +145,11 @@ Try:
   curl -s %[3]s/metrics | grep ^tokenkeeper_
   curl -s %[3]s/readyz
 
+The WeChat-compatible gateway, as an SDK in any language sees it (its
+"secret" is the gateway credential %[5]s, never the AppSecret):
+  curl -s '%[6]s/cgi-bin/token?grant_type=client_credential&appid=wxdemo1&secret=%[5]s'
+  curl -s '%[6]s/cgi-bin/get_api_domain_ip?access_token=<the access_token above>'
+
 Status (leader, token fingerprints, last fetch), from another terminal; status
 reads Redis only and never fetches, so the secrets it asks for are placeholders:
   TOKENKEEPER_REDIS_ADDRS=%[4]s TOKENKEEPER_APPS=wxdemo1:classic,wxdemo2:stable \
@@ -145,5 +157,15 @@ reads Redis only and never fetches, so the secrets it asks for are placeholders:
   go run ./cmd/refresher status
 
 Stop with Ctrl-C.
-`, Lifetime, e.APIKey, base, e.RedisAddr)
+`, Lifetime, e.APIKey, base, e.RedisAddr, e.GatewayCredential, gw)
+}
+
+// baseURL is the http URL of a listener's address, on loopback when it
+// listens on every address.
+func baseURL(addr string) string {
+	host, port, _ := net.SplitHostPort(addr)
+	if ip := net.ParseIP(host); ip == nil || ip.IsUnspecified() {
+		host = "127.0.0.1"
+	}
+	return "http://" + net.JoinHostPort(host, port)
 }

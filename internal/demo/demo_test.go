@@ -31,6 +31,10 @@ func TestStartServesBothApps(t *testing.T) {
 	if cfg.HTTP.Addr != "127.0.0.1:9999" || cfg.Identity != "demo" || len(cfg.HTTP.APIKeys) != 1 || cfg.HTTP.APIKeys[0].Key.Reveal() != e.APIKey {
 		t.Errorf("config: addr %s identity %s keys %d", cfg.HTTP.Addr, cfg.Identity, len(cfg.HTTP.APIKeys))
 	}
+	if cfg.Gateway.Addr != "127.0.0.1:8090" || len(cfg.Gateway.Credentials) != 1 || cfg.Gateway.Credentials[0].Key.Reveal() != e.GatewayCredential ||
+		!strings.HasPrefix(e.GatewayCredential, "sdk-") || e.GatewayCredential == e.APIKey {
+		t.Errorf("gateway: addr %s, %d credentials; want the demo's own credential on 127.0.0.1:8090", cfg.Gateway.Addr, len(cfg.Gateway.Credentials))
+	}
 	if !strings.HasPrefix(e.APIKey, "demo-") || len(e.APIKey) != len("demo-")+32 {
 		t.Errorf("API key %q: want demo- and 32 hex digits", e.APIKey)
 	}
@@ -77,7 +81,7 @@ func TestTwoDemosHaveDifferentSecrets(t *testing.T) {
 }
 
 func TestWriteHelp(t *testing.T) {
-	e := &demo.Env{APIKey: "demo-KEY", RedisAddr: "127.0.0.1:7777"}
+	e := &demo.Env{APIKey: "demo-KEY", GatewayCredential: "sdk-CRED", RedisAddr: "127.0.0.1:7777"}
 	for addr, base := range map[string]string{
 		"0.0.0.0:8080":   "http://127.0.0.1:8080",
 		"[::]:8080":      "http://127.0.0.1:8080",
@@ -86,7 +90,7 @@ func TestWriteHelp(t *testing.T) {
 		"localhost:8080": "http://127.0.0.1:8080",
 	} {
 		var b bytes.Buffer
-		e.WriteHelp(&b, addr)
+		e.WriteHelp(&b, addr, "0.0.0.0:8090")
 		out := b.String()
 		for _, want := range []string{
 			"API key: demo-KEY\n",
@@ -95,6 +99,8 @@ func TestWriteHelp(t *testing.T) {
 			"curl -s " + base + "/metrics",
 			"TOKENKEEPER_REDIS_ADDRS=127.0.0.1:7777 ",
 			"refresher status",
+			"curl -s 'http://127.0.0.1:8090/cgi-bin/token?grant_type=client_credential&appid=wxdemo1&secret=sdk-CRED'",
+			"curl -s 'http://127.0.0.1:8090/cgi-bin/get_api_domain_ip?access_token=",
 		} {
 			if !strings.Contains(out, want) {
 				t.Errorf("%s: help lacks %q:\n%s", addr, want, out)
