@@ -143,6 +143,9 @@ type appEntry struct {
 	id         string
 	secret     wechat.Secret
 	secretHash [sha256.Size]byte
+	// secretCred is the credential of callers using the AppSecret (nil
+	// without one); in force only while Config.AcceptAppSecret is set.
+	secretCred *credential
 }
 
 type credential struct {
@@ -157,10 +160,14 @@ type credential struct {
 func (c *credential) allows(app string) bool { return c.all || c.apps[app] }
 
 // buildCredentials checks list against the apps, as New and SetCredentials
-// do; its errors name the credential, never its key.
-func buildCredentials(list []Credential, apps map[string]*appEntry) ([]credential, []error) {
+// do (with none, the AppSecret must be accepted, or nobody could
+// authenticate); its errors name the credential, never its key.
+func buildCredentials(list []Credential, apps map[string]*appEntry, acceptSecret bool) ([]credential, []error) {
 	var errs []error
 	bad := func(format string, args ...any) { errs = append(errs, fmt.Errorf(format, args...)) }
+	if len(list) == 0 && !acceptSecret {
+		bad("Credentials: none configured, and AcceptAppSecret is off: no caller could authenticate")
+	}
 	var out []credential
 	names := map[string]bool{}
 	hashes := map[[sha256.Size]byte]bool{}
@@ -209,13 +216,9 @@ func buildCredentials(list []Credential, apps map[string]*appEntry) ([]credentia
 // SetCredentials replaces the gateway credentials (a reload): a credential
 // no longer listed, or no longer allowed an app, is refused from the next
 // request on, and so are the tokens handed out to it. list is checked as
-// New checks it; on error nothing changes. Without credentials the
-// AppSecret must still be accepted (Config.AcceptAppSecret), as in New.
+// New checks it; on error nothing changes.
 func (g *Gateway) SetCredentials(list []Credential) error {
-	creds, errs := buildCredentials(list, g.apps)
-	if len(list) == 0 && !g.acceptSecret {
-		errs = append(errs, errors.New("no credentials, and AcceptAppSecret is off: no caller could authenticate"))
-	}
+	creds, errs := buildCredentials(list, g.apps, g.acceptSecret)
 	if len(errs) > 0 {
 		return fmt.Errorf("gateway: invalid credentials: %w", errors.Join(errs...))
 	}
@@ -265,15 +268,13 @@ func New(cfg Config) (*Gateway, error) {
 		e := &appEntry{id: a.ID, secret: a.Secret}
 		if a.Secret != "" {
 			e.secretHash = sha256.Sum256([]byte(a.Secret.Reveal()))
+			e.secretCred = &credential{name: appSecretName, key: []byte(a.Secret.Reveal()), apps: map[string]bool{a.ID: true}}
 		}
 		g.apps[a.ID] = e
 	}
-	creds, cerrs := buildCredentials(cfg.Credentials, g.apps)
+	creds, cerrs := buildCredentials(cfg.Credentials, g.apps, cfg.AcceptAppSecret)
 	errs = append(errs, cerrs...)
 	g.creds.Store(&creds)
-	if len(cfg.Credentials) == 0 && !cfg.AcceptAppSecret {
-		bad("Credentials: none configured, and AcceptAppSecret is off: no caller could authenticate")
-	}
 	for _, f := range []struct {
 		name string
 		v    int64

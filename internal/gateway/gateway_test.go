@@ -79,8 +79,20 @@ func TestTokenEndpointRefusesLikeWeChat(t *testing.T) {
 	}
 
 	accepting := s.replica(func(c *Config) { c.AcceptAppSecret = true })
-	if tok := accepting.mustToken(t, app1, secret1); tok == "" {
+	tok := accepting.mustToken(t, app1, secret1)
+	if tok == "" {
 		t.Fatal("the real AppSecret is refused with AcceptAppSecret on")
+	}
+	call := func(rp *replica) reply {
+		return get(t, rp.srv.URL+"/cgi-bin/get_api_domain_ip?access_token="+url.QueryEscape(tok))
+	}
+	if r := call(accepting); r.errcode() != 0 {
+		t.Fatalf("a business call with the AppSecret caller's token: got %s", r.body)
+	}
+	// A replica that does not accept the AppSecret learns the token from
+	// the ledger, and refuses it: that credential is not in force there.
+	if r := call(s.replica(nil)); r.errcode() != 40001 || r.header.Get(HeaderGateway) != "revoked_credential" {
+		t.Fatalf("the AppSecret caller's token where the AppSecret is not accepted: got %s", r.body)
 	}
 	if r := accepting.token(t, app1, secret2); r.errcode() != 40125 {
 		t.Fatalf("another app's AppSecret: got %s, want 40125", r.body)

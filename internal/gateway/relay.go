@@ -19,34 +19,34 @@ import (
 
 // serveBusiness relays a business call carrying ?access_token=T.
 func (g *Gateway) serveBusiness(w http.ResponseWriter, r *http.Request, ex *exchange) {
-	t, ok := queryToken(r.URL.RawQuery)
-	if !ok {
-		g.fail(w, ex, 41001, "no_token", "access_token missing")
-		return
-	}
-	held, ok := g.recognise(w, r.Context(), ex, t)
+	held, ok := g.recognise(w, r, ex)
 	if !ok {
 		return
 	}
 	g.relay(w, r, ex, held.App, held.StoodFor, r.URL.Path, r.URL.RawPath)
 }
 
-// recognise returns what a caller's token was handed out as, if the
-// gateway still honours it and the credential it was handed out to is
-// still in force (allowed this app); otherwise it answers 40001 (the SDK
-// fetches again and retries).
-func (g *Gateway) recognise(w http.ResponseWriter, ctx context.Context, ex *exchange, t string) (HandedOut, bool) {
+// recognise returns what the caller's ?access_token was handed out as, if
+// the gateway still honours it and the credential it was handed out to is
+// still in force (allowed this app); otherwise it answers 41001 (no token)
+// or 40001 (the SDK fetches again and retries).
+func (g *Gateway) recognise(w http.ResponseWriter, r *http.Request, ex *exchange) (HandedOut, bool) {
+	t, ok := queryToken(r.URL.RawQuery)
+	if !ok {
+		g.fail(w, ex, 41001, "no_token", "access_token missing")
+		return HandedOut{}, false
+	}
 	ex.token = t
 	var held HandedOut
-	var ok bool
-	if t != "" && len(t) <= wechat.MaxTokenBytes && strings.HasPrefix(t, handlePrefix) {
+	found := false
+	if len(t) <= wechat.MaxTokenBytes && strings.HasPrefix(t, handlePrefix) {
 		var err error
-		held, ok, err = g.known.lookup(ctx, t, g.now())
+		held, found, err = g.known.lookup(r.Context(), t, g.now())
 		if err != nil {
 			g.log.Warn("gateway: could not read the shared record of handed-out tokens", "token", wechat.Fingerprint(t), "err", err)
 		}
 	}
-	if !ok || g.apps[held.App] == nil {
+	if !found || g.apps[held.App] == nil {
 		g.fail(w, ex, 40001, "unknown_token", "invalid credential, access_token is invalid or not latest: not a token this gateway handed out (fetch one through the gateway)")
 		return HandedOut{}, false
 	}
@@ -96,12 +96,7 @@ func (g *Gateway) serveBearer(w http.ResponseWriter, r *http.Request, ex *exchan
 
 // serveTicket answers getticket from the ticket cache.
 func (g *Gateway) serveTicket(w http.ResponseWriter, r *http.Request, ex *exchange) {
-	t, ok := queryToken(r.URL.RawQuery)
-	if !ok {
-		g.fail(w, ex, 41001, "no_token", "access_token missing")
-		return
-	}
-	held, ok := g.recognise(w, r.Context(), ex, t)
+	held, ok := g.recognise(w, r, ex)
 	if !ok {
 		return
 	}
@@ -374,7 +369,7 @@ func queryToken(raw string) (string, bool) {
 		var part string
 		part, raw, _ = strings.Cut(raw, "&")
 		if k, v, _ := strings.Cut(part, "="); paramIs(k, "access_token") {
-			if strings.IndexByte(v, '%') < 0 && strings.IndexByte(v, '+') < 0 {
+			if !strings.ContainsAny(v, "%+") {
 				return v, v != "" // what QueryUnescape would give, without its byte-by-byte scan
 			}
 			t, err := url.QueryUnescape(v)

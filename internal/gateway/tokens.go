@@ -59,31 +59,25 @@ const appSecretName = "app-secret"
 // how much of it did. The AppSecret is a credential of app alone.
 func (g *Gateway) credentialFor(app *appEntry, secret string) *credential {
 	h := sha256.Sum256([]byte(secret))
-	creds := g.credentials()
-	match := -1
-	for i := range creds {
-		if subtle.ConstantTimeCompare(h[:], creds[i].hash[:]) == 1 {
-			match = i
-		}
-	}
+	c := g.credentialByHash(h)
 	isSecret := app.secret != "" && subtle.ConstantTimeCompare(h[:], app.secretHash[:]) == 1
 	switch {
-	case match >= 0 && creds[match].allows(app.id):
-		return &creds[match]
-	case match < 0 && isSecret && g.acceptSecret:
-		return g.appSecretCredential(app)
+	case c != nil && c.allows(app.id):
+		return c
+	case c == nil && isSecret && g.acceptSecret:
+		return app.secretCred
 	}
 	return nil
 }
 
-// appSecretCredential is the credential of a caller using app's AppSecret.
-func (g *Gateway) appSecretCredential(app *appEntry) *credential {
-	return &credential{name: appSecretName, key: []byte(app.secret.Reveal()), apps: map[string]bool{app.id: true}}
-}
-
 // credentialByKey finds the credential a Bearer key is (any app).
 func (g *Gateway) credentialByKey(key string) *credential {
-	h := sha256.Sum256([]byte(key))
+	return g.credentialByHash(sha256.Sum256([]byte(key)))
+}
+
+// credentialByHash finds the credential in force whose key has SHA-256 h,
+// comparing against every one whatever matched, in constant time.
+func (g *Gateway) credentialByHash(h [sha256.Size]byte) *credential {
 	creds := g.credentials()
 	match := -1
 	for i := range creds {
@@ -101,8 +95,8 @@ func (g *Gateway) credentialByKey(key string) *credential {
 // (the AppSecret's while it is accepted); nil if it was revoked.
 func (g *Gateway) credentialNamed(name, app string) *credential {
 	if name == appSecretName {
-		if e := g.apps[app]; e != nil && e.secret != "" && g.acceptSecret {
-			return g.appSecretCredential(e)
+		if e := g.apps[app]; e != nil && g.acceptSecret {
+			return e.secretCred // nil without an AppSecret
 		}
 		return nil
 	}
