@@ -9,6 +9,7 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
+	"maps"
 	"math/rand/v2"
 	"net/http"
 	"os"
@@ -260,14 +261,7 @@ func (s *readerState) deadCall(d DeadCall) {
 func (s *readerState) line(id int, c *tokencache.Cache, final bool) ReaderLine {
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	errs := make(map[string]int64, len(s.errors))
-	for k, v := range s.errors {
-		errs[k] = v
-	}
-	spans := make(map[string]Span, len(s.spans))
-	for k, v := range s.spans {
-		spans[k] = v
-	}
+	errs, spans := addCounts(nil, s.errors), maps.Clone(s.spans)
 	l := ReaderLine{Reader: id, PID: os.Getpid(), At: time.Now(), Final: final, Calls: s.calls, Retries: s.retries,
 		RetriedOK: s.retriedOK, Invalidations: s.invalidations, Errors: errs, ErrorSpans: spans, MaxGap: s.maxGap,
 		Gaps: s.gaps, Dead: s.dead, Cache: c.Admin().Stats()}

@@ -133,6 +133,18 @@ type ReaderSummary struct {
 	Gateway       GatewayCounts    `json:"gateway"`    // the SDK goroutines' calls through the gateways (sdk.go)
 }
 
+// addCounts adds src's counts into dst (made when nil: addCounts(nil, m)
+// is a copy of m) and returns it.
+func addCounts(dst, src map[string]int64) map[string]int64 {
+	if dst == nil {
+		dst = make(map[string]int64, len(src))
+	}
+	for k, v := range src {
+		dst[k] += v
+	}
+	return dst
+}
+
 // LeaderReport is the lease's history.
 type LeaderReport struct {
 	Transitions []Transition    `json:"transitions"`
@@ -268,9 +280,7 @@ func (r *run) report(schedule []*FaultRecord, runOver, ended time.Time, readersF
 		rs.Invalidations += l.Invalidations
 		rs.Signatures = rs.Signatures.add(l.Signatures)
 		rs.Gateway = rs.Gateway.add(l.Gateway)
-		for k, v := range l.Errors {
-			rs.Errors[k] += v
-		}
+		rs.Errors = addCounts(rs.Errors, l.Errors)
 		for k, v := range l.ErrorSpans {
 			rs.ErrorSpans[k] = rs.ErrorSpans[k].merge(v)
 		}

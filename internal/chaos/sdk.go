@@ -68,12 +68,7 @@ func (a GatewayCounts) add(b GatewayCounts) GatewayCounts {
 	a.Retried += b.Retried
 	a.RetriedOK += b.RetriedOK
 	a.Failovers += b.Failovers
-	if a.Errors == nil {
-		a.Errors = map[string]int64{}
-	}
-	for k, v := range b.Errors {
-		a.Errors[k] += v
-	}
+	a.Errors = addCounts(a.Errors, b.Errors)
 	return a
 }
 
@@ -116,10 +111,7 @@ func (s *sdkState) counts() GatewayCounts {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	c := s.c
-	c.Errors = make(map[string]int64, len(s.c.Errors))
-	for k, v := range s.c.Errors {
-		c.Errors[k] = v
-	}
+	c.Errors = addCounts(nil, s.c.Errors)
 	return c
 }
 

@@ -54,12 +54,7 @@ func (a SignatureCounts) add(b SignatureCounts) SignatureCounts {
 	a.Invalid += b.Invalid
 	a.Late += b.Late
 	a.Unchecked += b.Unchecked
-	if a.NotSigned == nil {
-		a.NotSigned = map[string]int64{}
-	}
-	for k, v := range b.NotSigned {
-		a.NotSigned[k] += v
-	}
+	a.NotSigned = addCounts(a.NotSigned, b.NotSigned)
 	a.DeadAt = append(a.DeadAt, b.DeadAt...)
 	return a
 }
@@ -118,10 +113,7 @@ func (p *pageSigner) counts() SignatureCounts {
 	p.mu.Lock()
 	defer p.mu.Unlock()
 	c := p.c
-	c.NotSigned = make(map[string]int64, len(p.c.NotSigned))
-	for k, v := range p.c.NotSigned {
-		c.NotSigned[k] = v
-	}
+	c.NotSigned = addCounts(nil, p.c.NotSigned)
 	c.DeadAt = append([]string(nil), p.c.DeadAt...)
 	return c
 }
