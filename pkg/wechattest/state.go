@@ -117,13 +117,21 @@ type appState struct {
 	tickets    map[string]*ticketKind // by kind
 }
 
+// tokenOf is the record of token if it was minted for appID; s.mu held.
+func (s *Server) tokenOf(appID, token string) *tokenRecord {
+	if t, ok := s.tokens[token]; ok && t.appID == appID {
+		return t
+	}
+	return nil
+}
+
 // TokenState says what a business API would answer for token right now.
 // A token of another app is Unknown.
 func (s *Server) TokenState(appID, token string) TokenState {
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	t, ok := s.tokens[token]
-	if !ok || t.appID != appID {
+	t := s.tokenOf(appID, token)
+	if t == nil {
 		return Unknown
 	}
 	return t.state(s.now())
@@ -134,8 +142,8 @@ func (s *Server) TokenState(appID, token string) TokenState {
 func (s *Server) TokenInfo(appID, token string) (info TokenInfo, ok bool) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	t, ok := s.tokens[token]
-	if !ok || t.appID != appID {
+	t := s.tokenOf(appID, token)
+	if t == nil {
 		return TokenInfo{State: Unknown}, false
 	}
 	return TokenInfo{State: t.state(s.now()), Stable: t.stable, IssuedAt: t.issuedAt, ExpiresAt: t.expiresAt, GraceEndsAt: t.graceEndsAt}, true
@@ -147,8 +155,8 @@ func (s *Server) TokenInfo(appID, token string) (info TokenInfo, ok bool) {
 func (s *Server) Revoke(appID, token string) bool {
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	t, ok := s.tokens[token]
-	if !ok || t.appID != appID {
+	t := s.tokenOf(appID, token)
+	if t == nil {
 		return false
 	}
 	t.graceEndsAt = s.now()

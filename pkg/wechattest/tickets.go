@@ -184,11 +184,20 @@ func (s *Server) CurrentTicket(appID, kind string) string {
 func (s *Server) TicketState(appID, kind, ticket string) TokenState {
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	t, ok := s.tickets[ticket]
-	if !ok || t.appID != appID || t.kind != kind {
+	t := s.ticketOf(appID, kind, ticket)
+	if t == nil {
 		return Unknown
 	}
 	return t.state(s.now())
+}
+
+// ticketOf is the record of ticket if it was minted for appID and kind;
+// s.mu held.
+func (s *Server) ticketOf(appID, kind, ticket string) *ticketRecord {
+	if t, ok := s.tickets[ticket]; ok && t.appID == appID && t.kind == kind {
+		return t
+	}
+	return nil
 }
 
 // RevokeTicket makes ticket dead at once, as a fetch outside the fleet
@@ -196,8 +205,8 @@ func (s *Server) TicketState(appID, kind, ticket string) TokenState {
 func (s *Server) RevokeTicket(appID, kind, ticket string) bool {
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	t, ok := s.tickets[ticket]
-	if !ok || t.appID != appID || t.kind != kind {
+	t := s.ticketOf(appID, kind, ticket)
+	if t == nil {
 		return false
 	}
 	t.graceEndsAt = s.now()
