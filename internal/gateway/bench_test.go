@@ -40,22 +40,7 @@ import (
 //	go test -run '^$' -bench BenchmarkGateway -benchmem ./internal/gateway/
 func BenchmarkGateway(b *testing.B) {
 	fake, client, cache := benchCache(b)
-	m, err := NewMetrics(prometheus.NewRegistry())
-	if err != nil {
-		b.Fatal(err)
-	}
-	gw, err := New(Config{
-		Tokens:      cache,
-		Apps:        []App{{ID: app1, Secret: secret1}},
-		Credentials: []Credential{{Name: "bench", Key: credA, Apps: []string{app1}}},
-		UpstreamURL: fake.URL(),
-		Ledger:      RedisLedger(client, keyPrefix),
-		Metrics:     m,
-		Logger:      slog.New(slog.NewTextHandler(io.Discard, nil)),
-	})
-	if err != nil {
-		b.Fatal(err)
-	}
+	gw := benchGateway(b, fake.URL(), client, cache, nil)
 	srv := listenLoopback(b, gw)
 	hc := &http.Client{Transport: &http.Transport{MaxIdleConnsPerHost: 4}}
 
@@ -206,23 +191,7 @@ func BenchmarkGatewayHandler(b *testing.B) {
 	}
 	up := &cannedUpstream{want: "access_token=" + url.QueryEscape(cur.Value), body: body, header: resp.Header.Clone()}
 
-	m, err := NewMetrics(prometheus.NewRegistry())
-	if err != nil {
-		b.Fatal(err)
-	}
-	gw, err := New(Config{
-		Tokens:      cache,
-		Apps:        []App{{ID: app1, Secret: secret1}},
-		Credentials: []Credential{{Name: "bench", Key: credA, Apps: []string{app1}}},
-		UpstreamURL: fake.URL(),
-		Transport:   up,
-		Ledger:      RedisLedger(client, keyPrefix),
-		Metrics:     m,
-		Logger:      slog.New(slog.NewTextHandler(io.Discard, nil)),
-	})
-	if err != nil {
-		b.Fatal(err)
-	}
+	gw := benchGateway(b, fake.URL(), client, cache, up)
 	rec := httptest.NewRecorder()
 	gw.ServeHTTP(rec, httptest.NewRequest(http.MethodGet, "/cgi-bin/token?grant_type=client_credential&appid="+app1+"&secret="+credA, nil))
 	var handed struct {
@@ -309,4 +278,29 @@ func benchCache(b *testing.B) (*wechattest.Server, *redis.Client, *tokencache.Ca
 	}
 	b.Cleanup(func() { cache.Close() })
 	return fake, client, cache
+}
+
+// benchGateway is the gateway wired as refresher serve wires it (metrics
+// on, a real logger, the access log off) for app1 and credA, over cache,
+// sending upstream through transport (nil: the network).
+func benchGateway(b *testing.B, upstream string, client *redis.Client, cache *tokencache.Cache, transport http.RoundTripper) *Gateway {
+	b.Helper()
+	m, err := NewMetrics(prometheus.NewRegistry())
+	if err != nil {
+		b.Fatal(err)
+	}
+	gw, err := New(Config{
+		Tokens:      cache,
+		Apps:        []App{{ID: app1, Secret: secret1}},
+		Credentials: []Credential{{Name: "bench", Key: credA, Apps: []string{app1}}},
+		UpstreamURL: upstream,
+		Transport:   transport,
+		Ledger:      RedisLedger(client, keyPrefix),
+		Metrics:     m,
+		Logger:      slog.New(slog.NewTextHandler(io.Discard, nil)),
+	})
+	if err != nil {
+		b.Fatal(err)
+	}
+	return gw
 }
